@@ -1,0 +1,4 @@
+from mhsa_patch.cli import main
+
+if __name__ == "__main__":
+    main()

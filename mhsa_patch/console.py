@@ -1,0 +1,30 @@
+"""Output in the style of ultralytics' own logs: results on stdout, warnings and errors on stderr, one line each."""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from mhsa_patch.errors import PatchError
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+PREFIX = "[bold blue]mhsa-patch:[/] "
+
+
+def info(msg: str) -> None:
+    out.print(PREFIX + msg)
+
+
+def warn(msg: str) -> None:
+    err.print(f"[yellow]WARNING ⚠️[/] {escape(msg)}")
+
+
+def fail(msg: str | PatchError, code: int = 1) -> NoReturn:
+    """Print one line on stderr and exit (1: refusal or failure). Never a traceback."""
+    err.print(f"[red]ERROR ❌[/] {escape(str(msg))}")
+    raise typer.Exit(code)

@@ -1,0 +1,117 @@
+"""Real ultralytics releases for the tests: wheels downloaded once with pip, unpacked into a cache, copied per test.
+
+Nothing here touches the ultralytics installed in the environment. Each test gets its own copy of a release's
+``ultralytics/`` package in a temporary folder and reaches it through ``--target`` or ``PYTHONPATH``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+# The engine issue's matrix: the first release with nn/modules/, one per later layout, and the latest.
+MATRIX = ("8.0.98", "8.0.239", "8.2.103", "8.3.150", "8.4.190")
+LATEST = MATRIX[-1]
+
+CACHE = Path(os.environ.get("MHSA_PATCH_TEST_CACHE", Path.home() / ".cache" / "mhsa-patch-tests"))
+
+# Old releases import packages that current ultralytics no longer pulls in (see shared/guides). They go into a
+# side folder put on PYTHONPATH, never into the environment. --no-deps keeps numpy & co from being shadowed.
+SIDE_PACKAGES = ("tqdm", "setuptools<81", "pandas", "python-dateutil", "tzdata", "hub-sdk")
+
+
+def _locked_once(dest: Path, build) -> Path:
+    """Build ``dest`` once, atomically: build into a sibling temp folder, then rename."""
+    if dest.exists():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    try:
+        build(tmp)
+        try:
+            tmp.rename(dest)
+        except OSError:  # another process won the race
+            pass
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def wheel(version: str) -> Path:
+    """Path of the cached ``ultralytics==version`` wheel, downloaded with pip on first use."""
+
+    def download(tmp: Path) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(tmp), f"ultralytics=={version}"],
+            check=True,
+        )
+
+    folder = _locked_once(CACHE / "wheels" / version, download)
+    return next(folder.glob("ultralytics-*.whl"))
+
+
+def pristine(version: str) -> Path:
+    """A read-only-by-convention unpacked ``ultralytics/`` package of a release. Copy it before changing anything."""
+
+    def unpack(tmp: Path) -> None:
+        with zipfile.ZipFile(wheel(version)) as zf:
+            zf.extractall(tmp, [n for n in zf.namelist() if n.startswith("ultralytics/")])
+
+    return _locked_once(CACHE / "unpacked" / version, unpack) / "ultralytics"
+
+
+def copy_release(version: str, dest_root: Path) -> Path:
+    """Copy a release's package to ``dest_root/ultralytics`` and return the package folder."""
+    dest = Path(dest_root) / "ultralytics"
+    shutil.copytree(pristine(version), dest)
+    return dest
+
+
+def side_packages() -> Path:
+    """Folder with the extra packages old releases need to import offline (installed with pip --target)."""
+
+    def install(tmp: Path) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(tmp), *SIDE_PACKAGES],
+            check=True,
+        )
+
+    return _locked_once(CACHE / "side-packages", install)
+
+
+def release_env(site: Path, config_dir: Path | None = None) -> dict[str, str]:
+    """Environment for a subprocess that must import the ultralytics under ``site`` (a folder holding ultralytics/)."""
+    env = dict(os.environ)
+    paths = [str(site), str(side_packages())]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env["YOLO_OFFLINE"] = "1"
+    env["YOLO_CONFIG_DIR"] = str(config_dir or Path(tempfile.mkdtemp(prefix="yolo-cfg-")))
+    env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"  # releases <= 8.2.0 call torch.load without weights_only
+    env.setdefault("OMP_NUM_THREADS", "2")
+    return env
+
+
+def run_python(code: str, site: Path, *args: str, timeout: float = 600, cwd: Path | None = None):
+    """Run ``python -c code`` against the ultralytics under ``site``; return the CompletedProcess (text)."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=release_env(site),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` with its bytes, for byte-for-byte comparisons of a package tree."""
+    root = Path(root)
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
