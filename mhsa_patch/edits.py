@@ -131,7 +131,17 @@ class _Seq:
                 if _newline_ws(ws):
                     ws = ws.with_changes(first_line=_unmarked_line(ws.first_line))
                 return el.comma.with_changes(whitespace_after=ws)
+        opening = self.opening_ws()
+        if _newline_ws(opening):  # a single name on its own line: the opening bracket's line break is the template
+            return cst.Comma(whitespace_after=opening.with_changes(first_line=cst.TrailingWhitespace(), empty_lines=()))
         return cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
+
+    def opening_ws(self):
+        if self.kind == "import":
+            return self.container.lpar.whitespace_after if self.container.lpar is not None else None
+        if isinstance(self.container, cst.List):
+            return self.container.lbracket.whitespace_after
+        return self.container.lpar[0].whitespace_after
 
     def _wrapping_separator(self) -> Optional[cst.Comma]:
         for el in self.elements[:-1]:

@@ -327,8 +327,23 @@ def _revert_plan(target: Target, journal: Optional[dict]) -> list[Change]:
 
 
 def _write_changes(target: Target, changes: list[Change]) -> None:
-    for c in changes:
-        write_atomic(c.path, c.new)
+    """Write every change or, if the system refuses one (full disk, read-only file), put back the ones written."""
+    done: list[Change] = []
+    try:
+        for c in changes:
+            write_atomic(c.path, c.new)
+            done.append(c)
+    except OSError as e:
+        for c in reversed(done):
+            write_atomic(c.path, c.old)
+        raise PatchError(f"{e.filename or target.package}: {e.strerror or e}; nothing was changed") from None
+
+
+def _journal_write(target: Target, journal: Journal, data: dict) -> None:
+    try:
+        journal.write(data)
+    except OSError as e:
+        raise PatchError(f"{e.filename or journal.path}: {e.strerror or e}; nothing was changed") from None
 
 
 def _recover(target: Target, journal: Journal) -> list[str]:
@@ -447,8 +462,12 @@ def apply(target: Target, *, force: bool = False, dry_run: bool = False) -> Resu
             "files": files,
         }
         if result.changes or data is None or data.get("patch_digest") != digest:
-            journal.write({**record, "state": "applying"})
-            _write_changes(target, result.changes)
+            _journal_write(target, journal, {**record, "state": "applying"})
+            try:
+                _write_changes(target, result.changes)
+            except PatchError:
+                journal.delete()
+                raise
             journal.write({**record, "state": "applied"})
     return result
 
@@ -467,7 +486,14 @@ def revert(target: Target, *, dry_run: bool = False) -> Result:
             return result
         _check_writable(target, result.changes)
         if result.changes:
-            journal.write({**(data or {}), "state": "reverting"})
-            _write_changes(target, result.changes)
+            _journal_write(target, journal, {**(data or {}), "state": "reverting"})
+            try:
+                _write_changes(target, result.changes)
+            except PatchError:
+                if data is None:
+                    journal.delete()
+                else:
+                    journal.write(data)
+                raise
         journal.delete()
     return result

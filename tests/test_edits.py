@@ -1,0 +1,227 @@
+"""Each structural edit on small before/after sources: add, its inverse, the no-op and the already-applied cases."""
+
+from __future__ import annotations
+
+import libcst as cst
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mhsa_patch.edits import EDITS, AllEntry, ClassDefEdit, ImportEntry, ParseModelBranch
+from mhsa_patch.errors import PatchError
+from mhsa_patch.spec import layers
+
+LAYER = layers()[0]
+
+
+def run_add(edit, src: str) -> str:
+    module = cst.parse_module(src)
+    assert edit.find(module, LAYER) == []
+    return edit.add(module, LAYER).code
+
+
+def run_remove(edit, src: str) -> str:
+    module = cst.parse_module(src)
+    (found,) = edit.find(module, LAYER)
+    assert found.marked
+    return edit.remove(module, LAYER, found).code
+
+
+@pytest.mark.parametrize(
+    "before, after",
+    [
+        # one name per line, trailing comma, sorted: the new name lands at its sorted place, on its own line
+        (
+            '__all__ = (\n    "Conv",\n    "RepConv",\n)\n',
+            '__all__ = (\n    "Conv",\n    "MHSA",  # mhsa-patch\n    "RepConv",\n)\n',
+        ),
+        # one per line, unsorted: appended, trailing comma kept
+        (
+            '__all__ = (\n    "Zeta",\n    "Conv",\n)\n',
+            '__all__ = (\n    "Zeta",\n    "Conv",\n    "MHSA",  # mhsa-patch\n)\n',
+        ),
+        # one per line, no trailing comma: none added after the new last name
+        (
+            "__all__ = [\n    'Zeta',\n    'Conv'\n]\n",
+            "__all__ = [\n    'Zeta',\n    'Conv',\n    'MHSA'  # mhsa-patch\n]\n",
+        ),
+        # wrapped list, single quotes, no trailing comma (8.0.98): appended to the last line
+        (
+            "__all__ = [\n    'Conv', 'LightConv',\n    'CBAM', 'Concat']\n",
+            "__all__ = [\n    'Conv', 'LightConv',\n    'CBAM', 'Concat', 'MHSA']  # mhsa-patch\n",
+        ),
+        # wrapped tuple on two lines (8.0.200)
+        (
+            "__all__ = ('Conv', 'Conv2',\n           'CBAM', 'RepConv')\n",
+            "__all__ = ('Conv', 'Conv2',\n           'CBAM', 'RepConv', 'MHSA')  # mhsa-patch\n",
+        ),
+    ],
+)
+def test_all_entry_add_and_inverse(before, after):
+    assert run_add(AllEntry(), before) == after
+    assert run_remove(AllEntry(), after) == before
+
+
+def test_all_entry_wraps_past_the_line_length_like_the_host():
+    names = ", ".join(f"'Name{i:02d}'" for i in range(9))
+    before = f"__all__ = ('A', 'B',\n           {names})\n"
+    after = run_add(AllEntry(), before)
+    assert after.endswith(f"{names},\n           'MHSA')  # mhsa-patch\n")
+    assert max(len(line) for line in after.splitlines()) <= 120
+    assert run_remove(AllEntry(), after) == before
+
+
+@pytest.mark.parametrize(
+    "module_name, before, after",
+    [
+        (
+            ".conv",
+            "from .conv import (\n    CBAM,\n    Conv,\n)\n",
+            "from .conv import (\n    CBAM,\n    Conv,\n    MHSA,  # mhsa-patch\n)\n",
+        ),
+        (
+            ".conv",
+            "from .conv import (CBAM, Conv,\n                   RepConv)\nfrom .head import Detect\n",
+            "from .conv import (CBAM, Conv,\n                   RepConv, MHSA)  # mhsa-patch\nfrom .head import Detect\n",
+        ),
+        (
+            "ultralytics.nn.modules",
+            "import torch\nfrom ultralytics.nn.modules import (\n    SPPF,\n    AIFI,\n)\n",
+            "import torch\nfrom ultralytics.nn.modules import (\n    SPPF,\n    AIFI,\n    MHSA,  # mhsa-patch\n)\n",
+        ),
+    ],
+)
+def test_import_entry_add_and_inverse(module_name, before, after):
+    edit = ImportEntry(module_name)
+    assert run_add(edit, before) == after
+    assert run_remove(edit, after) == before
+
+
+def test_import_entry_missing_anchor_names_it():
+    with pytest.raises(PatchError, match=r"from \.conv import"):
+        ImportEntry(".conv").check_anchor(cst.parse_module("import os\n"), LAYER)
+
+
+PARSE_MODEL = """\
+def parse_model(d, ch):
+    for i, (f, n, m, args) in enumerate(d):
+        if restricted and not m:
+            raise TypeError(m)
+        if m in base_modules:
+            c1, c2 = ch[f], args[0]
+        elif m is AIFI:
+            args = [ch[f], *args]
+        else:
+            c2 = ch[f]
+"""
+
+
+def test_branch_goes_before_the_final_else_of_the_right_chain():
+    after = run_add(ParseModelBranch(), PARSE_MODEL)
+    assert after == PARSE_MODEL.replace(
+        "        else:\n",
+        "        elif m is MHSA:  # mhsa-patch\n            c2 = ch[f]\n            args = [c2, *args]\n        else:\n",
+    )
+    assert run_remove(ParseModelBranch(), after) == PARSE_MODEL
+
+
+def test_branch_body_comes_from_the_rule_in_patches():
+    from mhsa_patch.patches.parse_model_rules import prepend_input_channels
+
+    # the rule is real code: what the branch does, the function does
+    assert prepend_input_channels([3, 16, 256], -1, [14, 14, 4]) == (256, [256, 14, 14, 4])
+    assert prepend_input_channels([3, 64, 128, 256], 2, [14, 14, 4, True]) == (128, [128, 14, 14, 4, True])
+
+
+@pytest.mark.parametrize(
+    "src, anchor",
+    [
+        ("def other():\n    pass\n", "parse_model not found"),
+        ("def parse_model(d, ch):\n    for x in d:\n        if x:\n            pass\n", "else: c2 = ch"),
+    ],
+)
+def test_branch_missing_anchor(src, anchor):
+    with pytest.raises(PatchError, match=anchor):
+        ParseModelBranch().check_anchor(cst.parse_module(src), LAYER)
+
+
+def test_class_is_appended_with_marker_and_removed_exactly():
+    before = "import torch\nimport torch.nn as nn\n\n\nclass Conv(nn.Module):\n    pass\n"
+    after = run_add(ClassDefEdit(), before)
+    assert after.startswith(before + "\n\n# mhsa-patch: MHSA")
+    assert "\nclass MHSA(nn.Module):\n" in after
+    compile(after, "conv.py", "exec")
+    assert run_remove(ClassDefEdit(), after) == before
+
+
+def test_class_follows_host_line_endings():
+    before = "import torch\r\nfrom torch import nn\r\n\r\n\r\nclass Conv(nn.Module):\r\n    pass\r\n"
+    after = run_add(ClassDefEdit(), before)
+    assert "\n" not in after.replace("\r\n", "")
+    assert run_remove(ClassDefEdit(), after) == before
+
+
+@pytest.mark.parametrize(
+    "edit, src",
+    [
+        (AllEntry(), '__all__ = (\n    "Conv",\n    "MHSA",\n)\n'),
+        (ImportEntry(".conv"), "from .conv import (Conv, MHSA)\n"),
+        (ImportEntry("ultralytics.nn.modules"), "from ultralytics.nn.modules.conv import MHSA\n"),
+        (ClassDefEdit(), "class MHSA(nn.Module):\n    pass\n"),
+        (ParseModelBranch(), PARSE_MODEL.replace("        else:", "        elif m is MHSA:\n            args = [ch[f], *args]\n        else:")),
+        (ParseModelBranch(), PARSE_MODEL.replace("m in base_modules", "m in {Conv, MHSA}")),
+    ],
+)
+def test_hand_pasted_pieces_are_found_unmarked_and_removable(edit, src):
+    module = cst.parse_module(src)
+    (found,) = edit.find(module, LAYER)
+    assert not found.marked
+    removed = edit.remove(module, LAYER, found)
+    assert edit.find(removed, LAYER) == []
+
+
+def test_already_applied_is_found_current_so_apply_is_a_no_op():
+    for rel, edits in EDITS.items():
+        for edit in edits:
+            src = {
+                "__all__": '__all__ = (\n    "Conv",\n)\n',
+                "import": f"from {edit.module_name if isinstance(edit, ImportEntry) else ''} import (\n    Conv,\n)\n",
+                "class": "import torch\n",
+                "branch": PARSE_MODEL,
+            }[edit.key]
+            once = cst.parse_module(run_add(edit, src))
+            (found,) = edit.find(once, LAYER)
+            assert found.marked and found.current, (rel, edit.key)
+
+
+# -- properties over generated sequence layouts ------------------------------------------------------------------------
+
+names_st = st.lists(st.from_regex(r"[A-Z][A-Za-z0-9]{0,10}", fullmatch=True), min_size=1, max_size=12, unique=True)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    names=names_st.filter(lambda ns: "MHSA" not in ns),
+    one_per_line=st.booleans(),
+    trailing=st.booleans(),
+    quote=st.sampled_from(["'", '"']),
+    bracket=st.sampled_from(["[]", "()"]),
+    do_sort=st.booleans(),
+)
+def test_all_entry_roundtrip_property(names, one_per_line, trailing, quote, bracket, do_sort):
+    names = sorted(names) if do_sort else names
+    trailing = trailing or (bracket == "()" and len(names) == 1)  # ('A') is a string, not a tuple
+    items = [f"{quote}{n}{quote}" for n in names]
+    if one_per_line:
+        body = "".join(f"    {it},\n" for it in items[:-1]) + f"    {items[-1]}{',' if trailing else ''}\n"
+        src = f"__all__ = {bracket[0]}\n{body}{bracket[1]}\n"
+    else:
+        src = f"__all__ = {bracket[0]}{', '.join(items)}{',' if trailing else ''}{bracket[1]}\n"
+    applied = run_add(AllEntry(), src)
+    module = cst.parse_module(applied)
+    namespace: dict = {}
+    exec(applied, namespace)
+    assert set(namespace["__all__"]) == set(names) | {"MHSA"}
+    (found,) = AllEntry().find(module, LAYER)
+    assert found.marked and found.current
+    assert run_remove(AllEntry(), applied) == src

@@ -1,0 +1,349 @@
+"""apply / revert / status on copies of real releases: exactness, idempotence, conflicts, drift, crashes, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import releases
+from mhsa_patch import engine, journal
+from mhsa_patch.cli import app
+from mhsa_patch.errors import PatchError
+from mhsa_patch.target import TARGET_FILES, find_target
+
+# The matrix plus one release of each other layout in shared/guides/ultralytics-layouts.md.
+LAYOUTS = (*releases.MATRIX, "8.0.200", "8.1.47", "8.3.253", "8.4.100")
+
+runner = CliRunner()
+
+
+def cli(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def unchanged(pkg: Path, version: str = releases.LATEST) -> bool:
+    return releases.tree_bytes(pkg) == releases.tree_bytes(releases.pristine(version))
+
+
+@pytest.mark.parametrize("version", LAYOUTS)
+def test_properties_on_real_release_files(tmp_path, version):
+    """revert(apply(x)) == x and apply(apply(x)) == apply(x), over each layout's real files."""
+    pkg = releases.copy_release(version, tmp_path)
+    target = find_target(tmp_path)
+    assert target.version == version and engine.status(target).state == "not-applied"
+
+    first = engine.apply(target)
+    assert [c.rel for c in first.changes] == list(TARGET_FILES)
+    applied = releases.tree_bytes(pkg)
+    assert engine.status(target).state == "applied"
+    for rel in TARGET_FILES:  # every new text compiles
+        compile((pkg / rel).read_bytes(), rel, "exec")
+
+    assert engine.apply(target).nothing_to_do
+    assert releases.tree_bytes(pkg) == applied
+
+    engine.revert(target)
+    assert unchanged(pkg, version)  # byte for byte, and no file of the tool's left behind
+
+    # the structural path (no journal: say it was deleted) gives the same bytes
+    engine.apply(target)
+    (pkg / journal.JOURNAL).unlink()
+    assert engine.status(target).state == "applied"
+    engine.revert(target)
+    assert unchanged(pkg, version)
+
+
+def test_cli_apply_status_revert(latest_pkg):
+    site = str(latest_pkg.parent)
+    r = cli("status", "--target", site, "--json")
+    assert r.exit_code == 0
+    st = json.loads(r.stdout)
+    assert st["state"] == "not-applied"
+    assert st["ultralytics_version"] == releases.LATEST and st["path"] == str(latest_pkg)
+    assert set(st["files"]) == set(TARGET_FILES)
+
+    r = cli("apply", "--target", site)
+    assert r.exit_code == 0, r.output
+    assert "nn/tasks.py" in r.stdout
+    st = json.loads(cli("status", "--target", site, "--json").stdout)
+    assert st["state"] == "applied"
+    assert all(p["state"] == "marked" for f in st["files"].values() for p in f["pieces"])
+
+    before = releases.tree_bytes(latest_pkg)
+    r = cli("apply", "--target", site)
+    assert r.exit_code == 0 and "nothing to do" in r.stdout
+    assert releases.tree_bytes(latest_pkg) == before
+
+    r = cli("status", "--target", str(latest_pkg))  # the package folder itself works too
+    assert r.exit_code == 0 and "applied" in r.stdout
+
+    r = cli("revert", "--target", site)
+    assert r.exit_code == 0
+    assert "need the patch to load" in r.stderr
+    assert unchanged(latest_pkg)
+    r = cli("revert", "--target", site)
+    assert r.exit_code == 0 and "nothing to do" in r.stdout
+
+
+def test_dry_run_prints_a_diff_and_writes_nothing(latest_pkg):
+    r = cli("apply", "--dry-run", "-t", str(latest_pkg))
+    assert r.exit_code == 0
+    assert "+++ b/ultralytics/nn/tasks.py" in r.stdout
+    assert "+        elif m is MHSA:  # mhsa-patch" in r.stdout
+    assert unchanged(latest_pkg)
+
+    cli("apply", "-t", str(latest_pkg))
+    applied = releases.tree_bytes(latest_pkg)
+    r = cli("revert", "--dry-run", "-t", str(latest_pkg))
+    assert r.exit_code == 0 and "-class MHSA(nn.Module):" in r.stdout
+    assert releases.tree_bytes(latest_pkg) == applied
+
+
+TUTORIAL_CLASS = '''
+
+class MHSA(nn.Module):
+    def __init__(self, n_dims, width=14, height=14, heads=4, pos_emb=False):
+        super(MHSA, self).__init__()
+        self.heads = heads
+'''
+
+
+def paste_tutorial(pkg: Path) -> None:
+    """What the tutorial's readers do by hand (text edits, as they make them)."""
+    conv = pkg / "nn/modules/conv.py"
+    conv.write_text(conv.read_text() + TUTORIAL_CLASS)
+    tasks = pkg / "nn/tasks.py"
+    text = tasks.read_text()
+    text = text.replace("from ultralytics.nn.modules import (\n", "from ultralytics.nn.modules import (\n    MHSA,\n", 1)
+    text = text.replace(
+        "        else:\n            c2 = ch[f]\n",
+        "        elif m is MHSA:\n            args = [ch[f], *args]\n        else:\n            c2 = ch[f]\n",
+        1,
+    )
+    tasks.write_text(text)
+
+
+def test_hand_pasted_tutorial_is_a_conflict_and_force_replaces_it(latest_pkg):
+    paste_tutorial(latest_pkg)
+    pasted = releases.tree_bytes(latest_pkg)
+    st = json.loads(cli("status", "-t", str(latest_pkg), "--json").stdout)
+    assert st["state"] == "conflict"
+
+    r = cli("apply", "-t", str(latest_pkg))
+    assert r.exit_code == 1
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.output
+    assert "nn/modules/conv.py:" in r.stderr and "--force" in r.stderr
+    assert releases.tree_bytes(latest_pkg) == pasted
+
+    r = cli("apply", "--force", "-t", str(latest_pkg))
+    assert r.exit_code == 0, r.output
+    assert engine.status(find_target(latest_pkg)).state == "applied"
+    assert (latest_pkg / "nn/tasks.py").read_text().count("MHSA") == 2  # the marked import and `elif m is MHSA`, nothing else
+
+    cli("revert", "-t", str(latest_pkg))
+    assert unchanged(latest_pkg)  # the hand-pasted pieces went with the tool's own
+
+
+def test_revert_keeps_user_edits_made_after_apply(latest_pkg):
+    engine.apply(find_target(latest_pkg))
+    tasks = latest_pkg / "nn/tasks.py"
+    tasks.write_text(tasks.read_text() + "\n# my own note\n")
+    st = engine.status(find_target(latest_pkg))
+    assert st.state == "applied" and any("edited since apply" in n for n in st.notes)
+    engine.revert(find_target(latest_pkg))
+    stock = (releases.pristine(releases.LATEST) / "nn/tasks.py").read_text()
+    assert tasks.read_text() == stock + "\n# my own note\n"
+    assert not (latest_pkg / journal.JOURNAL).exists()
+
+
+def test_drift_after_reinstall_is_reported_and_apply_repairs_it(latest_pkg):
+    target = find_target(latest_pkg)
+    engine.apply(target)
+    for rel in TARGET_FILES:  # `pip install --force-reinstall ultralytics` puts the stock files back
+        shutil.copyfile(releases.pristine(releases.LATEST) / rel, latest_pkg / rel)
+    st = engine.status(target)
+    assert st.state == "not-applied" and any(n.startswith("drift") for n in st.notes)
+    engine.apply(target)
+    assert engine.status(target).state == "applied"
+    engine.revert(target)
+    assert unchanged(latest_pkg)
+
+
+def test_partial_state_is_reported_and_completed(latest_pkg):
+    target = find_target(latest_pkg)
+    engine.apply(target)
+    shutil.copyfile(releases.pristine(releases.LATEST) / "nn/tasks.py", latest_pkg / "nn/tasks.py")
+    st = engine.status(target)
+    assert st.state == "partial"
+    assert {f.rel: f.state for f in st.files}["nn/tasks.py"] == "not-applied"
+    engine.apply(target)
+    assert engine.status(target).state == "applied"
+    engine.revert(target)
+    assert unchanged(latest_pkg)
+
+
+def test_crlf_and_utf8_are_kept(latest_pkg):
+    for rel in TARGET_FILES:
+        p = latest_pkg / rel
+        p.write_bytes(p.read_bytes().replace(b"\n", b"\r\n"))
+    stock = releases.tree_bytes(latest_pkg)
+    engine.apply(find_target(latest_pkg))
+    for rel in TARGET_FILES:
+        data = (latest_pkg / rel).read_bytes()
+        assert b"\n" not in data.replace(b"\r\n", b"")
+        assert "🚀".encode() in data
+    engine.revert(find_target(latest_pkg))
+    assert releases.tree_bytes(latest_pkg) == stock
+
+
+class Killed(BaseException):
+    """Stands for the process dying: nothing after it runs (BaseException skips `except Exception`)."""
+
+
+@pytest.mark.parametrize("action", ["apply", "revert"])
+def test_killed_at_any_write_leaves_applied_or_not_applied(latest_pkg, monkeypatch, action):
+    """Kill before each os.replace in turn (journal writes and file writes); status and revert must cope."""
+    target = find_target(latest_pkg)
+    real_replace = os.replace
+    k = 0
+    while True:
+        k += 1
+        if action == "revert":
+            engine.apply(target)
+        calls = {"n": 0}
+
+        def dying_replace(src, dst, _k=k):
+            calls["n"] += 1
+            if calls["n"] == _k:
+                raise Killed
+            real_replace(src, dst)
+
+        monkeypatch.setattr(journal.os, "replace", dying_replace)
+        try:
+            getattr(engine, action)(target)
+            finished = True
+        except Killed:
+            finished = False
+        monkeypatch.setattr(journal.os, "replace", real_replace)
+        state = engine.status(target).state  # recovers an interrupted run
+        assert state in ("applied", "not-applied"), (action, k, state)
+        if finished:
+            assert state == ("applied" if action == "apply" else "not-applied")
+        engine.revert(target)
+        assert unchanged(latest_pkg), (action, k)
+        if finished:
+            break
+    assert k >= 4  # journal + 3 files (+ journal) were each interrupted once
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.45, 0.6, 0.75, 0.9])
+def test_sigkill_during_apply(latest_pkg, delay):
+    """A real SIGKILL at several instants of a real `mhsa-patch apply` process."""
+    proc = subprocess.Popen([sys.executable, "-m", "mhsa_patch", "apply", "-t", str(latest_pkg)])
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    target = find_target(latest_pkg)
+    assert engine.status(target).state in ("applied", "not-applied")
+    engine.revert(target)
+    assert unchanged(latest_pkg)
+
+
+def test_concurrent_applies_and_reverts_serialize(latest_pkg):
+    cmd = [sys.executable, "-m", "mhsa_patch"]
+    procs = [subprocess.Popen([*cmd, "apply", "-t", str(latest_pkg)], stdout=subprocess.DEVNULL) for _ in range(4)]
+    assert all(p.wait() == 0 for p in procs)
+    assert engine.status(find_target(latest_pkg)).state == "applied"
+    assert (latest_pkg / "nn/modules/conv.py").read_text().count("class MHSA(") == 1
+    procs = [subprocess.Popen([*cmd, "revert", "-t", str(latest_pkg)], stdout=subprocess.DEVNULL) for _ in range(3)]
+    assert all(p.wait() == 0 for p in procs)
+    assert unchanged(latest_pkg)
+
+
+def test_engine_commands_do_not_import_torch_or_ultralytics(latest_pkg):
+    code = (
+        "import sys\n"
+        "from mhsa_patch.cli import app\n"
+        "for args in (['status', '--json'], ['apply'], ['status'], ['revert']):\n"
+        "    try:\n"
+        "        app(args + ['-t', sys.argv[1]])\n"
+        "    except SystemExit as e:\n"
+        "        assert not e.code, e.code\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ultralytics'))\n"
+        "assert not bad, bad\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(latest_pkg)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+# -- bad input: one line on stderr, exit 1, no traceback, nothing changed ---------------------------------------------
+
+
+def assert_refused(r, *needles: str) -> None:
+    assert r.exit_code == 1, r.output
+    assert "Traceback" not in r.output
+    assert r.stderr.count("\n") == 1, r.stderr
+    for needle in needles:
+        assert needle in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("command", ["apply", "revert", "status"])
+def test_missing_and_empty_and_foreign_paths(tmp_path, command):
+    assert_refused(cli(command, "-t", str(tmp_path / "nope")), "no such file or directory")
+    assert_refused(cli(command, "-t", ""), "--target is empty")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "x.py").write_text("")
+    assert_refused(cli(command, "-t", str(tmp_path / "foreign")), "not an ultralytics package")
+
+
+def test_release_before_nn_modules_is_refused(tmp_path):
+    pkg = releases.copy_release("8.0.97", tmp_path)
+    stock = releases.tree_bytes(pkg)
+    assert_refused(cli("apply", "-t", str(tmp_path)), "8.0.97", "not supported")
+    assert releases.tree_bytes(pkg) == stock
+
+
+def test_future_release_without_the_anchor_names_it(latest_pkg):
+    tasks = latest_pkg / "nn/tasks.py"
+    tasks.write_text(tasks.read_text().replace("def parse_model(", "def parse_model_v2("))
+    before = releases.tree_bytes(latest_pkg)
+    assert_refused(cli("apply", "-t", str(latest_pkg)), "parse_model not found in nn/tasks.py")
+    assert releases.tree_bytes(latest_pkg) == before
+
+
+def test_source_that_does_not_parse(latest_pkg):
+    init = latest_pkg / "nn/modules/__init__.py"
+    init.write_text(init.read_text() + "\ndef broken(:\n")
+    before = releases.tree_bytes(latest_pkg)
+    assert_refused(cli("apply", "-t", str(latest_pkg)), "nn/modules/__init__.py", "does not parse")
+    assert releases.tree_bytes(latest_pkg) == before
+
+
+def test_apply_error_type_is_patch_error(latest_pkg):
+    (latest_pkg / "nn/tasks.py").write_text("x = 1\n")
+    with pytest.raises(PatchError):
+        engine.apply(find_target(latest_pkg))
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux unshare for a read-only mount")
+def test_read_only_install(latest_pkg):
+    """A read-only bind mount in a private mount namespace: even root cannot write there."""
+    stock = releases.tree_bytes(latest_pkg)
+    script = (
+        f"mount --bind -o ro {latest_pkg} {latest_pkg} && "
+        f"{sys.executable} -m mhsa_patch apply -t {latest_pkg}"
+    )
+    r = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    assert "read-only" in r.stderr and r.stderr.strip().count("\n") == 0
+    assert releases.tree_bytes(latest_pkg) == stock
