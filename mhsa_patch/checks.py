@@ -1,0 +1,154 @@
+"""``mhsa-patch check``: prove that a patched install gives a model that builds, runs, learns and reloads.
+
+The work runs in a child interpreter against the target's ultralytics (:mod:`mhsa_patch.checks_child`), as
+ultralytics' own DDP workers would import it. This module starts that child, follows its progress through an events
+file (JSON lines) while ultralytics' own output goes straight to the terminal, and returns the child's report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from mhsa_patch.errors import PatchError
+from mhsa_patch.subproc import target_env
+from mhsa_patch.target import Target
+
+# The child must never reach the network: no fonts, no settings sync, no AMP-check model.
+CHILD_ENV = {"YOLO_OFFLINE": "1"}
+
+
+def require_applied(target: Target) -> None:
+    """Refuse with one line unless the engine reports the patch applied on ``target``."""
+    from mhsa_patch.engine import status
+
+    st = status(target)
+    if st.state != "applied":
+        hint = {
+            "not-applied": f"run 'mhsa-patch apply --target {target.package}' first",
+            "partial": "the patch is half there; run 'mhsa-patch status' to see which piece is missing",
+            "conflict": "an MHSA without the tool's marker is there; run 'mhsa-patch status' for details",
+        }.get(st.state, "run 'mhsa-patch status' for details")
+        raise PatchError(f"ultralytics {target.version} at {target.package} is not patched (status: {st.state}); {hint}")
+
+
+def run_child(
+    target: Target,
+    module: str,
+    args: Sequence[str],
+    *,
+    on_event: Callable[[dict], None] | None = None,
+    extra_env: dict[str, str] | None = None,
+    timeout: float | None = None,
+    quiet: bool = False,
+) -> dict:
+    """``python -m module args... --events FILE`` against ``target``; return its result or raise its one-line error.
+
+    The child's stdout and stderr are the parent's (ultralytics' logs and progress bars reach the user as they
+    are; with ``quiet``, the child's stdout goes to stderr, keeping stdout for a JSON report). Each JSON line the
+    child appends to the events file is passed to ``on_event`` as it arrives.
+    """
+    with tempfile.TemporaryDirectory(prefix="mhsa-patch-") as tmp:
+        events_path = Path(tmp) / "events.jsonl"
+        events_path.touch()
+        env = target_env(target, {**CHILD_ENV, **(extra_env or {})})
+        cmd = [sys.executable, "-m", module, *args, "--events", str(events_path)]
+        sys.stdout.flush()
+        sys.stderr.flush()
+        proc = subprocess.Popen(cmd, env=env, stdout=sys.stderr.fileno() if quiet else None)
+        result: dict | None = None
+        error: str | None = None
+        start = time.monotonic()
+        pos = 0
+        buf = ""
+        try:
+            with open(events_path, encoding="utf-8") as f:
+                while True:
+                    rc = proc.poll()
+                    f.seek(pos)
+                    chunk = f.read()
+                    pos = f.tell()
+                    buf += chunk
+                    *lines, buf = buf.split("\n")
+                    for line in lines:
+                        if not line.strip():
+                            continue
+                        try:
+                            event = json.loads(line)
+                        except ValueError:
+                            continue
+                        if "result" in event:
+                            result = event["result"]
+                        elif "error" in event:
+                            error = event["error"]
+                        elif on_event is not None:
+                            on_event(event)
+                    if rc is not None:
+                        break
+                    if timeout is not None and time.monotonic() - start > timeout:
+                        proc.kill()
+                        proc.wait()
+                        raise PatchError(f"{module} took longer than {timeout:.0f} s and was stopped")
+                    time.sleep(0.05)
+        except KeyboardInterrupt:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+        if error is not None:
+            raise PatchError(error)
+        if result is None:
+            raise PatchError(
+                f"the child process ({module}) exited with code {proc.returncode} without a result; "
+                f"rerun with MHSA_PATCH_DEBUG=1 for its traceback"
+            )
+        return result
+
+
+def run_check(
+    target: Target,
+    model: str | os.PathLike,
+    *,
+    train: bool = False,
+    imgsz: int = 640,
+    runs: int = 10,
+    train_imgsz: int = 128,
+    epochs: int = 1,
+    batch: int = 4,
+    images: int = 16,
+    keep: str | os.PathLike | None = None,
+    on_event: Callable[[dict], None] | None = None,
+    quiet: bool = False,
+) -> dict:
+    """Check ``model`` (a model YAML or a ``.pt``) against ``target``; return the child's report.
+
+    Raises :class:`PatchError` (one line) when the target is not patched, the model is missing or does not build,
+    or any step fails (non-finite outputs or losses, no gradient through MHSA, checkpoints that do not reload).
+    """
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise PatchError(f"{path}: no such model file")
+    if path.suffix not in (".yaml", ".yml", ".pt"):
+        raise PatchError(f"{path}: expected a model .yaml or a .pt checkpoint")
+    if imgsz < 64 or imgsz % 32:
+        raise PatchError(f"--imgsz {imgsz}: must be a multiple of 32, at least 64")
+    if train and (train_imgsz < 32 or train_imgsz % 32):
+        raise PatchError(f"--train-imgsz {train_imgsz}: must be a multiple of 32, at least 32")
+    if runs < 1 or epochs < 1 or batch < 1 or images < 2:
+        raise PatchError("--runs, --epochs and --batch must be >= 1 and --images >= 2")
+    require_applied(target)
+    args = ["--model", str(path.resolve()), "--imgsz", str(imgsz), "--runs", str(runs)]
+    if train:
+        args += ["--train", "--train-imgsz", str(train_imgsz), "--epochs", str(epochs), "--batch", str(batch)]
+        args += ["--images", str(images)]
+        if keep is not None:
+            args += ["--keep", str(Path(keep).expanduser().resolve())]
+    return run_child(target, "mhsa_patch.checks_child", args, on_event=on_event, quiet=quiet)

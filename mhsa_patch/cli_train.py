@@ -1,0 +1,265 @@
+"""``check`` and ``port-weights``: parse options, run the child against the target, print, pick the exit code."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from mhsa_patch import __version__
+from mhsa_patch.console import err, fail, info, out, warn
+from mhsa_patch.errors import PatchError
+from mhsa_patch.options import TargetOpt
+from mhsa_patch.target import Target, find_target
+
+
+def _header(target: Target) -> None:
+    out.print(f"[bold blue]mhsa-patch[/] {__version__} 🚀 ultralytics {target.version} at {escape(str(target.package))}")
+
+
+class _Steps:
+    """Progress of the child's steps: a spinner on a terminal, one ``✔ step (time)`` line per finished step.
+
+    The spinner stops for good before ultralytics' trainer starts printing its own progress bars.
+    """
+
+    QUIET_STEPS = {"data", "train", "reload"}  # ultralytics prints during these
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.current: Optional[str] = None
+        self.started = 0.0
+        self.status = None
+
+    def __call__(self, event: dict) -> None:
+        if not self.enabled or "step" not in event:
+            return
+        self._finish()
+        self.current, self.started = event.get("msg", event["step"]), time.monotonic()
+        if event["step"] in self.QUIET_STEPS:
+            self._stop_spinner()
+            out.print(f"  [bold]…[/] {escape(self.current)}")
+            self.current = None  # ultralytics' own output shows this step's progress
+        elif out.is_terminal:
+            if self.status is None:
+                self.status = out.status(escape(self.current), spinner="dots")
+                self.status.start()
+            else:
+                self.status.update(escape(self.current))
+
+    def _finish(self) -> None:
+        if self.current is not None:
+            out.print(f"  [green]✔[/] {escape(self.current)} [dim]({time.monotonic() - self.started:.1f} s)[/]")
+            self.current = None
+
+    def _stop_spinner(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+
+    def close(self, ok: bool) -> None:
+        if ok:
+            self._finish()
+        self._stop_spinner()
+
+
+def _model_name(report: dict) -> str:
+    stem = Path(report.get("model", "model")).stem
+    return stem.replace("yolo", "YOLO", 1)
+
+
+def _fmt_from(f) -> str:
+    return str(f)
+
+
+def _print_table(summary: dict) -> None:
+    """The layer table as ultralytics prints it, with the true GFLOPs of each layer added."""
+    out.print(
+        f"\n{'':>3}{'from':>20}{'n':>3}{'params':>10}{'GFLOPs':>9}  {'module':<45}{'arguments':<30}", markup=False
+    )
+    for layer in summary.get("layers", []):
+        g = layer.get("gflops")
+        gs = f"{g:9.3f}" if isinstance(g, (int, float)) else f"{'':>9}"
+        n = layer.get("n")
+        args = layer.get("arguments")
+        line = (
+            f"{layer['index']:>3}{_fmt_from(layer['from']):>20}{(n if n is not None else ''):>3}{layer['params']:10.0f}"
+            f"{gs}  {layer['module']:<45}{(args if args is not None else ''):<30}"
+        )
+        if layer["module"].endswith("MHSA"):
+            out.print(f"[bold magenta]{escape(line)}[/]")
+        else:
+            out.print(line, markup=False)
+
+
+def _print_check(report: dict) -> None:
+    s, st, lat = report["summary"], report["stock"], report["latency"]
+    name = _model_name(report)
+    _print_table(s)
+    thop = s.get("gflops_thop")
+    thop_note = f"; ultralytics' own count says {thop:.1f}" if isinstance(thop, (int, float)) else ""
+    out.print(
+        f"{name} summary: {len(s['layers'])} layers, {s['parameters']:,} parameters, {s['gradients']:,} gradients, "
+        f"{s['gflops']:.1f} GFLOPs at {s['imgsz']}x{s['imgsz']} (true, attention included{thop_note})",
+        markup=False,
+    )
+    dp = s["parameters"] - st["parameters"]
+    dg = s["gflops"] - st["gflops"]
+    out.print(
+        f"Stock model of the same scale: {st['layers']} layers, {st['parameters']:,} parameters, "
+        f"{st['gflops']:.1f} GFLOPs → MHSA adds {dp:+,} parameters ({dp / st['parameters']:+.1%}), "
+        f"{dg:+.2f} GFLOPs ({dg / st['gflops']:+.1%})",
+        markup=False,
+    )
+    out.print(
+        f"CPU latency at {lat['imgsz']}x{lat['imgsz']}, batch 1, {lat['threads']} thread{'s' * (lat['threads'] != 1)}, median of {lat['runs']}: "
+        f"{lat['mhsa_ms']:.1f} ms vs {lat['stock_ms']:.1f} ms stock → ×{lat['ratio']:.2f}",
+        markup=False,
+    )
+    step = report["train_step"]
+    out.print(
+        f"Training step: loss {step['loss']:.3f} {step['loss_items']}, MHSA gradient norm {step['mhsa_grad_norm']:.3g}",
+        markup=False,
+    )
+    tr = report.get("train")
+    if tr:
+        rel = ", ".join(f"{k} ({v['boxes']} boxes)" for k, v in tr["reloaded"].items())
+        out.print(
+            f"Training run: {tr['iterations']} iterations, finite losses {tr['first_loss']} → {tr['last_loss']}; "
+            f"reloaded and predicted: {rel}",
+            markup=False,
+        )
+        if tr.get("save_dir"):
+            out.print(f"Run kept in {tr['save_dir']}", markup=False)
+
+
+def _ranges(pairs: list[list[int]]) -> str:
+    """``[[10, 11], [11, 12], ...]`` → ``10-22 → 11-23`` (runs of consecutive layers with the same shift)."""
+    runs: list[list[int]] = []
+    for i, j in pairs:
+        if runs and i == runs[-1][1] + 1 and j - i == runs[-1][2]:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i, j - i])
+    parts = []
+    for a, b, d in runs:
+        parts.append(f"{a} → {a + d}" if a == b else f"{a}-{b} → {a + d}-{b + d}")
+    return ", ".join(parts)
+
+
+def register(app: typer.Typer, _target_opt=None) -> None:
+    @app.command()
+    def check(
+        model: Annotated[str, typer.Argument(help="The MHSA model: a YAML (from gen-yaml) or a .pt checkpoint.")],
+        target: TargetOpt = None,
+        train: Annotated[
+            bool,
+            typer.Option("--train", help="Also train briefly with ultralytics' own trainer on a synthetic dataset."),
+        ] = False,
+        imgsz: Annotated[int, typer.Option("--imgsz", min=64, help="Square size for forward, FLOPs and latency.")] = 640,
+        runs: Annotated[int, typer.Option("--runs", min=1, help="Timed runs per model for the latency ratio.")] = 10,
+        train_imgsz: Annotated[int, typer.Option("--train-imgsz", min=32, help="Image size of the --train run.")] = 128,
+        epochs: Annotated[int, typer.Option("--epochs", min=1, help="Epochs of the --train run.")] = 1,
+        batch: Annotated[int, typer.Option("--batch", min=1, help="Batch size of the --train run.")] = 4,
+        images: Annotated[int, typer.Option("--images", min=2, help="Synthetic training images of the --train run.")] = 16,
+        keep: Annotated[
+            Optional[str], typer.Option("--keep", help="Keep the --train run (dataset, weights) in this folder.")
+        ] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object on stdout.")] = False,
+    ) -> None:
+        """Prove the patched install trains: build, forward (square and rectangular), backward, one optimizer step,
+        layer table, true GFLOPs and CPU latency against the stock model; with --train, a short real training run."""
+        from mhsa_patch.checks import run_check
+
+        steps = _Steps(enabled=not as_json)
+        try:
+            tgt = find_target(target)
+            if not as_json:
+                _header(tgt)
+            report = run_check(
+                tgt,
+                model,
+                train=train,
+                imgsz=imgsz,
+                runs=runs,
+                train_imgsz=train_imgsz,
+                epochs=epochs,
+                batch=batch,
+                images=images,
+                keep=keep,
+                on_event=steps,
+                quiet=as_json,
+            )
+        except PatchError as e:
+            steps.close(ok=False)
+            fail(e)
+        except KeyboardInterrupt:
+            steps.close(ok=False)
+            fail("interrupted", code=130)
+        steps.close(ok=True)
+        if as_json:
+            sys.stdout.write(json.dumps(report, indent=2) + "\n")
+            return
+        if not report.get("mhsa_layers"):
+            warn(f"{Path(model).name} has no MHSA layer: this checked a stock model")
+        _print_check(report)
+        info(f"[green]check passed ✅[/]{' (with a training run)' if train else ''}")
+
+    @app.command("port-weights")
+    def port_weights_cmd(
+        src: Annotated[str, typer.Argument(help="A stock checkpoint: yolov8n.pt and its kind.")],
+        model: Annotated[str, typer.Argument(help="The MHSA model YAML (from gen-yaml) of the same base and scale.")],
+        output: Annotated[str, typer.Option("--output", "-o", help="Where to write the MHSA checkpoint (.pt).")],
+        target: TargetOpt = None,
+        force: Annotated[bool, typer.Option("--force", help="Overwrite OUTPUT if it exists.")] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object on stdout.")] = False,
+    ) -> None:
+        """Copy a stock checkpoint into the MHSA model, each layer to the index it moved to; MHSA keeps its init."""
+        from mhsa_patch.weights import port_weights
+
+        steps = _Steps(enabled=not as_json)
+        try:
+            tgt = find_target(target)
+            if Path(output).expanduser().exists() and not force:
+                raise PatchError(f"{output} exists; pass --force to overwrite it")
+            if not as_json:
+                _header(tgt)
+            report = port_weights(tgt, src, model, output, on_event=steps, quiet=as_json)
+        except PatchError as e:
+            steps.close(ok=False)
+            fail(e)
+        except KeyboardInterrupt:
+            steps.close(ok=False)
+            fail("interrupted", code=130)
+        steps.close(ok=True)
+        if as_json:
+            sys.stdout.write(json.dumps(report, indent=2) + "\n")
+            return
+        src_name, out_path = Path(src).name, Path(report["out"])
+        if report.get("kept"):
+            a, b = report["kept"]
+            out.print(f"  layers {a}-{b} keep their index", markup=False)
+        if report.get("moved"):
+            out.print(f"  layers {_ranges(report['moved'])} (moved past MHSA)", markup=False)
+        for layer in report["mhsa_layers"]:
+            keys = [k for k in report["left_at_init"] if k.startswith(f"model.{layer['index']}.")]
+            out.print(
+                f"  layer {layer['index']} {layer['type']}: left at its initialisation "
+                f"({len(keys)} tensors, {layer['params']:,} parameters: {', '.join(k.split('.', 2)[2] for k in keys)})",
+                markup=False,
+            )
+        if report.get("yaml_nc") is not None and report.get("nc") is not None and report["yaml_nc"] != report["nc"]:
+            warn(
+                f"built with nc={report['nc']} as in {src_name} ({Path(model).name} says nc={report['yaml_nc']}); "
+                "training on your data resizes the class head as it does for yolov8n.pt"
+            )
+        out.print(f"Transferred {report['transferred']}/{report['total']} tensors from {src_name}", markup=False)
+        info(
+            f"[green]saved {escape(str(out_path))} ✅[/] ({report['bytes'] / 1e6:.1f} MB). "
+            f"Train it: [bold]yolo train model={escape(str(out_path))} data=YOUR_DATA.yaml[/]"
+        )

@@ -1,0 +1,168 @@
+"""``port-weights``: carry a stock checkpoint (yolov8n.pt and its kind) over to the MHSA model, layer by layer.
+
+Why. ``yolo train model=yolov8n-MHSA.yaml pretrained=yolov8n.pt`` matches weights by their state-dict names, which
+hold the layer index (``model.12.cv1.conv.weight``). Inserting MHSA after SPPF moves every later layer up by one, so
+only the layers before the insertion point load and the whole head silently starts from scratch.
+
+How. Both layer lists are compared: the MHSA model's list without its MHSA rows must be the stock list, layer type
+for layer type, with the same wiring (each layer's inputs, once the MHSA rows are looked through). That gives the
+map ``stock layer i -> MHSA layer j`` for any insertion point (``j = i`` before it, ``i + 1`` after one MHSA row,
+and so on for several). Every tensor of stock layer ``i`` is copied into layer ``j`` under the same name, after a
+shape check; the MHSA layers keep their initialisation. The result is saved in ultralytics' own checkpoint format,
+so ``yolo train model=OUT.pt`` and ``YOLO("OUT.pt")`` take it as they take ``yolov8n.pt``.
+
+The pure-Python half (the YAML rewrite and the alignment) lives here; the half that needs torch runs in a child
+against the target's ultralytics (:mod:`mhsa_patch.weights_child`).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from mhsa_patch.errors import PatchError
+
+MHSA_NAMES = frozenset({"MHSA"})
+
+
+def _module_name(row) -> str:
+    return str(row[2]).rsplit(".", 1)[-1]
+
+
+def mhsa_rows(cfg: dict) -> list[int]:
+    """Absolute layer indices of the MHSA rows of a model YAML (a dict as ``yaml.safe_load`` gives it)."""
+    rows = list(cfg.get("backbone") or []) + list(cfg.get("head") or [])
+    return [i for i, row in enumerate(rows) if _module_name(row) in MHSA_NAMES]
+
+
+def strip_mhsa(cfg: dict) -> dict:
+    """The stock model YAML an MHSA YAML was made from: MHSA rows removed, every ``from`` index renumbered.
+
+    A reference to an MHSA row becomes a reference to that row's own input (the layer it was inserted after), so
+    the result is the model ultralytics ships whatever convention the YAML used for the layers after the insertion.
+    """
+    backbone, head = list(cfg.get("backbone") or []), list(cfg.get("head") or [])
+    rows = backbone + head
+    drop = set(mhsa_rows(cfg))
+    if not drop:
+        return copy.deepcopy(cfg)
+
+    def absolute(i: int, f: int) -> int:
+        return i + f if f < 0 else f
+
+    def alias(j: int) -> int:
+        seen = set()
+        while j in drop:
+            if j in seen:
+                raise PatchError(f"layer {j} (MHSA) feeds itself; the YAML is malformed")
+            seen.add(j)
+            f = rows[j][0]
+            if not isinstance(f, int):
+                raise PatchError(f"layer {j} (MHSA) takes several inputs ({f}); an MHSA row takes one")
+            j = absolute(j, f)
+        return j
+
+    new_index, k = {}, 0
+    for i in range(len(rows)):
+        if i not in drop:
+            new_index[i] = k
+            k += 1
+
+    def renumber(i: int, f: int) -> int:
+        if absolute(i, f) < 0:  # the stem's -1: the input image
+            return f
+        target = new_index[alias(absolute(i, f))]
+        return target - new_index[i] if f < 0 else target
+
+    out_backbone, out_head = [], []
+    for i, row in enumerate(rows):
+        if i in drop:
+            continue
+        f = row[0]
+        nf = [renumber(i, x) for x in f] if isinstance(f, (list, tuple)) else renumber(i, f)
+        new_row = [nf, *copy.deepcopy(list(row[1:]))]
+        (out_backbone if i < len(backbone) else out_head).append(new_row)
+    stock = copy.deepcopy({k: v for k, v in cfg.items() if k not in ("backbone", "head")})
+    stock["backbone"], stock["head"] = out_backbone, out_head
+    return stock
+
+
+def align(
+    src: Sequence[tuple[str, Sequence[int]]], dst: Sequence[tuple[str, Sequence[int]]]
+) -> list[int | None]:
+    """Map each layer of ``dst`` (the MHSA model) to its layer in ``src`` (the stock model), ``None`` for MHSA.
+
+    Layers are given as ``(type, absolute input indices)`` (``-1`` resolved; the stem's input is ``[]``). The
+    MHSA layers of ``dst`` are looked through: what feeds on an MHSA row is taken to feed on that row's input.
+    Raises :class:`PatchError` naming the first layer that differs in type or wiring.
+    """
+    keep = [j for j, (t, _) in enumerate(dst) if t not in MHSA_NAMES]
+    if any(t in MHSA_NAMES for t, _ in src):
+        raise PatchError("the source already has an MHSA layer; port-weights takes a stock checkpoint (yolov8n.pt ...)")
+    if len(keep) != len(src):
+        raise PatchError(
+            f"the source has {len(src)} layers but the model has {len(keep)} besides MHSA; another base model"
+        )
+    to_src = {j: i for i, j in enumerate(keep)}
+    dropped = set(range(len(dst))) - set(keep)
+
+    def alias(j: int) -> int:
+        while j in dropped:
+            ins = dst[j][1]
+            if len(ins) != 1:
+                raise PatchError(f"layer {j} (MHSA) takes several inputs; an MHSA row takes one")
+            j = ins[0]
+        return j
+
+    mapping: list[int | None] = [None] * len(dst)
+    for j in keep:
+        i = to_src[j]
+        (st, sf), (dt, df) = src[i], dst[j]
+        if st != dt:
+            raise PatchError(f"layer {i} is {st} in the source but layer {j} of the model is {dt}; another base model")
+        wired = [to_src.get(alias(x), -1) for x in df]
+        if list(sf) != wired:
+            raise PatchError(
+                f"layer {i} ({st}) takes {list(sf)} in the source but {wired} in the model; another base model"
+            )
+        mapping[j] = i
+    return mapping
+
+
+# ------------------------------------------------------------------------------------------------- parent side
+
+
+def port_weights(
+    target,
+    src: str | Path,
+    model_yaml: str | Path,
+    out: str | Path,
+    *,
+    on_event: Callable[[dict], None] | None = None,
+    quiet: bool = False,
+) -> dict:
+    """Run the port in a child against ``target``'s ultralytics; return its report (see ``weights_child``).
+
+    Raises :class:`PatchError` with one line on any refusal (missing file, mismatched shapes, unpatched target).
+    """
+    from mhsa_patch.checks import require_applied, run_child
+
+    src, model_yaml, out = Path(src).expanduser(), Path(model_yaml).expanduser(), Path(out).expanduser()
+    if not src.is_file():
+        raise PatchError(f"{src}: no such checkpoint")
+    if src.suffix != ".pt":
+        raise PatchError(f"{src}: expected a .pt checkpoint (yolov8n.pt and its kind)")
+    if not model_yaml.is_file():
+        raise PatchError(f"{model_yaml}: no such model YAML")
+    if model_yaml.suffix not in (".yaml", ".yml"):
+        raise PatchError(f"{model_yaml}: expected a model .yaml (as 'mhsa-patch gen-yaml' writes)")
+    if out.suffix != ".pt":
+        raise PatchError(f"{out}: the output must end in .pt")
+    if out.resolve() == src.resolve():
+        raise PatchError(f"{out}: would overwrite the source checkpoint; pick another output name")
+    if not out.parent.exists():
+        raise PatchError(f"{out.parent}: no such folder for the output")
+    require_applied(target)
+    args = ["--src", str(src.resolve()), "--model", str(model_yaml.resolve()), "--out", str(out.resolve())]
+    return run_child(target, "mhsa_patch.weights_child", args, on_event=on_event, quiet=quiet)
