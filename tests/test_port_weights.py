@@ -1,0 +1,279 @@
+"""``mhsa-patch port-weights``: stock layer i lands in the layer it moved to; refusals are one line.
+
+The fast tests check the pure mapping logic (``strip_mhsa``, ``align``) against gen-yaml's output for every insertion
+point. The slow ones port a random-weight ``yolov8n.pt`` built locally (nothing is downloaded), compare every tensor,
+and train from the result with ``yolo train model=OUT.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+import releases
+import trainkit
+from mhsa_patch.errors import PatchError
+from mhsa_patch.target import find_target
+from mhsa_patch.weights import align, mhsa_rows, strip_mhsa
+from mhsa_patch.yamlgen import Request, generate
+
+# ------------------------------------------------------------------------------------------------ fast: pure logic
+
+
+def _stock_layers(pkg, rel):
+    d = yaml.safe_load((pkg / rel).read_text())
+    return d["backbone"] + d["head"]
+
+
+@pytest.mark.parametrize("base", ["yolov8", "yolo11"])
+@pytest.mark.parametrize("at", [None, "P4", "P3", "2"])
+@pytest.mark.parametrize("lateral", ["attention", "pre-attention"])
+def test_strip_mhsa_gives_back_the_stock_yaml(base, at, lateral):
+    """Whatever gen-yaml produces, removing the MHSA row gives the release's own stock layer list."""
+    target = find_target(releases.pristine(releases.LATEST))
+    try:
+        res = generate(target, Request(scale="n", base=base, at=at, lateral=lateral))
+    except PatchError as e:  # e.g. pre-attention at a point with a single reader
+        pytest.skip(str(e))
+    assert mhsa_rows(res.data) == [res.index]
+    stock = strip_mhsa(res.data)
+    assert stock["backbone"] + stock["head"] == _stock_layers(target.package, res.base_rel)
+    assert len(stock["backbone"]) == len(yaml.safe_load(res.base_file.read_text())["backbone"])
+
+
+def test_strip_mhsa_several_rows_and_no_rows():
+    cfg = {
+        "nc": 2,
+        "backbone": [[-1, 1, "Conv", [8, 3, 2]], [-1, 1, "MHSA", [14, 14, 4]], [-1, 1, "Conv", [8, 3, 2]]],
+        "head": [[-1, 1, "MHSA", [14, 14, 4]], [[0, 1, 3], 1, "Concat", [1]], [[-1, -2], 1, "Concat", [1]]],
+    }
+    stock = strip_mhsa(cfg)
+    assert stock["backbone"] == [[-1, 1, "Conv", [8, 3, 2]], [-1, 1, "Conv", [8, 3, 2]]]
+    # 1 (MHSA) reads 0 -> 0; 3 (MHSA) reads 2 -> new 1; row 5 (new 3): -2 is 3 (MHSA) -> its input 2 -> new 1 = -2
+    assert stock["head"] == [[[0, 0, 1], 1, "Concat", [1]], [[-1, -2], 1, "Concat", [1]]]
+    plain = {"backbone": [[-1, 1, "Conv", [8]]], "head": [[-1, 1, "Detect", ["nc"]]]}
+    assert strip_mhsa(plain) == plain and strip_mhsa(plain) is not plain
+
+
+def test_align_maps_around_any_insertion_point():
+    src = [("Conv", []), ("C2f", [0]), ("SPPF", [1]), ("Upsample", [2]), ("Concat", [3, 1]), ("Detect", [4])]
+    for at in range(len(src) - 1):
+        dst = [(t, [x + (x > at) for x in ins]) for t, ins in src[: at + 1]]
+        dst.append(("MHSA", [at]))
+        dst += [(t, [x + (x > at) for x in ins]) for t, ins in src[at + 1 :]]
+        mapping = align(src, dst)
+        assert mapping == [i if i <= at else i - 1 for i in range(at + 1)] + [None] + list(range(at + 1, len(src)))
+        # a reader wired to MHSA instead of its input (the tutorial's lateral wiring) maps as well
+        dst_att = [(t, [(at + 1 if x == at and j > at + 2 else x) for x in ins]) for j, (t, ins) in enumerate(dst)]
+        assert align(src, dst_att) == mapping
+
+
+@pytest.mark.parametrize(
+    "dst, message",
+    [
+        ([("Conv", []), ("MHSA", [0]), ("Conv", [1]), ("Detect", [2])], "layer 1 is C2f in the source but layer 2"),
+        ([("Conv", []), ("C2f", [0]), ("MHSA", [1])], "has 3 layers but the model has 2"),
+        ([("Conv", []), ("C2f", []), ("MHSA", [1]), ("Detect", [2])], "takes [0] in the source but [] in the model"),
+    ],
+)
+def test_align_refuses_another_model(dst, message):
+    src = [("Conv", []), ("C2f", [0]), ("Detect", [1])]
+    with pytest.raises(PatchError) as e:
+        align(src, dst)
+    assert message in str(e.value)
+
+
+def test_align_refuses_an_mhsa_source():
+    with pytest.raises(PatchError, match="already has an MHSA layer"):
+        align([("Conv", []), ("MHSA", [0])], [("Conv", []), ("MHSA", [0])])
+
+
+# ------------------------------------------------------------------------------------------------ slow: real port
+
+COMPARE = r"""
+import json, re, sys
+import torch
+from ultralytics import YOLO
+
+src = torch.load(sys.argv[1], weights_only=False)["model"].state_dict()
+ck = torch.load(sys.argv[2], weights_only=False)
+at = int(sys.argv[3])
+dst = ck["model"].state_dict()
+same = moved = 0
+left = []
+for k, v in dst.items():
+    j, rest = re.match(r"model\.(\d+)\.(.+)", k).groups()
+    j = int(j)
+    if j == at:
+        left.append(k)
+        continue
+    i = j if j < at else j - 1
+    assert torch.equal(src[f"model.{i}.{rest}"], v), k
+    same += 1
+    moved += j != i
+model = YOLO(sys.argv[2]).model  # ultralytics' own loader takes it
+after = sum(int(k.split(".")[1]) >= at for k in src)
+print(json.dumps({"same": same, "moved": moved, "after": after, "left": left, "keys": sorted(ck),
+                  "dtype": str(next(ck["model"].parameters()).dtype), "names": len(ck["model"].names),
+                  "loaded": type(model).__name__, "mhsa": type(model.model[at]).__name__}))
+"""
+
+
+@pytest.mark.training
+def test_port_transfers_every_stock_tensor():
+    p = trainkit.patched()
+    out = trainkit.ported()
+    proc = releases.run_python(COMPARE, p["site"], str(p["stock"]), str(out), "10")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r["same"] == 355  # every stock tensor is there, equal
+    assert r["moved"] == r["after"] > 150  # those of layers 10-22 moved by one, to 11-23
+    assert r["left"] == [f"model.10.{k}.{w}" for k in ("query", "key", "value") for w in ("weight", "bias")]
+    assert {"model", "train_args", "date", "version", "epoch"} <= set(r["keys"])
+    assert r["dtype"] == "torch.float16" and r["names"] == 80
+    assert r["loaded"] == "DetectionModel" and r["mhsa"] == "MHSA"
+    human = trainkit.ported_run()[1]  # what the user sees, ultralytics-like
+    assert "Transferred 355/361 tensors from yolov8n.pt" in human
+    assert "layers 10-22 → 11-23" in human and "layer 10 MHSA: left at its initialisation (6 tensors" in human
+    assert "yolo train model=" in human
+
+
+@pytest.mark.training
+def test_port_output_and_json():
+    p = trainkit.patched()
+    out = p["root"] / "json-port.pt"
+    proc = trainkit.cli(
+        "port-weights", str(p["stock"]), str(p["yaml"]), "-o", str(out), "--json", "--target", str(p["site"]),
+        site=p["site"],
+    )
+    r = trainkit.json_report(proc)
+    assert (r["transferred"], r["total"]) == (355, 361)
+    assert r["kept"] == [0, 9] and r["moved"][0] == [10, 11] and r["moved"][-1] == [22, 23]
+    assert [m["index"] for m in r["mhsa_layers"]] == [10]
+    assert out.is_file() and r["bytes"] == out.stat().st_size
+    assert [f.name for f in out.parent.iterdir() if f.name.startswith(".")] == []  # no temporary file left
+
+
+@pytest.mark.training
+def test_port_at_another_insertion_point(tmp_path):
+    """gen-yaml --at P4: MHSA after layer 6, so layers 7-22 move to 8-23."""
+    p = trainkit.patched()
+    cfg = trainkit.gen_yaml(p["site"], tmp_path / "p4", "n", "--at", "P4")
+    out = tmp_path / "p4.pt"
+    r = trainkit.json_report(
+        trainkit.cli("port-weights", str(p["stock"]), str(cfg), "-o", str(out), "--json", "--target", str(p["site"]),
+                     site=p["site"])
+    )
+    assert (r["transferred"], r["total"]) == (355, 361) and r["kept"] == [0, 6]
+    assert r["moved"][0] == [7, 8] and [m["index"] for m in r["mhsa_layers"]] == [7]
+    proc = releases.run_python(COMPARE, p["site"], str(p["stock"]), str(out), "7")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["same"] == 355
+
+
+TRAIN = r"""
+import sys
+from ultralytics.cfg import entrypoint
+sys.argv = ["yolo", *sys.argv[1:]]
+entrypoint()
+"""
+
+
+@pytest.mark.training
+def test_yolo_train_model_out_pt(tmp_path):
+    """``yolo train model=OUT.pt`` starts from the ported weights: ultralytics transfers all but the class head."""
+    from mhsa_patch.synthetic import write_dataset
+
+    p = trainkit.patched()
+    out = trainkit.ported()
+    data = write_dataset(tmp_path / "shapes", n_train=8, n_val=2, imgsz=64)
+    proc = releases.run_python(
+        TRAIN, p["site"], "train", f"model={out}", f"data={data}", "epochs=1", "imgsz=64", "batch=4", "workers=0",
+        "device=cpu", "plots=False", f"project={tmp_path / 'runs'}", "name=ported", "exist_ok=True",
+        cwd=tmp_path, timeout=300,
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    # 361 tensors at nc=3: all but the 6 class-output tensors (80 -> 3 classes) come from OUT.pt, MHSA included
+    assert "Transferred 355/361 items from pretrained weights" in log
+    assert (tmp_path / "runs" / "ported" / "weights" / "best.pt").is_file()
+
+
+# ------------------------------------------------------------------------------------------------------ refusals
+
+
+def _one_line_error(proc, *needles):
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("ERROR"), proc.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.training
+@pytest.mark.parametrize(
+    "cfg, needles",
+    [
+        ("yolov8s.yaml", ["does not fit", "model.0.conv.weight is 32x3x3x3 in the source", "scale s vs n"]),
+        ("yolo11n.yaml", ["does not fit", "another base model"]),
+    ],
+)
+def test_refuses_another_scale_or_base(tmp_path, cfg, needles):
+    p = trainkit.patched()
+    src = trainkit.stock_checkpoint(p["site"], cfg, p["root"] / cfg.replace(".yaml", ".pt"))
+    out = tmp_path / "out.pt"
+    proc = trainkit.cli("port-weights", str(src), str(p["yaml"]), "-o", str(out), "--target", str(p["site"]),
+                        site=p["site"])
+    _one_line_error(proc, *needles)
+    assert list(tmp_path.iterdir()) == []  # nothing written, no temporary file left
+
+
+@pytest.mark.training
+def test_refuses_an_unpatched_target(tmp_path):
+    p = trainkit.patched()
+    site = trainkit.unpatched()
+    proc = trainkit.cli("port-weights", str(p["stock"]), str(p["yaml"]), "-o", str(tmp_path / "o.pt"),
+                        "--target", str(site), site=site)
+    _one_line_error(proc, "not patched", "mhsa-patch apply")
+    assert not (tmp_path / "o.pt").exists()
+
+
+@pytest.mark.training
+def test_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
+    p = trainkit.patched()
+    bad = tmp_path / "bad.pt"
+    bad.write_text("not a checkpoint")
+    proc = trainkit.cli("port-weights", str(bad), str(p["yaml"]), "-o", str(tmp_path / "o.pt"),
+                        "--target", str(p["site"]), site=p["site"])
+    _one_line_error(proc, "bad.pt")
+    assert not (tmp_path / "o.pt").exists()
+
+
+def test_bad_arguments_are_refused_before_any_work(tmp_path):
+    """Parent-side checks: no child, no torch (fast)."""
+    site = releases.copy_release(releases.LATEST, tmp_path / "site").parent
+    y = tmp_path / "m.yaml"
+    y.write_text("nc: 1\n")
+    src = tmp_path / "s.pt"
+    src.write_bytes(b"x")
+    existing = tmp_path / "exists.pt"
+    existing.write_bytes(b"x")
+    cases = [
+        ((str(tmp_path / "missing.pt"), str(y), "-o", str(tmp_path / "o.pt")), "no such checkpoint"),
+        ((str(y), str(y), "-o", str(tmp_path / "o.pt")), "expected a .pt checkpoint"),
+        ((str(src), str(tmp_path / "none.yaml"), "-o", str(tmp_path / "o.pt")), "no such model YAML"),
+        ((str(src), str(src), "-o", str(tmp_path / "o.pt")), "expected a model .yaml"),
+        ((str(src), str(y), "-o", str(tmp_path / "o.onnx")), "must end in .pt"),
+        ((str(src), str(y), "-o", str(src), "--force"), "would overwrite the source"),
+        ((str(src), str(y), "-o", str(existing)), "exists; pass --force"),
+        ((str(src), str(y), "-o", str(tmp_path / "nodir" / "o.pt")), "no such folder"),
+    ]
+    for args, needle in cases:
+        proc = trainkit.cli("port-weights", *args, "--target", str(site), site=site)
+        _one_line_error(proc, needle)
+    usage = trainkit.cli("port-weights", str(src), "--target", str(site), site=site)
+    assert usage.returncode == 2

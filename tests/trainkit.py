@@ -1,0 +1,143 @@
+"""Shared, expensive setup of the training-side tests (check, port-weights, DDP, examples), built once per session.
+
+One patched copy of the latest release (patched with the engine CLI, ``mhsa-patch apply``), its MHSA model YAML
+(written by gen-yaml) and a stock checkpoint with random weights built locally from ``yolov8n.yaml`` (nothing is
+downloaded). Memoised per process, in a temporary folder removed at exit, so every test module shares them.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import releases
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@functools.lru_cache(maxsize=None)
+def workdir() -> Path:
+    d = Path(tempfile.mkdtemp(prefix="mhsa-train-tests-"))
+    atexit.register(shutil.rmtree, d, ignore_errors=True)
+    return d
+
+
+def cli(*args: str, site: Path | None = None, timeout: float = 600, cwd: Path | None = None, env_extra=None):
+    """``python -m mhsa_patch args...`` with the offline test environment (and ``site`` on PYTHONPATH when given)."""
+    env = releases.release_env(site or workdir())
+    env.update(env_extra or {})
+    return subprocess.run(
+        [sys.executable, "-m", "mhsa_patch", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def ok(proc) -> subprocess.CompletedProcess:
+    assert proc.returncode == 0, f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+    return proc
+
+
+def has_command(name: str) -> bool:
+    return cli(name, "--help").returncode == 0
+
+
+def gen_yaml(site: Path, dest_dir: Path, scale: str = "n", *extra: str) -> Path:
+    """The MHSA YAML for ``scale``, written by gen-yaml into ``dest_dir``; returns its path."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    before = set(dest_dir.glob("*.yaml"))
+    if has_command("gen-yaml"):
+        proc = ok(cli("gen-yaml", "--scale", scale, *extra, "--target", str(site), cwd=dest_dir))
+        made = sorted(set(dest_dir.glob("*.yaml")) - before)
+        assert made, f"gen-yaml wrote no YAML into {dest_dir}:\n{proc.stdout}"
+        return made[0]
+    # gen-yaml's command not registered yet: its library, the same rules
+    from mhsa_patch.target import find_target
+    from mhsa_patch.yamlgen import Request, generate
+
+    res = generate(find_target(site), Request(scale=scale))
+    path = dest_dir / res.file_name
+    path.write_text(res.text)
+    return path
+
+
+STOCK_CKPT = r"""
+import sys
+from datetime import datetime
+
+import torch
+import ultralytics
+from ultralytics.nn.tasks import DetectionModel
+
+cfg, out = sys.argv[1], sys.argv[2]
+torch.manual_seed(0)
+model = DetectionModel(cfg, verbose=False)
+model.names = {i: f"class{i}" for i in range(model.model[-1].nc)}
+model.args = {"task": "detect", "imgsz": 640}
+model.half()
+for p in model.parameters():
+    p.requires_grad = False
+# The layout of an optimizer-stripped release checkpoint (yolov8n.pt): random weights, nothing downloaded.
+torch.save(
+    {"date": datetime.now().isoformat(), "version": ultralytics.__version__, "epoch": -1, "best_fitness": None,
+     "model": model, "ema": None, "updates": None, "optimizer": None,
+     "train_args": {"model": cfg, "task": "detect", "imgsz": 640, "data": "coco.yaml"}},
+    out,
+)
+"""
+
+
+def stock_checkpoint(site: Path, cfg: str, dest: Path) -> Path:
+    """A stock checkpoint built locally from ``cfg`` (e.g. ``yolov8n.yaml``) with random weights."""
+    if not dest.exists():
+        proc = releases.run_python(STOCK_CKPT, site, cfg, str(dest), timeout=300)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+    return dest
+
+
+@functools.lru_cache(maxsize=None)
+def patched() -> dict:
+    """``{"site", "pkg", "yaml", "stock"}``: the latest release copied, patched by ``mhsa-patch apply``, its
+    ``yolov8n-MHSA.yaml`` and a random-weight ``yolov8n.pt``."""
+    root = workdir() / "latest"
+    pkg = releases.copy_release(releases.LATEST, root / "site")
+    site = pkg.parent
+    ok(cli("apply", "--target", str(site), site=site))
+    yaml = gen_yaml(site, root / "cfg")
+    stock = stock_checkpoint(site, "yolov8n.yaml", root / "yolov8n.pt")
+    return {"site": site, "pkg": pkg, "yaml": yaml, "stock": stock, "root": root}
+
+
+@functools.lru_cache(maxsize=None)
+def unpatched() -> Path:
+    """A pristine copy of the latest release (its site folder), for the refusals."""
+    pkg = releases.copy_release(releases.LATEST, workdir() / "stock" / "site")
+    return pkg.parent
+
+
+@functools.lru_cache(maxsize=None)
+def ported_run() -> tuple[Path, str]:
+    """The random-weight yolov8n.pt ported into yolov8n-MHSA by ``port-weights``: (OUT.pt, what it printed)."""
+    p = patched()
+    out = p["root"] / "yolov8n-MHSA-ported.pt"
+    proc = ok(cli("port-weights", str(p["stock"]), str(p["yaml"]), "-o", str(out), "--target", str(p["site"]),
+                  site=p["site"]))
+    return out, proc.stdout
+
+
+def ported() -> Path:
+    return ported_run()[0]
+
+
+def json_report(proc) -> dict:
+    ok(proc)
+    return json.loads(proc.stdout)
