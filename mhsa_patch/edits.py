@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
 
+import ast
+
 import libcst as cst
 from libcst.helpers import get_full_name_for_node
 
@@ -291,6 +293,21 @@ class Edit:
     def check_anchor(self, module: cst.Module, layer: Layer) -> None:
         """Raise ``PatchError`` naming the anchor when it is missing (used before anything is written)."""
 
+    def ast_anchor(self, tree: ast.Module):
+        """The top-level statement this edit changes, found with the (fast, C) ``ast`` parser, or ``END`` for an
+        insertion at the end of the module. The engine then parses just that statement with libcst."""
+        raise NotImplementedError
+
+
+END = "end of module"
+
+
+def _first(tree: ast.Module, predicate, anchor: str):
+    for node in tree.body:
+        if predicate(node):
+            return node
+    raise PatchError(f"{anchor} not found")
+
 
 def _replace_body_stmt(module: cst.Module, old: cst.CSTNode, new: Optional[cst.CSTNode]) -> cst.Module:
     body = []
@@ -319,6 +336,13 @@ class AllEntry(Edit):
     def check_anchor(self, module, layer):
         if next(self._lines(module), None) is None:
             raise PatchError(f"{self.anchor} not found")
+
+    def ast_anchor(self, tree):
+        return _first(
+            tree,
+            lambda n: isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in n.targets),
+            self.anchor,
+        )
 
     def find(self, module, layer):
         found = []
@@ -368,6 +392,13 @@ class ImportEntry(Edit):
     def check_anchor(self, module, layer):
         self._anchor(module)
 
+    def ast_anchor(self, tree):
+        return _first(
+            tree,
+            lambda n: isinstance(n, ast.ImportFrom) and "." * n.level + (n.module or "") == self.module_name,
+            self.anchor,
+        )
+
     def find(self, module, layer):
         found = []
         for stmt, seq in self._imports(module):
@@ -410,6 +441,9 @@ class ClassDefEdit(Edit):
         node = layer.class_node(module)
         mark = cst.EmptyLine(comment=cst.Comment(CLASS_MARK.format(name=layer.name, summary=layer.summary)))
         return node.with_changes(leading_lines=[cst.EmptyLine(), cst.EmptyLine(), mark])
+
+    def ast_anchor(self, tree):
+        return END
 
     def find(self, module, layer):
         found = []
@@ -468,7 +502,7 @@ class ParseModelBranch(Edit):
             and get_full_name_for_node(stmt.value.slice[0].slice.value) == "f"
         )
 
-    def _chain(self, module) -> tuple[cst.FunctionDef, list[cst.If]]:
+    def _locate(self, module) -> tuple[cst.FunctionDef, cst.For, list[cst.If]]:
         func = self._parse_model(module)
         for stmt in func.body.body:
             if not isinstance(stmt, cst.For):
@@ -480,11 +514,38 @@ class ParseModelBranch(Edit):
                 while isinstance(chain[-1].orelse, cst.If):
                     chain.append(chain[-1].orelse)
                 if self._is_final_else(chain[-1].orelse):
-                    return func, chain
+                    return func, stmt, chain
         raise PatchError("the if/elif chain ending in 'else: c2 = ch[f]' not found in parse_model")
+
+    def _chain(self, module) -> tuple[cst.FunctionDef, list[cst.If]]:
+        func, _, chain = self._locate(module)
+        return func, chain
+
+    def _with_chain(self, module: cst.Module, new_head: cst.If) -> cst.Module:
+        """Put a rebuilt chain back along its path (module > parse_model > for > if): no whole-tree traversal,
+        which on a 2,400-line tasks.py costs more than parsing it."""
+        func, loop, chain = self._locate(module)
+
+        def swap(block: cst.IndentedBlock, old, new) -> cst.IndentedBlock:
+            return block.with_changes(body=[new if s is old else s for s in block.body])
+
+        new_loop = loop.with_changes(body=swap(loop.body, chain[0], new_head))
+        new_func = func.with_changes(body=swap(func.body, loop, new_loop))
+        return _replace_body_stmt(module, func, new_func)
+
+    @staticmethod
+    def _relink(chain: list[cst.If], index: int, replacement) -> cst.If:
+        """The chain's head after ``chain[index]`` is replaced by ``replacement`` (an If, or the orelse to splice)."""
+        node = replacement
+        for branch in reversed(chain[:index]):
+            node = branch.with_changes(orelse=node)
+        return node
 
     def check_anchor(self, module, layer):
         self._chain(module)
+
+    def ast_anchor(self, tree):
+        return _first(tree, lambda n: isinstance(n, ast.FunctionDef) and n.name == "parse_model", "parse_model")
 
     def new_branch(self, module: cst.Module, layer: Layer, orelse) -> cst.If:
         body = cst.IndentedBlock(body=layer.rule_body(module), header=_marker_line())
@@ -527,14 +588,15 @@ class ParseModelBranch(Edit):
     def add(self, module, layer):
         func, chain = self._chain(module)
         last = chain[-1]
-        return module.deep_replace(last, last.with_changes(orelse=self.new_branch(module, layer, last.orelse)))
+        new_last = last.with_changes(orelse=self.new_branch(module, layer, last.orelse))
+        return self._with_chain(module, self._relink(chain, len(chain) - 1, new_last))
 
     def remove(self, module, layer, found):
         func, chain = self._chain(module)
         if isinstance(found.node, cst.If):
-            for prev, branch in zip(chain, chain[1:]):
+            for i, branch in enumerate(chain[1:], start=1):
                 if branch is found.node:
-                    return module.deep_replace(prev, prev.with_changes(orelse=branch.orelse))
+                    return self._with_chain(module, self._relink(chain, i, branch.orelse))
         # a bare name elsewhere in parse_model: only an element of a set/tuple/list literal can be dropped safely
         parent = _container_of(func, found.node)
         if parent is None:

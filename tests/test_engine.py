@@ -347,3 +347,23 @@ def test_read_only_install(latest_pkg):
     assert "Traceback" not in r.stderr
     assert "read-only" in r.stderr and r.stderr.strip().count("\n") == 0
     assert releases.tree_bytes(latest_pkg) == stock
+
+
+@pytest.mark.parametrize("version", LAYOUTS)
+def test_statement_scoped_apply_equals_whole_module_apply(version):
+    """apply's fast path (ast finds the anchor statements, libcst parses only those) writes the same bytes as
+    running every edit on the whole parsed module."""
+    from mhsa_patch.engine import _FileModel
+
+    target = find_target(releases.pristine(version))
+    for rel in TARGET_FILES:
+        data = target.file(rel).read_bytes()
+        for newline in (b"\n", b"\r\n"):
+            text = data.replace(b"\n", newline)
+            fast = _FileModel(target, rel, text)._fast_applied_text()
+            whole = _FileModel(target, rel, text)
+            whole.check_anchors()
+            module = whole.module
+            for edit, layer in whole.pairs():
+                module = edit.add(module, layer)
+            assert fast is not None and fast == module.code, (version, rel, newline)
