@@ -117,7 +117,7 @@ def train_step(model, h: int, w: int) -> dict:
     model = copy.deepcopy(model).train()
     for p in model.parameters():
         p.requires_grad = True
-    batch = synthetic_batch((h, w), 2, _nc(model))
+    batch = synthetic_batch((h, w), 1, _nc(model))
     try:
         compute = loss_fn(model)
         loss, items = compute(batch)
@@ -150,7 +150,7 @@ def train_step(model, h: int, w: int) -> dict:
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         raise ChildError("training step: the optimizer step made the weights non-finite")
     return {
-        "input": [2, 3, h, w],
+        "input": [1, 3, h, w],
         "loss": round(float(total.detach()), 4),
         "loss_items": [round(v, 4) for v in loss_floats(items)],
         "mhsa_grad_norm": mhsa_norm,

@@ -1,0 +1,130 @@
+"""``mhsa-patch check`` and ``check --train`` against a patched copy of a real release; refusals are one line."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import releases
+import trainkit
+
+
+def _one_line_error(proc, *needles):
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("ERROR"), proc.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.training
+def test_check_with_training_run():
+    """The whole path on the CPU: build, forward 640x640 and 640x480, backward + step, summary, latency, then
+    ultralytics' trainer on the synthetic set, finite losses, last.pt and best.pt reloaded and predicting."""
+    p = trainkit.patched()
+    t = time.monotonic()
+    proc = trainkit.ok(trainkit.cli("check", str(p["yaml"]), "--train", "--runs", "3", "--target", str(p["site"]),
+                                    site=p["site"]))
+    elapsed = time.monotonic() - t
+    text = proc.stdout
+    for needle in (
+        "✔ Building yolov8n-MHSA.yaml",
+        "✔ Forward at 640x640",
+        "✔ Forward at 640x480 (rectangular)",
+        "✔ Backward and one optimizer step at 640x640",
+        "Training 1 epoch with ultralytics' trainer on the CPU",
+        "Starting training for 1 epochs",  # ultralytics' own trainer output, streamed
+        "YOLOv8n-MHSA summary: 24 layers",
+        "ultralytics.nn.modules.conv.MHSA",
+        "GFLOPs at 640x640 (true, attention included",
+        "Stock model of the same scale: 23 layers, 3,157,200 parameters",
+        "CPU latency at 640x640",
+        "Training run: 4 iterations, finite losses",
+        "reloaded and predicted: last.pt",
+        "best.pt",
+        "check passed ✅ (with a training run)",
+    ):
+        assert needle in text, f"{needle!r} not in:\n{text[-5000:]}"
+    assert elapsed < 120, f"check --train took {elapsed:.0f} s"
+
+
+@pytest.mark.training
+def test_check_json_on_a_checkpoint():
+    """A .pt (here the ported yolov8n) is checked as well; the JSON report carries the numbers."""
+    p = trainkit.patched()
+    r = trainkit.json_report(trainkit.cli("check", str(trainkit.ported()), "--json", "--imgsz", "320", "--runs", "2",
+                                          "--target", str(p["site"]), site=p["site"]))
+    assert r["source"] == "checkpoint" and r["ultralytics"] == releases.LATEST
+    assert [m["index"] for m in r["mhsa_layers"]] == [10] and r["scale"] == "n"
+    assert [f["input"] for f in r["forward"]] == [[1, 3, 320, 320], [1, 3, 224, 320]]
+    assert [f["output"] for f in r["forward"]] == [[1, 84, 2100], [1, 84, 1470]]
+    s, st = r["summary"], r["stock"]
+    mhsa_params = s["layers"][10]["params"]
+    assert mhsa_params == 3 * (256 * 256 + 256)
+    assert s["parameters"] - st["parameters"] == mhsa_params
+    # true GFLOPs: the MHSA layer costs its projections and its attention, which ultralytics' own count misses
+    assert s["gflops"] > st["gflops"] and s["layers"][10]["gflops"] > 0
+    assert r["latency"]["ratio"] > 0 and r["latency"]["runs"] == 2
+    assert r["train_step"]["mhsa_grad_norm"] > 0 and r["train_step"]["mhsa_updated"]
+    assert "train" not in r
+
+
+@pytest.mark.training
+def test_refuses_an_unpatched_target():
+    p = trainkit.patched()
+    site = trainkit.unpatched()
+    proc = trainkit.cli("check", str(p["yaml"]), "--target", str(site), site=site)
+    _one_line_error(proc, "not patched", "status: not-applied", "mhsa-patch apply")
+
+
+@pytest.mark.training
+def test_refuses_a_model_that_does_not_build(tmp_path):
+    p = trainkit.patched()
+    bad = tmp_path / "yolov8n-MHSA.yaml"
+    bad.write_text(p["yaml"].read_text().replace("MHSA, [14, 14, 4]", "MHSA, [14, 14, 3]"))
+    assert bad.read_text() != p["yaml"].read_text()
+    proc = trainkit.cli("check", str(bad), "--target", str(p["site"]), site=p["site"])
+    _one_line_error(proc, "the model does not build", "divisible by heads=3")
+
+
+def test_refuses_bad_input(tmp_path):
+    """Parent-side refusals: no child process, fast."""
+    site = releases.copy_release(releases.LATEST, tmp_path / "site").parent
+    _one_line_error(trainkit.cli("check", str(tmp_path / "none.yaml"), "--target", str(site), site=site),
+                    "no such model file")
+    txt = tmp_path / "model.txt"
+    txt.write_text("x")
+    _one_line_error(trainkit.cli("check", str(txt), "--target", str(site), site=site), "expected a model .yaml")
+    _one_line_error(trainkit.cli("check", str(txt), "--target", str(tmp_path / "nowhere"), site=site),
+                    "no such file or directory")
+    usage = trainkit.cli("check", str(txt), "--imgsz", "48", "--target", str(site), site=site)
+    assert usage.returncode == 2
+    y = tmp_path / "yolov8n-x.yaml"
+    y.write_text("nc: 1\n")
+    _one_line_error(trainkit.cli("check", str(y), "--imgsz", "100", "--target", str(site), site=site),
+                    "multiple of 32")
+
+
+@pytest.mark.training
+def test_refuses_a_yaml_that_is_not_a_model(tmp_path):
+    p = trainkit.patched()
+    y = tmp_path / "yolov8n-x.yaml"
+    y.write_text("nc: 1\n")
+    _one_line_error(trainkit.cli("check", str(y), "--target", str(p["site"]), site=p["site"]), "not a model YAML")
+
+
+@pytest.mark.training
+def test_check_on_the_first_supported_release(tmp_path):
+    """8.0.98: the loss still lived in the trainer, the config in ultralytics.yolo.cfg; check copes."""
+    pkg = releases.copy_release("8.0.98", tmp_path / "site")
+    site = pkg.parent
+    trainkit.ok(trainkit.cli("apply", "--target", str(site), site=site))
+    cfg = trainkit.gen_yaml(site, tmp_path / "cfg")
+    r = trainkit.json_report(trainkit.cli("check", str(cfg), "--json", "--imgsz", "256", "--runs", "2",
+                                          "--target", str(site), site=site))
+    assert r["ultralytics"] == "8.0.98" and [m["index"] for m in r["mhsa_layers"]] == [10]
+    assert r["stock"]["parameters"] == 3157200 and r["summary"]["parameters"] > r["stock"]["parameters"]
+    assert r["train_step"]["mhsa_grad_norm"] > 0
