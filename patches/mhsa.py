@@ -104,8 +104,9 @@ class MHSA(nn.Module):
         weight = torch.cat([self.query.weight, self.key.weight, self.value.weight], 0).reshape(3 * c, c)
         bias = torch.cat([self.query.bias, self.key.bias, self.value.bias], 0)
         qkv = torch.nn.functional.linear(tokens, weight, bias)  # (B, N, 3C), contiguous: one GEMM for all three
-        qkv = qkv.reshape(b, h * w, 3, heads, c // heads).permute(2, 0, 3, 1, 4)  # (3, B, heads, N, d)
-        return qkv[0], qkv[1], qkv[2]
+        # split (not indexing): its backward is one concatenation, not three zero-filled full-size gradients
+        q, k, v = (t.reshape(b, h * w, heads, c // heads).transpose(1, 2) for t in qkv.split(c, dim=-1))
+        return q, k, v
 
     def _attend_fused(self, q, k, v, r):
         """``softmax(q k^T [+ r q^T]) v`` through SDPA with ``scale=1.0``; the positional term rides in the head dim."""
