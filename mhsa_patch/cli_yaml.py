@@ -126,8 +126,9 @@ def print_check(result: yamlgen.Result, name: str, probe: dict, imgsz: int) -> N
         markup=False,
     )
     out.print(
-        f"GFLOPs at imgsz {imgsz}: counted by torch's FlopCounterMode, attention matmuls included; "
-        "thop (ultralytics' figure) misses them and scales a 32x32 pass linearly.",
+        f"GFLOPs: one forward pass at {imgsz}x{imgsz} counted by torch's FlopCounterMode, attention matmuls included. "
+        "GFLOPs (thop): ultralytics' own estimate; releases that scale a 32x32 pass linearly miss most of the "
+        "attention (its cost grows with the square of the grid).",
         markup=False,
     )
     if delta != expected:
@@ -208,8 +209,8 @@ def register(app: typer.Typer, _target_opt=None) -> None:
             if check and state != "applied":
                 detail = f" ({why})" if state == "unknown" and why else ""
                 raise PatchError(
-                    f"--check needs the patch: ultralytics {tgt.version} at {tgt.package} is {state}{detail}; "
-                    "run 'mhsa-patch apply' first"
+                    f"--check needs the patch: ultralytics {tgt.version} at {tgt.package} is not patched "
+                    f"(status: {state}{detail}); run 'mhsa-patch apply' first"
                 )
             probe = None
             if check:
@@ -224,8 +225,8 @@ def register(app: typer.Typer, _target_opt=None) -> None:
             warn(note)
         if state != "applied":
             warn(
-                f"ultralytics {tgt.version} at {tgt.package} is {state}: run 'mhsa-patch apply' before building "
-                "or training this model"
+                f"ultralytics {tgt.version} at {tgt.package} is not patched (status: {state}): run 'mhsa-patch apply' "
+                "before building or training this model"
             )
         info(
             f"wrote {escape(str(path))}: MHSA after layer {result.after} as layer {result.index} "

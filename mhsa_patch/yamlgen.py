@@ -537,7 +537,7 @@ def generate(target: Target, req: Request) -> Result:
             if scale_rows[no] != req.scale:
                 continue
             body = line.split("#", 1)[0].rstrip()
-            out.append(f"{body}{p.comment_sep}# the only row: this file builds scale {req.scale} under any file name")
+            out.append(f"{body}{p.comment_sep}# the only row: builds scale {req.scale} under any name that carries no other scale")
             continue
         row = row_at_line.get(no)
         if row is None:

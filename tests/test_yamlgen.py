@@ -310,7 +310,7 @@ def test_renumbered_comments_on_the_tutorial_file():
         "  - [-1, 3, C2f, [1024]]  # 22 (P5/32-large)\n",
         "  - [[16, 19, 22], 1, Detect, [nc]]  # Detect(P3, P4, P5)\n",
         "  - [-1, 1, Conv, [64, 3, 2]]  # 0-P1/2\n",
-        "  n: [0.33, 0.25, 1024]  # the only row: this file builds scale n under any file name\n",
+        "  n: [0.33, 0.25, 1024]  # the only row: builds scale n under any name that carries no other scale\n",
     ):
         assert expect in r.text, expect
     assert "s: [0.33" not in r.text

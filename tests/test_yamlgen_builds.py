@@ -1,0 +1,226 @@
+"""gen-yaml files built by the real releases of the matrix, patched with the engine CLI (slow).
+
+One child process per release builds every model (importing torch + ultralytics costs seconds): each scale of
+yolov8 detect with its stock model and a renamed copy, every base and task the release ships, the --at and
+--lateral variants, --pos-emb. Checks: parameters = stock + 3·(C²+C) (+ C·(w+h) with positions), the wiring layer
+by layer against the stock model (module, parameters, from), the scale a renamed copy builds, MHSA's FLOPs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import releases
+from mhsa_patch import yamlgen
+from mhsa_patch.target import find_target, version_tuple
+from mhsa_patch.yamlgen import Request
+
+pytestmark = pytest.mark.releases
+
+# Builds each job in one process; prints one JSON line. Jobs: [cfg, with_flops].
+CHILD = r"""
+import json, sys
+from mhsa_patch import probe
+out = []
+for cfg, flops in json.loads(sys.argv[1]):
+    model, lines = probe.build(cfg)
+    s = probe.summarize(model, 640, lines, flops=flops)
+    s["cfg"] = cfg
+    out.append(s)
+print("JSON " + json.dumps(out))
+"""
+
+WORDS = {"n": "nano", "s": "small", "m": "medium", "l": "large", "x": "xlarge"}
+
+
+def absolute(f, i: int) -> list[int]:
+    return [x if x >= 0 else i + x for x in ([f] if isinstance(f, int) else f)]
+
+
+def strip_mhsa(layers: list[dict], mhsa: int) -> list[tuple]:
+    """The built MHSA model's layers without MHSA, its readers sent to its input: (from, module, params) rows."""
+    after = mhsa - 1
+    out = []
+    for k, layer in enumerate(layers):
+        if k == mhsa:
+            continue
+        old_k = k if k < mhsa else k - 1
+        f = layer["from"]
+        fs = []
+        for x in [f] if isinstance(f, int) else f:
+            b = x if x >= 0 else k + x
+            a = after if b == mhsa else (b if b < mhsa else b - 1)
+            fs.append(a - old_k if x < 0 else a)
+        out.append((fs[0] if isinstance(f, int) else fs, layer["module"], layer["params"]))
+    return out
+
+
+def rows(layers: list[dict]) -> list[tuple]:
+    return [(layer["from"], layer["module"], layer["params"]) for layer in layers]
+
+
+def patched_release(version: str, root: Path) -> Path:
+    site = root / "site"
+    releases.copy_release(version, site)
+    r = subprocess.run(
+        [sys.executable, "-m", "mhsa_patch", "apply", "--target", str(site)], capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    return site
+
+
+def build_all(site: Path, jobs: list[tuple[str, bool]]) -> dict[str, dict]:
+    r = releases.run_python(CHILD, site, json.dumps(jobs), timeout=900)
+    line = next((ln for ln in r.stdout.splitlines() if ln.startswith("JSON ")), None)
+    assert r.returncode == 0 and line, r.stderr[-3000:]
+    return {m["cfg"]: m for m in json.loads(line[5:])}
+
+
+def expected_delta(result: yamlgen.Result) -> int:
+    c = result.channels
+    positions = c * (result.mhsa_args[0] + result.mhsa_args[1]) if len(result.mhsa_args) > 3 else 0
+    return 3 * (c * c + c) + positions
+
+
+def check_against_stock(result: yamlgen.Result, mhsa: dict, stock: dict) -> None:
+    label = result.command
+    assert mhsa["parameters"] - stock["parameters"] == expected_delta(result), label
+    assert mhsa["mhsa"] == [result.index], label
+    layer = mhsa["layers"][result.index]
+    assert layer["from"] == -1 and layer["module"].endswith("MHSA"), label
+    assert layer["params"] == expected_delta(result), label
+    c, heads = result.channels, result.mhsa_args[2]
+    assert mhsa["mhsa_args"][0][:3] == [c, heads, len(result.mhsa_args) > 3], label
+    args = ", ".join("True" if a is True else str(a) for a in result.mhsa_args)
+    assert layer["arguments"] == f"[{c}, {args}]", label  # parse_model's own table
+    # layer by layer: without MHSA (readers sent back to its input) the model is the stock model
+    assert strip_mhsa(mhsa["layers"], result.index) == rows(stock["layers"]), label
+    # the built model reads what the file says
+    new_rows = result.data["backbone"] + result.data["head"]
+    assert [layer["from"] for layer in mhsa["layers"]] == [r[0] for r in new_rows], label
+    readers = sorted(k for k, layer in enumerate(mhsa["layers"]) if result.index in absolute(layer["from"], k))
+    assert tuple(readers) == result.readers, label
+
+
+def mhsa_gflops(c: int, grid: int, pos: bool) -> float:
+    """What FlopCounterMode counts for MHSA: the q/k/v projection (6·N·C²) and attention (4·N²·C, 8·N²·C with
+    positions: the positional term rides in the head dimension, which doubles both matmuls)."""
+    n = grid * grid
+    return (6 * n * c * c + (8 if pos else 4) * n * n * c) / 1e9
+
+
+@pytest.mark.parametrize("version", releases.MATRIX)
+def test_generated_configs_build_on_each_release(tmp_path, version):
+    site = patched_release(version, tmp_path)
+    t = find_target(site)
+    out, renamed = tmp_path / "out", tmp_path / "renamed"
+    out.mkdir()
+    renamed.mkdir()
+    cases: list[tuple[yamlgen.Result, str, str | None]] = []  # (result, cfg path, renamed path)
+    jobs: list[tuple[str, bool]] = []
+
+    def add(req: Request, folder: Path = out, rename: bool = False, flops: bool = False):
+        res = yamlgen.generate(t, req)
+        d = folder / f"{len(cases)}"
+        d.mkdir()
+        path = d / res.file_name
+        path.write_text(res.text, encoding="utf-8")
+        jobs.append((str(path), flops))
+        other = None
+        if rename:  # a name without a scale: ultralytics would fall back to the first row of scales
+            other = renamed / f"custom-{WORDS[req.scale]}.yaml"
+            other.write_text(res.text, encoding="utf-8")
+            assert yamlgen.guess_scale(other.name) == "" and yamlgen.unified_path(other) == str(other)
+            jobs.append((str(other), False))
+        cases.append((res, str(path), other and str(other)))
+        return res
+
+    for scale in yamlgen.SCALES:
+        add(Request(scale=scale), rename=True, flops=scale == "n")
+    ships = {
+        base: [task for task in yamlgen.TASKS if (t.package / rel / f"{base}{yamlgen.TASKS[task]}.yaml").is_file()]
+        for base, dirs in yamlgen.BASE_DIRS.items()
+        for rel in dirs
+        if (t.package / rel / f"{base}.yaml").is_file()
+    }
+    v = version_tuple(version)
+    expected_ships = {"yolov8"} | ({"yolo11"} if v >= (8, 3) else set()) | ({"yolo26"} if v >= (8, 4) else set())
+    assert set(ships) == expected_ships
+    for base, tasks in ships.items():
+        for task in tasks:
+            if (base, task) != ("yolov8", "detect"):
+                add(Request(scale="n", base=base, task=task))
+    for at in ("P3", "P4", "7", "21"):
+        add(Request(scale="n", at=at))
+    add(Request(scale="n", lateral="pre-attention"))
+    add(Request(scale="s", at="P4", lateral="pre-attention", heads=8))
+    add(Request(scale="n", pos_emb=True), flops=True)
+    add(Request(scale="m", pos_emb=True, heads=8, imgsz=320))
+    if "yolo11" in ships:
+        add(Request(scale="n", base="yolo11", at="SPPF"))
+        add(Request(scale="s", base="yolo11", task="segment", at="P3", heads=2))
+    stocks = sorted({res.stock_name for res, _, _ in cases})
+    jobs += [(name, name == "yolov8n.yaml") for name in stocks]
+
+    built = build_all(site, jobs)
+
+    for res, path, other in cases:
+        mhsa, stock = built[path], built[res.stock_name]
+        check_against_stock(res, mhsa, stock)
+        assert mhsa["scale"] == next(iter(res.data["scales"]))  # from the file name
+        if other:
+            copy = built[other]
+            assert copy["scale"] in ("", None)  # ultralytics found no scale in the name ...
+            assert rows(copy["layers"]) == rows(mhsa["layers"])  # ... and built the requested scale anyway
+            assert copy["parameters"] == mhsa["parameters"]
+
+    # every scale really differs (the renamed copies above did not all fall back to one scale)
+    params = [built[p]["parameters"] for res, p, o in cases[:5]]
+    assert len(set(params)) == 5
+
+    # true GFLOPs: the stock count plus MHSA's own, attention included
+    n = built[cases[0][1]]
+    stock_n = built["yolov8n.yaml"]
+    assert n["layers"][10]["gflops"] == pytest.approx(mhsa_gflops(256, 20, False))
+    assert n["gflops"] - stock_n["gflops"] == pytest.approx(mhsa_gflops(256, 20, False))
+    assert "aten.bmm" in n["gflops_by_op"] and "aten.bmm" not in stock_n["gflops_by_op"]
+    pos = next(built[p] for res, p, _ in cases if res.command == "mhsa-patch gen-yaml --scale n --pos-emb")
+    assert pos["layers"][10]["gflops"] == pytest.approx(mhsa_gflops(256, 20, True))
+    assert n["flops_device"] == "meta"
+
+
+def cli_env(site: Path) -> dict:
+    return releases.release_env(site)
+
+
+@pytest.mark.parametrize("version", [releases.MATRIX[0], releases.LATEST])
+def test_check_builds_with_the_patched_release(tmp_path, version):
+    site = tmp_path / "site"
+    releases.copy_release(version, site)
+    work = tmp_path / "work"
+    work.mkdir()
+    cmd = [sys.executable, "-m", "mhsa_patch", "gen-yaml", "-s", "n", "-t", str(site), "--check"]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=work, env=cli_env(site))
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "--check needs the patch" in r.stderr
+    assert list(work.iterdir()) == []
+
+    r = subprocess.run([sys.executable, "-m", "mhsa_patch", "apply", "-t", str(site)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=work, env=cli_env(site))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (work / "yolov8n-MHSA.yaml").read_text() == yamlgen.generate(find_target(site), Request(scale="n")).text
+    lines = r.stdout.splitlines()
+    row = next(ln for ln in lines if ln.startswith(" 10 "))
+    assert row.split()[:5] == ["10", "-1", "1", "197376", "MHSA"] and "[256, 14, 14, 4]" in row
+    assert any(ln.startswith(" 21 ") and "[-1, 10]" in ln for ln in lines)
+    assert any(ln.startswith(" 23 ") and "[16, 19, 22]" in ln for ln in lines)
+    stock = next(ln for ln in lines if ln.startswith("yolov8n.yaml "))
+    assert "3,157,200" in stock
+    diff = next(ln for ln in lines if ln.startswith("difference "))
+    assert diff.split()[1:4] == ["+1", "+197,376", "+0.32"]
+    assert "WARNING" not in r.stderr, r.stderr
