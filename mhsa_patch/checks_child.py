@@ -29,6 +29,7 @@ from mhsa_patch.childlib import (
     load_checkpoint,
     loss_fn,
     loss_floats,
+    model_task,
     one_line,
     require_patched,
     run_main,
@@ -118,9 +119,16 @@ def train_step(model, h: int, w: int) -> dict:
     for p in model.parameters():
         p.requires_grad = True
     batch = synthetic_batch((h, w), 1, _nc(model))
+    task = model_task(model)
     try:
-        compute = loss_fn(model)
-        loss, items = compute(batch)
+        if task == "detect":
+            loss, items = loss_fn(model)(batch)
+            kind = "ultralytics' detection loss"
+        else:  # segment/pose/obb losses need masks/keypoints/angles: a surrogate still drives every gradient
+            outs = [t for t in _tensors(model(batch["img"])) if t.is_floating_point()]
+            loss = sum(t.float().pow(2).mean() for t in outs)
+            items = [float(loss.detach())]
+            kind = f"surrogate loss (mean square of the {task} outputs)"
         total = loss.sum()
         total.backward()
     except Exception as e:  # noqa: BLE001
@@ -151,6 +159,7 @@ def train_step(model, h: int, w: int) -> dict:
         raise ChildError("training step: the optimizer step made the weights non-finite")
     return {
         "input": [1, 3, h, w],
+        "loss_kind": kind,
         "loss": round(float(total.detach()), 4),
         "loss_items": [round(v, 4) for v in loss_floats(items)],
         "mhsa_grad_norm": mhsa_norm,
@@ -296,11 +305,15 @@ def check(events, a) -> dict:
         "site": str(where.parent),
         "model": a.model,
         "source": "checkpoint" if table is None else "yaml",
-        "task": getattr(model, "task", None) or "detect",
+        "task": model_task(model),
         "scale": str((getattr(model, "yaml", None) or {}).get("scale") or "?"),
         "nc": _nc(model),
         "mhsa_layers": mhsa,
     }
+    if a.train and report["task"] != "detect":
+        raise ChildError(
+            f"check --train draws a detection dataset; this is a {report['task']} model: check it without --train"
+        )
     s, r = a.imgsz, a.imgsz * 3 // 4 // 32 * 32
     events.step("forward", f"Forward at {s}x{s}")
     report["forward"] = [forward(model, s, s)]

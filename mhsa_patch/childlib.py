@@ -163,6 +163,22 @@ def build_from_yaml(path: str | dict, nc: int | None = None):
         return cls(path, nc=nc, verbose=False)
 
 
+def model_task(model) -> str:
+    """detect, segment, pose, obb or classify, from the model's class (what it is, whatever its args say)."""
+    by_class = {
+        "SegmentationModel": "segment",
+        "PoseModel": "pose",
+        "OBBModel": "obb",
+        "ClassificationModel": "classify",
+        "DetectionModel": "detect",
+    }
+    for cls in type(model).__mro__:
+        if cls.__name__ in by_class:
+            return by_class[cls.__name__]
+    task = getattr(model, "task", None)
+    return str(task) if task else "detect"
+
+
 def default_args():
     """ultralytics' default hyper-parameters as the namespace the loss expects (``args.box`` ...)."""
     try:

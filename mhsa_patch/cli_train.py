@@ -123,7 +123,8 @@ def _print_check(report: dict) -> None:
     )
     step = report["train_step"]
     out.print(
-        f"Training step: loss {step['loss']:.3f} {step['loss_items']}, MHSA gradient norm {step['mhsa_grad_norm']:.3g}",
+        f"Training step ({step.get('loss_kind', 'loss')}): {step['loss']:.3f} {step['loss_items']}, "
+        f"MHSA gradient norm {step['mhsa_grad_norm']:.3g}",
         markup=False,
     )
     tr = report.get("train")

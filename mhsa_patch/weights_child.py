@@ -15,6 +15,7 @@ from mhsa_patch.childlib import (
     build_from_yaml,
     layer_type,
     load_checkpoint,
+    model_task,
     require_patched,
     run_main,
     ultralytics_info,
@@ -112,7 +113,8 @@ def port(events, src: str, model_yaml: str, out: str) -> dict:
     dmodel.names = getattr(smodel, "names", None) or getattr(dmodel, "names", None)
     src_args = dict(sckpt.get("train_args") or {})
     src_args["model"] = Path(model_yaml).name
-    src_args.setdefault("task", getattr(smodel, "task", None) or "detect")
+    src_args["task"] = model_task(dmodel)
+    dmodel.task = src_args["task"]
     dmodel.args = dict(src_args)
     if hasattr(dmodel, "criterion"):
         dmodel.criterion = None

@@ -128,3 +128,16 @@ def test_check_on_the_first_supported_release(tmp_path):
     assert r["ultralytics"] == "8.0.98" and [m["index"] for m in r["mhsa_layers"]] == [10]
     assert r["stock"]["parameters"] == 3157200 and r["summary"]["parameters"] > r["stock"]["parameters"]
     assert r["train_step"]["mhsa_grad_norm"] > 0
+
+
+@pytest.mark.training
+def test_check_a_segmentation_model(tmp_path):
+    """Other tasks build, run and get gradients through MHSA (a surrogate loss: no masks here); --train is refused."""
+    p = trainkit.patched()
+    cfg = trainkit.gen_yaml(p["site"], tmp_path / "seg", "n", "--task", "segment")
+    r = trainkit.json_report(trainkit.cli("check", str(cfg), "--json", "--imgsz", "256", "--runs", "1",
+                                          "--target", str(p["site"]), site=p["site"]))
+    assert r["task"] == "segment" and [m["index"] for m in r["mhsa_layers"]] == [10]
+    assert r["train_step"]["loss_kind"].startswith("surrogate") and r["train_step"]["mhsa_grad_norm"] > 0
+    proc = trainkit.cli("check", str(cfg), "--train", "--target", str(p["site"]), site=p["site"])
+    _one_line_error(proc, "check --train draws a detection dataset", "segment model")
