@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'':<14}{dp / st['parameters']:>+14.1%}{dg / st['gflops']:>+14.1%}")
     print(
         f"\n{a.imgsz}x{a.imgsz}, batch 1, {threads}, median of {lat['runs']} interleaved runs; "
-        f"ultralytics' own GFLOPs count for {name}: {s.get('gflops_thop') or float('nan'):.2f} (no attention)"
+        f"ultralytics' own GFLOPs count for {name}: {s.get('gflops_thop') or float('nan'):.2f} (thop: blind to the attention matmuls)"
     )
     print(json.dumps({"stock": st, "mhsa": {"parameters": s["parameters"], "gflops": s["gflops"]}, "latency": lat}))
     return 0
