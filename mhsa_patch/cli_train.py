@@ -39,10 +39,11 @@ class _Steps:
     def __call__(self, event: dict) -> None:
         if not self.enabled or "step" not in event:
             return
+        if event["step"] in self.QUIET_STEPS:
+            self._stop_spinner()  # first: a stopping spinner clears its own line
         self._finish()
         self.current, self.started = event.get("msg", event["step"]), time.monotonic()
         if event["step"] in self.QUIET_STEPS:
-            self._stop_spinner()
             out.print(f"  [bold]…[/] {escape(self.current)}")
             self.current = None  # ultralytics' own output shows this step's progress
         elif out.is_terminal:
@@ -63,9 +64,9 @@ class _Steps:
             self.status = None
 
     def close(self, ok: bool) -> None:
+        self._stop_spinner()
         if ok:
             self._finish()
-        self._stop_spinner()
 
 
 def _model_name(report: dict) -> str:

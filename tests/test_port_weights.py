@@ -277,3 +277,27 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path):
         _one_line_error(proc, needle)
     usage = trainkit.cli("port-weights", str(src), "--target", str(site), site=site)
     assert usage.returncode == 2
+
+
+NAIVE = r"""
+import sys
+from ultralytics.nn.tasks import DetectionModel
+from ultralytics.utils import LOGGER
+
+try:
+    from ultralytics.nn.tasks import load_checkpoint
+except ImportError:
+    from ultralytics.nn.tasks import attempt_load_one_weight as load_checkpoint
+model = DetectionModel(sys.argv[1], verbose=False)
+weights, _ = load_checkpoint(sys.argv[2])
+model.load(weights, verbose=True)  # what pretrained=yolov8n.pt does: match by name and shape
+"""
+
+
+@pytest.mark.training
+def test_without_port_weights_only_the_backbone_loads():
+    """The problem port-weights solves: ultralytics' own transfer matches by layer index, so the head is lost."""
+    p = trainkit.patched()
+    proc = releases.run_python(NAIVE, p["site"], str(p["yaml"]), str(p["stock"]))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Transferred 162/361 items from pretrained weights" in proc.stdout + proc.stderr  # layers 0-9 only
