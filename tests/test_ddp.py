@@ -34,7 +34,7 @@ def test_ddp_gradients_agree_across_ranks(tmp_path):
     port = _free_port()
     procs = []
     for rank in range(WORLD):
-        env = releases.release_env(p["site"])
+        env = trainkit.env(p["site"])
         env.update(
             MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD),
             LOCAL_RANK=str(rank), OMP_NUM_THREADS="1",

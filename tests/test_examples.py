@@ -18,7 +18,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 def run_example(name: str, *args: str, site: Path, cwd: Path, timeout: float = 400):
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / name), *args],
-        env=releases.release_env(site),
+        env=trainkit.env(site),
         cwd=cwd,
         capture_output=True,
         text=True,

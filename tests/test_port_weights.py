@@ -125,7 +125,7 @@ print(json.dumps({"same": same, "moved": moved, "after": after, "left": left, "k
 def test_port_transfers_every_stock_tensor():
     p = trainkit.patched()
     out = trainkit.ported()
-    proc = releases.run_python(COMPARE, p["site"], str(p["stock"]), str(out), "10")
+    proc = trainkit.run_python(COMPARE, p["site"], str(p["stock"]), str(out), "10")
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     assert r["same"] == 355  # every stock tensor is there, equal
@@ -168,7 +168,7 @@ def test_port_at_another_insertion_point(tmp_path):
     )
     assert (r["transferred"], r["total"]) == (355, 361) and r["kept"] == [0, 6]
     assert r["moved"][0] == [7, 8] and [m["index"] for m in r["mhsa_layers"]] == [7]
-    proc = releases.run_python(COMPARE, p["site"], str(p["stock"]), str(out), "7")
+    proc = trainkit.run_python(COMPARE, p["site"], str(p["stock"]), str(out), "7")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1])["same"] == 355
 
@@ -189,7 +189,7 @@ def test_yolo_train_model_out_pt(tmp_path):
     p = trainkit.patched()
     out = trainkit.ported()
     data = write_dataset(tmp_path / "shapes", n_train=8, n_val=2, imgsz=64)
-    proc = releases.run_python(
+    proc = trainkit.run_python(
         TRAIN, p["site"], "train", f"model={out}", f"data={data}", "epochs=1", "imgsz=64", "batch=4", "workers=0",
         "device=cpu", "plots=False", f"project={tmp_path / 'runs'}", "name=ported", "exist_ok=True",
         cwd=tmp_path, timeout=300,
@@ -298,6 +298,6 @@ model.load(weights, verbose=True)  # what pretrained=yolov8n.pt does: match by n
 def test_without_port_weights_only_the_backbone_loads():
     """The problem port-weights solves: ultralytics' own transfer matches by layer index, so the head is lost."""
     p = trainkit.patched()
-    proc = releases.run_python(NAIVE, p["site"], str(p["yaml"]), str(p["stock"]))
+    proc = trainkit.run_python(NAIVE, p["site"], str(p["yaml"]), str(p["stock"]))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Transferred 162/361 items from pretrained weights" in proc.stdout + proc.stderr  # layers 0-9 only

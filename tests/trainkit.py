@@ -28,13 +28,30 @@ def workdir() -> Path:
     return d
 
 
+def env(site: Path) -> dict[str, str]:
+    """The offline test environment for a child importing the ultralytics under ``site``, one OpenMP thread.
+
+    One thread: two OpenMP threads on a 2-core machine that is busy with anything else spin-wait, and a forward pass
+    that takes 0.1 s takes seconds. These tests check behaviour, not speed.
+    """
+    e = releases.release_env(site)
+    e["OMP_NUM_THREADS"] = "1"
+    return e
+
+
+def run_python(code: str, site: Path, *args: str, timeout: float = 600, cwd: Path | None = None):
+    """``releases.run_python`` with :func:`env`."""
+    return subprocess.run([sys.executable, "-c", code, *args], env=env(site), cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
 def cli(*args: str, site: Path | None = None, timeout: float = 600, cwd: Path | None = None, env_extra=None):
     """``python -m mhsa_patch args...`` with the offline test environment (and ``site`` on PYTHONPATH when given)."""
-    env = releases.release_env(site or workdir())
-    env.update(env_extra or {})
+    env_ = env(site or workdir())
+    env_.update(env_extra or {})
     return subprocess.run(
         [sys.executable, "-m", "mhsa_patch", *args],
-        env=env,
+        env=env_,
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -99,7 +116,7 @@ torch.save(
 def stock_checkpoint(site: Path, cfg: str, dest: Path) -> Path:
     """A stock checkpoint built locally from ``cfg`` (e.g. ``yolov8n.yaml``) with random weights."""
     if not dest.exists():
-        proc = releases.run_python(STOCK_CKPT, site, cfg, str(dest), timeout=300)
+        proc = run_python(STOCK_CKPT, site, cfg, str(dest), timeout=300)
         assert proc.returncode == 0, proc.stderr[-4000:]
     return dest
 
