@@ -46,7 +46,10 @@ torch.save({"date": datetime.now().isoformat(), "version": ultralytics.__version
             "ema": None, "optimizer": None, "train_args": {"model": cfg, "task": "detect", "imgsz": 640}}, out)
 """
 
-YOLO_CLI = "from ultralytics.cfg import entrypoint; entrypoint()"  # what the `yolo` command runs
+YOLO_CLI = (  # what the `yolo` command runs (ultralytics.yolo.cfg before 8.0.1xx)
+    "try:\n    from ultralytics.cfg import entrypoint\nexcept ImportError:\n    from ultralytics.yolo.cfg import entrypoint\n"
+    "entrypoint()"
+)
 
 
 def run(shown: str, argv: list[str], env: dict, cwd: Path) -> None:
