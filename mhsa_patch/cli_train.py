@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 
 from mhsa_patch import __version__
-from mhsa_patch.console import err, fail, info, out, warn
+from mhsa_patch.console import fail, info, out, warn
 from mhsa_patch.errors import PatchError
 from mhsa_patch.options import TargetOpt
 from mhsa_patch.target import Target, find_target

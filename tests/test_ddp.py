@@ -7,7 +7,6 @@ starts them (``python -m torch.distributed.run ... _temp_*.py``): the source-lev
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -15,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-import releases
 import trainkit
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
