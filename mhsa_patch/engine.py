@@ -7,6 +7,7 @@ journal's bytes without parsing anything.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 from dataclasses import dataclass, field
@@ -477,15 +478,21 @@ def status(target: Target) -> Status:
     return Status(target, state, files, notes, data)
 
 
-def apply(target: Target, *, force: bool = False, dry_run: bool = False) -> Result:
-    """Insert every layer of patches/ into the target. A second apply changes nothing."""
+@contextlib.contextmanager
+def _session(target: Target, action: str, dry_run: bool):
+    """Under the package lock: clear what a killed run left (unless dry), then hand over the journal's contents."""
     journal = Journal(target.package)
-    result = Result("apply", target, dry_run=dry_run)
+    result = Result(action, target, dry_run=dry_run)
     with locked(target.package):
         if not dry_run:
             remove_stale_temporaries(_folders(target))
             result.notes += _recover(target, journal)
-        data = journal.read()
+        yield journal, result, journal.read()
+
+
+def apply(target: Target, *, force: bool = False, dry_run: bool = False) -> Result:
+    """Insert every layer of patches/ into the target. A second apply changes nothing."""
+    with _session(target, "apply", dry_run) as (journal, result, data):
         digest = _patch_digest()
         entries = (data or {}).get("files", {}) if (data or {}).get("state") == "applied" else {}
         current = {rel: _read(target, rel) for rel in TARGET_FILES}
@@ -541,13 +548,7 @@ def apply(target: Target, *, force: bool = False, dry_run: bool = False) -> Resu
 
 def revert(target: Target, *, dry_run: bool = False) -> Result:
     """Remove what apply inserted: byte for byte where files are unchanged since apply, else only the marked pieces."""
-    journal = Journal(target.package)
-    result = Result("revert", target, dry_run=dry_run)
-    with locked(target.package):
-        if not dry_run:
-            remove_stale_temporaries(_folders(target))
-            result.notes += _recover(target, journal)
-        data = journal.read()
+    with _session(target, "revert", dry_run) as (journal, result, data):
         result.changes = _revert_plan(target, data)
         if dry_run:
             return result
