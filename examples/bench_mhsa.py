@@ -180,6 +180,13 @@ def _run_worker(kind: str, case, args, impl: str = "fused") -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _load() -> str:
+    try:
+        return "/".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
 def _mib(n: float) -> str:
     return f"{n / 2**20:.1f}"
 
@@ -215,7 +222,7 @@ def main(argv=None) -> int:
     )
     header = (
         f"| {'case':<22} | {'B x C x H x W':<13} | {'ours ms':>8} | {'ref ms':>8} | {'time ratio':>10} "
-        f"| {'ours peak+ MiB':>14} | {'ref peak+ MiB':>13} | {'mem ratio':>9} | {'targets':<22} |"
+        f"| {'ours peak+ MiB':>14} | {'ref peak+ MiB':>13} | {'mem ratio':>9} | {'targets':<26} |"
     )
     print(header)
     print("|" + "|".join("-" * len(col) for col in header.split("|")[1:-1]) + "|")
@@ -238,11 +245,11 @@ def main(argv=None) -> int:
         print(
             f"| {name:<22} | {f'{b}x{c}x{h}x{w}':<13} | {timing['fused_s'] * 1e3:>8.1f} | {timing['naive_s'] * 1e3:>8.1f} "
             f"| {t_ratio:>9.3f}x | {_mib(mem_ours['mem_bytes']):>14} | {_mib(mem_ref['mem_bytes']):>13} "
-            f"| {m_ratio:>8.3f}x | {', '.join(targets) or '-':<22} |",
+            f"| {m_ratio:>8.3f}x | {', '.join(targets) or '-':<26} |",
             flush=True,
         )
     print(f"time ratio: median over passes of ours/ref; peak+: growth of {method} over the resident size before a pass")
-    print("measured with " + "; ".join(sorted(versions)))
+    print("measured with " + "; ".join(sorted(versions)) + f", {os.cpu_count()} CPUs, load average {_load()}")
     if not args.quick:
         print("all targets met" if ok else "some targets MISSED")
     return 0
