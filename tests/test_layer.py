@@ -329,10 +329,17 @@ def test_constructor_signature_and_yaml_args():
 @pytest.mark.parametrize("pos", [False, True])
 def test_fused_path_uses_the_memory_saving_kernel(pos):
     """Restricted to the flash kernel, SDPA raises if q, k, v do not qualify (e.g. a last dim with stride != 1)."""
-    attention = pytest.importorskip("torch.nn.attention")
+    import contextlib
+
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel  # torch >= 2.2
+
+        only_flash = sdpa_kernel([SDPBackend.FLASH_ATTENTION])
+    except ImportError:  # older torch: no way to restrict the CPU kernel; the numbers are still checked
+        only_flash = contextlib.nullcontext()
     layer = MHSA(32, 24, 24, 4, pos)
     x = torch.randn(2, 32, 24, 24, requires_grad=True)
-    with attention.sdpa_kernel([attention.SDPBackend.FLASH_ATTENTION]):
+    with only_flash:
         out = layer(x)
         out.sum().backward()
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -470,7 +477,7 @@ def test_layer_onnx_parity(pos, size):
     """The bare layer through the TorchScript ONNX exporter (the one ultralytics uses), opset 18, onnxruntime."""
     import warnings
 
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort  # in the test extra
     torch.manual_seed(8)
     layer = MHSA(32, 10, 10, 4, pos).eval()
     x = torch.randn(1, 32, *size)
