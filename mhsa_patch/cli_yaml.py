@@ -90,7 +90,8 @@ def _fmt_gflops(value) -> str:
 def print_check(result: yamlgen.Result, name: str, probe: dict, imgsz: int) -> None:
     """The layer table of the MHSA model, then both models side by side."""
     mhsa, stock = probe["models"][0], probe["models"][1]
-    out.print(f"\n[bold]{escape(name)}[/] built with ultralytics {probe.get('ultralytics')} (torch {probe.get('torch')})")
+    versions = f"ultralytics {probe.get('ultralytics')} (torch {probe.get('torch')})"
+    out.print(f"\n[bold]{escape(name)}[/] built with {versions}")
     header = f"{'':>3}{'from':>20}{'n':>3}{'params':>10}  {'module':<22}{'GFLOPs':>8}  arguments"
     out.print(header, markup=False)
     for layer in mhsa["layers"]:
@@ -118,8 +119,10 @@ def print_check(result: yamlgen.Result, name: str, probe: dict, imgsz: int) -> N
             f"{_fmt_gflops(m['gflops_thop']):>13}",
             markup=False,
         )
-    dg = None if mhsa["gflops"] is None or stock["gflops"] is None else mhsa["gflops"] - stock["gflops"]
-    dt = None if mhsa["gflops_thop"] is None or stock["gflops_thop"] is None else mhsa["gflops_thop"] - stock["gflops_thop"]
+    def minus(key):
+        return None if mhsa[key] is None or stock[key] is None else mhsa[key] - stock[key]
+
+    dg, dt = minus("gflops"), minus("gflops_thop")
     out.print(
         f"{'difference':<{width}}  {len(mhsa['layers']) - len(stock['layers']):>+6}  {delta:>+12,}  "
         f"{'-' if dg is None else f'{dg:+.2f}':>8}  {'-' if dt is None else f'{dt:+.2f}':>13}",
@@ -134,7 +137,8 @@ def print_check(result: yamlgen.Result, name: str, probe: dict, imgsz: int) -> N
     if delta != expected:
         warn(f"MHSA added {delta:,} parameters, expected {expected:,} for C={c}")
     else:
-        info(f"MHSA adds {delta:,} parameters = 3·(C²+C) with C={c}" + (" + C·(w+h) positions" if len(result.mhsa_args) > 3 else ""))
+        positions = " + C·(w+h) positions" if len(result.mhsa_args) > 3 else ""
+        info(f"MHSA adds {delta:,} parameters = 3·(C²+C) with C={c}{positions}")
 
 
 def register(app: typer.Typer, _target_opt=None) -> None:
@@ -215,9 +219,13 @@ def register(app: typer.Typer, _target_opt=None) -> None:
             probe = None
             if check:
                 with tempfile.TemporaryDirectory(prefix="mhsa-gen-yaml-") as tmp:
-                    trial = Path(tmp) / path.name
-                    trial.write_text(result.text, encoding="utf-8")
-                    probe = run_probe(tgt, [str(trial), result.stock_name], imgsz)
+                    # both by path, each in its own folder: a stock name alone would resolve against the cwd first
+                    trial = Path(tmp) / "mhsa" / path.name
+                    stock = Path(tmp) / "stock" / result.stock_name
+                    for file, data in ((trial, result.text.encode("utf-8")), (stock, result.base_file.read_bytes())):
+                        file.parent.mkdir()
+                        file.write_bytes(data)
+                    probe = run_probe(tgt, [str(trial), str(stock)], imgsz)
             write_atomic(path, result.text, force=force)
         except PatchError as e:
             fail(e)

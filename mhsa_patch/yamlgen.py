@@ -153,7 +153,7 @@ def unified_path(path: str | Path) -> str:
 
 
 def output_name(req: Request) -> str:
-    """``yolov8n-MHSA.yaml``, ``yolo11s-seg-MHSA.yaml``: the scale right after the model number, as ultralytics wants."""
+    """``yolov8n-MHSA.yaml``, ``yolo11s-seg-MHSA.yaml``: the scale right after the model number (ultralytics' rule)."""
     return f"{req.base}{req.scale}{TASKS[req.task]}-MHSA.yaml"
 
 
@@ -269,7 +269,7 @@ def parse_base(text: str, where: str) -> _Parsed:
         data = load_yaml(text)
     except yaml.YAMLError as e:
         raise PatchError(f"{where}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("backbone"), list) or not isinstance(data.get("head"), list):
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("backbone", "head")):
         raise PatchError(f"{where}: not a model config (no backbone/head lists)")
     newline = "\r\n" if "\r\n" in text else "\n"
     final_newline = text.endswith(newline)
@@ -491,7 +491,9 @@ def generate(target: Target, req: Request) -> Result:
     max_stride = max([s for s in head_strides if s] + [32])
     imgsz = make_divisible(req.imgsz, max_stride) if req.imgsz >= max_stride else max_stride
     if req.pos_emb and imgsz != req.imgsz:
-        warnings.append(f"--imgsz {req.imgsz} is not a multiple of the max stride {max_stride}: ultralytics uses {imgsz}")
+        warnings.append(
+            f"--imgsz {req.imgsz} is not a multiple of the max stride {max_stride}: ultralytics uses {imgsz}"
+        )
     grid = max(1, imgsz // stride)
     mhsa_args = [grid, grid, req.heads, True] if req.pos_emb else [14, 14, req.heads]
 
@@ -499,11 +501,12 @@ def generate(target: Target, req: Request) -> Result:
     mhsa_index = after + 1
     if not readers:
         raise PatchError(
-            f"--at {req.at or 'P5'} with --lateral {req.lateral}: no layer would read the MHSA output (layer {mhsa_index})"
+            f"--at {req.at or 'P5'} with --lateral {req.lateral}: "
+            f"no layer would read the MHSA output (layer {mhsa_index})"
         )
     if req.lateral == "pre-attention":
         lateral_readers = [
-            index_map[r.index] for r in rows if r.index > after + 1 and after in [x if x >= 0 else r.index + x for x in _froms(r.from_)]
+            r.index for r in rows if r.index > after + 1 and after in [x if x >= 0 else r.index + x for x in _froms(r.from_)]
         ]
         if not lateral_readers:
             warnings.append(f"--lateral pre-attention changes nothing here: only layer {after + 1} reads layer {after}")
@@ -537,7 +540,8 @@ def generate(target: Target, req: Request) -> Result:
             if scale_rows[no] != req.scale:
                 continue
             body = line.split("#", 1)[0].rstrip()
-            out.append(f"{body}{p.comment_sep}# the only row: builds scale {req.scale} under any name that carries no other scale")
+            note = f"the only row: builds scale {req.scale} under any name that carries no other scale"
+            out.append(f"{body}{p.comment_sep}# {note}")
             continue
         row = row_at_line.get(no)
         if row is None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -90,7 +89,7 @@ def all_cases():
                 yield version, base, task
 
 
-# -- the default: the tutorial's wiring ---------------------------------------------------------------------------------
+# -- the default: the tutorial's wiring -------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("version", releases.MATRIX)
@@ -199,7 +198,7 @@ def test_relative_froms_that_cross_the_insertion_are_renumbered(tmp_path):
     pkg = releases.copy_release(releases.LATEST, tmp_path)
     cfg = pkg / "cfg/models/v8/yolov8.yaml"
     text = cfg.read_text()
-    text = text.replace("- [[-1, 4], 1, Concat, [1]] # cat backbone P3", "- [[-1, -10], 1, Concat, [1]] # cat backbone P3")
+    text = text.replace("- [[-1, 4], 1, Concat, [1]] # cat", "- [[-1, -10], 1, Concat, [1]] # cat")
     cfg.write_text(text)
     t = find_target(pkg)
     for at, lateral in (("P3", "attention"), ("P3", "pre-attention"), ("P5", "attention"), ("2", "attention")):
@@ -383,16 +382,17 @@ def test_unexpected_layouts_are_refused(tmp_path):
     cfg = pkg / "cfg/models/v8/yolov8.yaml"
     original = cfg.read_text()
     t = find_target(pkg)
-    cfg.write_text(original.replace("  - [-1, 1, SPPF, [1024, 5]] # 9\n", "  - - -1\n    - 1\n    - SPPF\n    - [1024, 5]\n"))
+    sppf = "  - [-1, 1, SPPF, [1024, 5]] # 9\n"
+    cfg.write_text(original.replace(sppf, "  - - -1\n    - 1\n    - SPPF\n    - [1024, 5]\n"))
     with pytest.raises(PatchError, match="yolov8.yaml:32: a layer row must be"):
         generate(t, Request(scale="n"))
-    cfg.write_text(original.replace("  - [-1, 1, SPPF, [1024, 5]] # 9\n", "  - {from: -1, n: 1, m: SPPF, args: [1024, 5]}\n"))
+    cfg.write_text(original.replace(sppf, "  - {from: -1, n: 1, m: SPPF, args: [1024, 5]}\n"))
     with pytest.raises(PatchError, match="unexpected layout"):
         generate(t, Request(scale="n"))
     cfg.write_text(original.replace("backbone:", "backbone: ["))
     with pytest.raises(PatchError, match="not valid YAML"):
         generate(t, Request(scale="n"))
-    cfg.write_text(original.replace("  - [-1, 1, SPPF, [1024, 5]] # 9", "  - [-1, 1, SPPF, [1024, 5]] # 9\n  - [-1, 1, MHSA, [14, 14, 4]]"))
+    cfg.write_text(original.replace(sppf, sppf + "  - [-1, 1, MHSA, [14, 14, 4]]\n"))
     with pytest.raises(PatchError, match="already has an MHSA layer"):
         generate(t, Request(scale="n"))
 
@@ -541,7 +541,9 @@ def test_cli_missing_release_configs(tmp_path, workdir):
     assert list(workdir.iterdir()) == []
 
 
-@pytest.mark.parametrize("args", [[], ["-s", "n", "--heads", "four"], ["-s", "n", "--imgsz", "big"], ["-s", "n", "--bogus"]])
+@pytest.mark.parametrize(
+    "args", [[], ["-s", "n", "--heads", "four"], ["-s", "n", "--imgsz", "big"], ["-s", "n", "--bogus"]]
+)
 def test_cli_usage_errors_exit_2(pkg, workdir, args):
     r = cli(*args, "-t", str(pkg))
     assert r.exit_code == 2, r.output
@@ -561,7 +563,19 @@ def test_cli_real_process_exit_codes_and_no_torch(pkg, tmp_path):
     )  # fmt: skip
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "--heads 5 does not divide" in r.stderr
     r = subprocess.run(
-        [sys.executable, "-c", code, "gen-yaml", "-s", "s", "-t", str(pkg)], capture_output=True, text=True, cwd=tmp_path
-    )
+        [sys.executable, "-c", code, "gen-yaml", "-s", "s", "-t", str(pkg)],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "yolov8s-MHSA.yaml").is_file()
+
+
+def test_cli_check_reports_a_model_that_does_not_build_and_writes_nothing(pkg, workdir):
+    from mhsa_patch import engine
+
+    engine.apply(find_target(pkg))
+    init = pkg / "__init__.py"
+    init.write_text('raise ImportError("boom: broken install")\n' + init.read_text())  # fails before torch loads
+    r = cli("-s", "n", "-t", str(pkg), "--check")
+    assert_refused(r, "--check: yolov8n-MHSA.yaml does not build with ultralytics", "boom: broken install")
+    assert list(workdir.iterdir()) == []

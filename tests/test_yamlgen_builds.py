@@ -2,7 +2,9 @@
 
 One child process per release builds every model (importing torch + ultralytics costs seconds): each scale of
 yolov8 detect with its stock model and a renamed copy, every base and task the release ships, the --at and
---lateral variants, --pos-emb. Checks: parameters = stock + 3·(C²+C) (+ C·(w+h) with positions), the wiring layer
+--lateral variants, --pos-emb. Every MHSA file is built as YOLO(cfg) builds it (model class, stride forward pass);
+the stock models and renamed copies of scales s-x go through yaml_model_load + parse_model only, the code that
+reads the scale from the name and builds the layers, which is several times cheaper. Checks: parameters = stock + 3·(C²+C) (+ C·(w+h) with positions), the wiring layer
 by layer against the stock model (module, parameters, from), the scale a renamed copy builds, MHSA's FLOPs.
 """
 
@@ -22,15 +24,33 @@ from mhsa_patch.yamlgen import Request
 
 pytestmark = pytest.mark.releases
 
-# Builds each job in one process; prints one JSON line. Jobs: [cfg, with_flops].
+# Builds each job in one process; prints one JSON line. Jobs: [cfg, mode, with_flops]. Mode "model": the
+# task's model class, as YOLO(cfg) builds it (runs a forward pass for the strides); "parse": ultralytics'
+# yaml_model_load + parse_model only, the code that picks the scale from the name and builds every layer (no
+# forward pass: cheaper, for stock models and renamed copies of the large scales).
 CHILD = r"""
-import json, sys
+import copy, json, sys
+import torch
 from mhsa_patch import probe
+from ultralytics.nn import tasks
+
+class Parsed(torch.nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.yaml = tasks.yaml_model_load(cfg)
+        with probe._captured_table() as lines:
+            self.model, self.save = tasks.parse_model(copy.deepcopy(self.yaml), ch=3, verbose=True)
+        self.lines = list(lines)
+
 out = []
-for cfg, flops in json.loads(sys.argv[1]):
-    model, lines = probe.build(cfg)
+for cfg, mode, flops in json.loads(sys.argv[1]):
+    if mode == "model":
+        model, lines = probe.build(cfg)
+    else:
+        model = Parsed(cfg)
+        lines = model.lines
     s = probe.summarize(model, 640, lines, flops=flops)
-    s["cfg"] = cfg
+    s["cfg"], s["mode"] = cfg, mode
     out.append(s)
 print("JSON " + json.dumps(out))
 """
@@ -74,8 +94,12 @@ def patched_release(version: str, root: Path) -> Path:
     return site
 
 
-def build_all(site: Path, jobs: list[tuple[str, bool]]) -> dict[str, dict]:
-    r = releases.run_python(CHILD, site, json.dumps(jobs), timeout=900)
+def build_all(site: Path, jobs: list[tuple[str, str, bool]]) -> dict[str, dict]:
+    env = releases.release_env(site)
+    env["OMP_NUM_THREADS"] = "1"  # small models: one thread is as fast, and does not spin against other processes
+    r = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(jobs)], env=env, capture_output=True, text=True, timeout=900
+    )
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("JSON ")), None)
     assert r.returncode == 0 and line, r.stderr[-3000:]
     return {m["cfg"]: m for m in json.loads(line[5:])}
@@ -122,7 +146,7 @@ def test_generated_configs_build_on_each_release(tmp_path, version):
     out.mkdir()
     renamed.mkdir()
     cases: list[tuple[yamlgen.Result, str, str | None]] = []  # (result, cfg path, renamed path)
-    jobs: list[tuple[str, bool]] = []
+    jobs: list[tuple[str, str, bool]] = []
 
     def add(req: Request, folder: Path = out, rename: bool = False, flops: bool = False):
         res = yamlgen.generate(t, req)
@@ -130,13 +154,13 @@ def test_generated_configs_build_on_each_release(tmp_path, version):
         d.mkdir()
         path = d / res.file_name
         path.write_text(res.text, encoding="utf-8")
-        jobs.append((str(path), flops))
+        jobs.append((str(path), "model", flops))
         other = None
         if rename:  # a name without a scale: ultralytics would fall back to the first row of scales
             other = renamed / f"custom-{WORDS[req.scale]}.yaml"
             other.write_text(res.text, encoding="utf-8")
             assert yamlgen.guess_scale(other.name) == "" and yamlgen.unified_path(other) == str(other)
-            jobs.append((str(other), False))
+            jobs.append((str(other), "model" if req.scale == "n" else "parse", False))
         cases.append((res, str(path), other and str(other)))
         return res
 
@@ -165,7 +189,8 @@ def test_generated_configs_build_on_each_release(tmp_path, version):
         add(Request(scale="n", base="yolo11", at="SPPF"))
         add(Request(scale="s", base="yolo11", task="segment", at="P3", heads=2))
     stocks = sorted({res.stock_name for res, _, _ in cases})
-    jobs += [(name, name == "yolov8n.yaml") for name in stocks]
+    big = {f"yolov8{scale}.yaml" for scale in "smlx"}
+    jobs += [(name, "parse" if name in big else "model", name == "yolov8n.yaml") for name in stocks]
 
     built = build_all(site, jobs)
 
@@ -195,7 +220,9 @@ def test_generated_configs_build_on_each_release(tmp_path, version):
 
 
 def cli_env(site: Path) -> dict:
-    return releases.release_env(site)
+    env = releases.release_env(site)
+    env["OMP_NUM_THREADS"] = "1"
+    return env
 
 
 @pytest.mark.parametrize("version", [releases.MATRIX[0], releases.LATEST])
