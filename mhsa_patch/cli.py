@@ -16,8 +16,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-from mhsa_patch.options import TargetOpt  # noqa: E402  (re-exported for register(app, TargetOpt))
-
 
 def _version_callback(value: bool) -> None:
     if value:
@@ -36,17 +34,10 @@ def _root(
 
 def _register_commands() -> None:
     # Each command family lives in its own module with a register(app) function.
-    from mhsa_patch import cli_engine
+    from mhsa_patch import cli_engine, cli_train, cli_yaml
 
-    cli_engine.register(app, TargetOpt)
-    for name in ("cli_yaml", "cli_train"):
-        try:
-            module = __import__(f"mhsa_patch.{name}", fromlist=["register"])
-        except ModuleNotFoundError as e:  # a command family not written yet
-            if e.name != f"mhsa_patch.{name}":
-                raise
-            continue
-        module.register(app, TargetOpt)
+    for module in (cli_engine, cli_yaml, cli_train):
+        module.register(app)
 
 
 _register_commands()

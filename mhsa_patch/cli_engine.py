@@ -40,7 +40,7 @@ def _print_result(result, done: str) -> None:
         info(f"nothing to do: {done}")
 
 
-def register(app: typer.Typer, _target_opt=None) -> None:
+def register(app: typer.Typer) -> None:
     @app.command()
     def apply(
         target: TargetOpt = None,

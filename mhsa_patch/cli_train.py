@@ -154,7 +154,7 @@ def _ranges(pairs: list[list[int]]) -> str:
     return ", ".join(parts)
 
 
-def register(app: typer.Typer, _target_opt=None) -> None:
+def register(app: typer.Typer) -> None:
     @app.command()
     def check(
         model: Annotated[str, typer.Argument(help="The MHSA model: a YAML (from gen-yaml) or a .pt checkpoint.")],

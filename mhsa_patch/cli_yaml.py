@@ -12,16 +12,18 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.markup import escape
 
-from mhsa_patch import yamlgen
 from mhsa_patch.console import fail, info, out, warn
 from mhsa_patch.errors import PatchError
 from mhsa_patch.options import TargetOpt
 from mhsa_patch.target import Target, find_target
+
+if TYPE_CHECKING:
+    from mhsa_patch import yamlgen
 
 PROBE_TIMEOUT = 900
 
@@ -141,7 +143,7 @@ def print_check(result: yamlgen.Result, name: str, probe: dict, imgsz: int) -> N
         info(f"MHSA adds {delta:,} parameters = 3·(C²+C) with C={c}{positions}")
 
 
-def register(app: typer.Typer, _target_opt=None) -> None:
+def register(app: typer.Typer) -> None:
     @app.command("gen-yaml")
     def gen_yaml(
         scale: Annotated[
@@ -195,6 +197,8 @@ def register(app: typer.Typer, _target_opt=None) -> None:
         target: TargetOpt = None,
     ) -> None:
         """Write a ready-to-train MHSA model YAML, built from the installed release's own config."""
+        from mhsa_patch import yamlgen  # here, not at import: every other command would pay for PyYAML
+
         try:
             tgt = find_target(target)
             req = yamlgen.Request(

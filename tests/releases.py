@@ -95,7 +95,9 @@ def release_env(site: Path, config_dir: Path | None = None) -> dict[str, str]:
     env["YOLO_OFFLINE"] = "1"
     env["YOLO_CONFIG_DIR"] = str(config_dir or Path(tempfile.mkdtemp(prefix="yolo-cfg-")))
     env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"  # releases <= 8.2.0 call torch.load without weights_only
-    env.setdefault("OMP_NUM_THREADS", "2")
+    # One thread: a 2-core machine running the suite (and other work) slows down 4-6x when children spin-wait
+    # on two OpenMP threads each.
+    env["OMP_NUM_THREADS"] = "1"
     return env
 
 
