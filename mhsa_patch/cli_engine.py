@@ -10,19 +10,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mhsa_patch import __version__
-from mhsa_patch.console import err, fail, info, out, warn
+from mhsa_patch.console import err, fail, header, info, out, warn
 from mhsa_patch.errors import PatchError
 from mhsa_patch.options import TargetOpt
-from mhsa_patch.target import Target, find_target
+from mhsa_patch.target import find_target
 
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the unified diff and write nothing.")]
 
 STATE_STYLE = {"applied": "green", "not-applied": "dim", "partial": "yellow", "conflict": "red"}
-
-
-def _header(target: Target) -> None:
-    out.print(f"[bold blue]mhsa-patch[/] {__version__} 🚀 ultralytics {target.version} at {escape(str(target.package))}")
 
 
 def _print_result(result, done: str) -> None:
@@ -56,7 +51,7 @@ def register(app: typer.Typer) -> None:
         try:
             tgt = find_target(target)
             if not dry_run:
-                _header(tgt)
+                header(tgt)
             result = engine.apply(tgt, force=force, dry_run=dry_run)
         except PatchError as e:
             fail(e)
@@ -72,7 +67,7 @@ def register(app: typer.Typer) -> None:
         try:
             tgt = find_target(target)
             if not dry_run:
-                _header(tgt)
+                header(tgt)
             result = engine.revert(tgt, dry_run=dry_run)
         except PatchError as e:
             fail(e)
@@ -96,7 +91,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             sys.stdout.write(json.dumps(st.to_dict(), indent=2) + "\n")
             return
-        _header(st.target)
+        header(st.target)
         table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
         table.add_column("file")
         table.add_column("state")

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
 
-from mhsa_patch import __version__
-from mhsa_patch.console import fail, info, out, warn
+from mhsa_patch.console import fail, header, info, out, warn
 from mhsa_patch.errors import PatchError
 from mhsa_patch.options import TargetOpt
-from mhsa_patch.target import Target, find_target
-
-
-def _header(target: Target) -> None:
-    out.print(f"[bold blue]mhsa-patch[/] {__version__} 🚀 ultralytics {target.version} at {escape(str(target.package))}")
+from mhsa_patch.target import find_target
 
 
 class _Steps:
@@ -67,6 +64,19 @@ class _Steps:
         self._stop_spinner()
         if ok:
             self._finish()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Close the display however the block ends; a refusal or Ctrl-C becomes one line and an exit code."""
+        try:
+            yield
+        except PatchError as e:
+            self.close(ok=False)
+            fail(e)
+        except KeyboardInterrupt:
+            self.close(ok=False)
+            fail("interrupted", code=130)
+        self.close(ok=True)
 
 
 def _model_name(report: dict) -> str:
@@ -179,10 +189,10 @@ def register(app: typer.Typer) -> None:
         from mhsa_patch.checks import run_check
 
         steps = _Steps(enabled=not as_json)
-        try:
+        with steps.running():
             tgt = find_target(target)
             if not as_json:
-                _header(tgt)
+                header(tgt)
             report = run_check(
                 tgt,
                 model,
@@ -197,13 +207,6 @@ def register(app: typer.Typer) -> None:
                 on_event=steps,
                 quiet=as_json,
             )
-        except PatchError as e:
-            steps.close(ok=False)
-            fail(e)
-        except KeyboardInterrupt:
-            steps.close(ok=False)
-            fail("interrupted", code=130)
-        steps.close(ok=True)
         if as_json:
             sys.stdout.write(json.dumps(report, indent=2) + "\n")
             return
@@ -225,20 +228,13 @@ def register(app: typer.Typer) -> None:
         from mhsa_patch.weights import port_weights
 
         steps = _Steps(enabled=not as_json)
-        try:
+        with steps.running():
             tgt = find_target(target)
             if Path(output).expanduser().exists() and not force:
                 raise PatchError(f"{output} exists; pass --force to overwrite it")
             if not as_json:
-                _header(tgt)
+                header(tgt)
             report = port_weights(tgt, src, model, output, on_event=steps, quiet=as_json)
-        except PatchError as e:
-            steps.close(ok=False)
-            fail(e)
-        except KeyboardInterrupt:
-            steps.close(ok=False)
-            fail("interrupted", code=130)
-        steps.close(ok=True)
         if as_json:
             sys.stdout.write(json.dumps(report, indent=2) + "\n")
             return

@@ -16,6 +16,13 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 PREFIX = "[bold blue]mhsa-patch:[/] "
 
 
+def header(target) -> None:
+    """The first line of a command that works on a target, like ultralytics' own ``Ultralytics 8.x 🚀 ...``."""
+    from mhsa_patch import __version__
+
+    out.print(f"[bold blue]mhsa-patch[/] {__version__} 🚀 ultralytics {target.version} at {escape(str(target.package))}")
+
+
 def info(msg: str) -> None:
     out.print(PREFIX + msg)
 

@@ -163,8 +163,6 @@ class _FileModel:
     """One target file parsed once, with the layer pieces that the file's edits find in it."""
 
     def __init__(self, target: Target, rel: str, data: bytes):
-        import libcst as cst
-
         from mhsa_patch.edits import EDITS
         from mhsa_patch.spec import layers
 

@@ -10,16 +10,6 @@ import releases
 import trainkit
 
 
-def _one_line_error(proc, *needles):
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("ERROR"), proc.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
-
-
 @pytest.mark.training
 def test_check_with_training_run():
     """The whole path on the CPU: build, forward 640x640 and 640x480, backward + step, summary, latency, then
@@ -77,7 +67,7 @@ def test_refuses_an_unpatched_target():
     p = trainkit.patched()
     site = trainkit.unpatched()
     proc = trainkit.cli("check", str(p["yaml"]), "--target", str(site), site=site)
-    _one_line_error(proc, "not patched", "status: not-applied", "mhsa-patch apply")
+    trainkit.one_line_error(proc, "not patched", "status: not-applied", "mhsa-patch apply")
 
 
 @pytest.mark.training
@@ -87,24 +77,24 @@ def test_refuses_a_model_that_does_not_build(tmp_path):
     bad.write_text(p["yaml"].read_text().replace("MHSA, [14, 14, 4]", "MHSA, [14, 14, 3]"))
     assert bad.read_text() != p["yaml"].read_text()
     proc = trainkit.cli("check", str(bad), "--target", str(p["site"]), site=p["site"])
-    _one_line_error(proc, "the model does not build", "divisible by heads=3")
+    trainkit.one_line_error(proc, "the model does not build", "divisible by heads=3")
 
 
 def test_refuses_bad_input(tmp_path):
     """Parent-side refusals: no child process, fast."""
     site = releases.copy_release(releases.LATEST, tmp_path / "site").parent
-    _one_line_error(trainkit.cli("check", str(tmp_path / "none.yaml"), "--target", str(site), site=site),
+    trainkit.one_line_error(trainkit.cli("check", str(tmp_path / "none.yaml"), "--target", str(site), site=site),
                     "no such model file")
     txt = tmp_path / "model.txt"
     txt.write_text("x")
-    _one_line_error(trainkit.cli("check", str(txt), "--target", str(site), site=site), "expected a model .yaml")
-    _one_line_error(trainkit.cli("check", str(txt), "--target", str(tmp_path / "nowhere"), site=site),
+    trainkit.one_line_error(trainkit.cli("check", str(txt), "--target", str(site), site=site), "expected a model .yaml")
+    trainkit.one_line_error(trainkit.cli("check", str(txt), "--target", str(tmp_path / "nowhere"), site=site),
                     "no such file or directory")
     usage = trainkit.cli("check", str(txt), "--imgsz", "48", "--target", str(site), site=site)
     assert usage.returncode == 2
     y = tmp_path / "yolov8n-x.yaml"
     y.write_text("nc: 1\n")
-    _one_line_error(trainkit.cli("check", str(y), "--imgsz", "100", "--target", str(site), site=site),
+    trainkit.one_line_error(trainkit.cli("check", str(y), "--imgsz", "100", "--target", str(site), site=site),
                     "multiple of 32")
 
 
@@ -113,7 +103,7 @@ def test_refuses_a_yaml_that_is_not_a_model(tmp_path):
     p = trainkit.patched()
     y = tmp_path / "yolov8n-x.yaml"
     y.write_text("nc: 1\n")
-    _one_line_error(trainkit.cli("check", str(y), "--target", str(p["site"]), site=p["site"]), "not a model YAML")
+    trainkit.one_line_error(trainkit.cli("check", str(y), "--target", str(p["site"]), site=p["site"]), "not a model YAML")
 
 
 @pytest.mark.training
@@ -140,4 +130,4 @@ def test_check_a_segmentation_model(tmp_path):
     assert r["task"] == "segment" and [m["index"] for m in r["mhsa_layers"]] == [10]
     assert r["train_step"]["loss_kind"].startswith("surrogate") and r["train_step"]["mhsa_grad_norm"] > 0
     proc = trainkit.cli("check", str(cfg), "--train", "--target", str(p["site"]), site=p["site"])
-    _one_line_error(proc, "check --train draws a detection dataset", "segment model")
+    trainkit.one_line_error(proc, "check --train draws a detection dataset", "segment model")

@@ -204,16 +204,6 @@ def test_yolo_train_model_out_pt(tmp_path):
 # ------------------------------------------------------------------------------------------------------ refusals
 
 
-def _one_line_error(proc, *needles):
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("ERROR"), proc.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
-
-
 @pytest.mark.training
 @pytest.mark.parametrize(
     "cfg, needles",
@@ -228,7 +218,7 @@ def test_refuses_another_scale_or_base(tmp_path, cfg, needles):
     out = tmp_path / "out.pt"
     proc = trainkit.cli("port-weights", str(src), str(p["yaml"]), "-o", str(out), "--target", str(p["site"]),
                         site=p["site"])
-    _one_line_error(proc, *needles)
+    trainkit.one_line_error(proc, *needles)
     assert list(tmp_path.iterdir()) == []  # nothing written, no temporary file left
 
 
@@ -238,7 +228,7 @@ def test_refuses_an_unpatched_target(tmp_path):
     site = trainkit.unpatched()
     proc = trainkit.cli("port-weights", str(p["stock"]), str(p["yaml"]), "-o", str(tmp_path / "o.pt"),
                         "--target", str(site), site=site)
-    _one_line_error(proc, "not patched", "mhsa-patch apply")
+    trainkit.one_line_error(proc, "not patched", "mhsa-patch apply")
     assert not (tmp_path / "o.pt").exists()
 
 
@@ -249,7 +239,7 @@ def test_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
     bad.write_text("not a checkpoint")
     proc = trainkit.cli("port-weights", str(bad), str(p["yaml"]), "-o", str(tmp_path / "o.pt"),
                         "--target", str(p["site"]), site=p["site"])
-    _one_line_error(proc, "bad.pt")
+    trainkit.one_line_error(proc, "bad.pt")
     assert not (tmp_path / "o.pt").exists()
 
 
@@ -274,7 +264,7 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path):
     ]
     for args, needle in cases:
         proc = trainkit.cli("port-weights", *args, "--target", str(site), site=site)
-        _one_line_error(proc, needle)
+        trainkit.one_line_error(proc, needle)
     usage = trainkit.cli("port-weights", str(src), "--target", str(site), site=site)
     assert usage.returncode == 2
 
