@@ -506,12 +506,12 @@ def apply(target: Target, *, force: bool = False, dry_run: bool = False) -> Resu
             model = _FileModel(target, rel, current[rel])
             new_text = model.applied_text(force=force)
             entry = entries.get(rel)
-            if entry is not None and (
-                sha256(current[rel]) == entry.get("patched_sha256") or MARK_BYTES in current[rel]
-            ):
-                original = entry["original"]  # the stock bytes saved by the first apply
+            if entry is not None and sha256(current[rel]) == entry.get("patched_sha256"):
+                original = entry["original"]  # as the last apply left it: keep the stock bytes saved then
             elif MARK_BYTES in current[rel] or force:
-                original = model.without_pieces(unmarked=force)  # patched without a journal, or hand-pasted pieces
+                # patched but edited since (the edits must survive a revert), patched without a journal, or pieces
+                # pasted by hand: the original is this text without them
+                original = model.without_pieces(unmarked=force)
             else:
                 original = model.text
             _compile_check(target, rel, new_text)

@@ -165,6 +165,18 @@ def test_revert_keeps_user_edits_made_after_apply(latest_pkg):
     assert not (latest_pkg / journal.JOURNAL).exists()
 
 
+def test_user_edits_survive_a_second_apply_then_revert(latest_pkg):
+    target = find_target(latest_pkg)
+    engine.apply(target)
+    tasks = latest_pkg / "nn/tasks.py"
+    tasks.write_text(tasks.read_text() + "\n# my own note\n")
+    assert engine.apply(target).nothing_to_do
+    engine.revert(target)
+    stock = (releases.pristine(releases.LATEST) / "nn/tasks.py").read_text()
+    assert tasks.read_text() == stock + "\n# my own note\n"
+    assert engine.status(target).state == "not-applied"
+
+
 def test_drift_after_reinstall_is_reported_and_apply_repairs_it(latest_pkg):
     target = find_target(latest_pkg)
     engine.apply(target)
