@@ -13,11 +13,10 @@ Nothing here reads or writes files or prints: modules in, modules out.
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
-
-import ast
 
 import libcst as cst
 from libcst.helpers import get_full_name_for_node
