@@ -182,8 +182,14 @@ def test_drift_after_reinstall_is_reported_and_apply_repairs_it(latest_pkg):
     engine.apply(target)
     for rel in TARGET_FILES:  # `pip install --force-reinstall ultralytics` puts the stock files back
         shutil.copyfile(releases.pristine(releases.LATEST) / rel, latest_pkg / rel)
+    engine.revert(target)  # nothing to restore: the stock files stay, the stale journal goes
+    assert unchanged(latest_pkg)
+    engine.apply(target)
+    for rel in TARGET_FILES:
+        shutil.copyfile(releases.pristine(releases.LATEST) / rel, latest_pkg / rel)
     st = engine.status(target)
     assert st.state == "not-applied" and any(n.startswith("drift") for n in st.notes)
+    assert engine.revert(target, dry_run=True).nothing_to_do  # the old journal is never restored over new files
     engine.apply(target)
     assert engine.status(target).state == "applied"
     engine.revert(target)
