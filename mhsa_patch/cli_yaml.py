@@ -19,6 +19,7 @@ from rich.markup import escape
 
 from mhsa_patch.console import fail, info, out, warn
 from mhsa_patch.errors import PatchError
+from mhsa_patch.journal import write_atomic
 from mhsa_patch.options import TargetOpt
 from mhsa_patch.target import Target, find_target
 
@@ -30,34 +31,13 @@ PROBE_TIMEOUT = 900
 
 def patch_state(target: Target) -> tuple[str, str]:
     """``(state, why)``: the engine's status ("applied", "not-applied", "partial", "conflict") or "unknown"."""
-    try:
-        from mhsa_patch import engine
-    except ImportError as e:  # pragma: no cover - the engine ships with the tool
-        return "unknown", f"the patch engine is not available ({e})"
+    from mhsa_patch import engine
+
     try:
         st = engine.status(target)
     except PatchError as e:
         return "unknown", str(e)
-    return str(st.state), "; ".join(getattr(st, "notes", []) or [])
-
-
-def write_atomic(path: Path, text: str, *, force: bool) -> None:
-    """Write through a temporary file in the same folder and rename it into place."""
-    data = text.encode("utf-8")
-    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        if not force and path.exists():  # appeared since the checks
-            raise PatchError(f"{path} exists: pass --force to overwrite it")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    return st.state, "; ".join(st.notes)
 
 
 def run_probe(target: Target, cfgs: list[str], imgsz: int) -> dict:
@@ -230,7 +210,10 @@ def register(app: typer.Typer) -> None:
                         file.parent.mkdir()
                         file.write_bytes(data)
                     probe = run_probe(tgt, [str(trial), str(stock)], imgsz)
-            write_atomic(path, result.text, force=force)
+            try:
+                write_atomic(path, result.text.encode("utf-8"), exclusive=not force)
+            except FileExistsError:
+                raise PatchError(f"{path} exists: pass --force to overwrite it") from None
         except PatchError as e:
             fail(e)
         for note in notes:

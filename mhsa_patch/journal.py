@@ -15,6 +15,7 @@ the originals, and every command runs it first. Concurrent runs serialize on an 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -34,19 +35,30 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` by ``data`` in one step, keeping its permission bits."""
-    mode = None
-    with contextlib.suppress(FileNotFoundError):
+def _new_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def write_atomic(path: Path, data: bytes, *, exclusive: bool = False) -> None:
+    """Replace ``path`` by ``data`` in one step, keeping its permission bits (a new file gets the umask's).
+
+    With ``exclusive``, raise ``FileExistsError`` instead if ``path`` appeared meanwhile.
+    """
+    try:
         mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = _new_file_mode()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX + path.name + ".", suffix=TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
+        os.chmod(tmp, mode)
+        if exclusive and path.exists():
+            raise FileExistsError(errno.EEXIST, "exists", str(path))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
