@@ -250,17 +250,25 @@ class _FileModel:
             except PatchError as e:
                 raise _unsupported(self.target, self.rel, str(e)) from None
 
-    def find(self):
-        """(edit, layer, Found) for every piece present."""
+    def find(self, module=None):
+        """(edit, layer, Found) for every piece present in ``module`` (default: the file as read)."""
+        if module is None:
+            module = self.module
+            pairs = [(e, lay) for e, lay in self.pairs() if lay.name in self.text]  # absent name: no tree walks
+        else:
+            pairs = list(self.pairs())
         out = []
-        for edit, layer in self.pairs():
-            if layer.name not in self.text:  # a name absent from the text is in no node: skip the tree walks
-                continue
+        for edit, layer in pairs:
             try:
-                out.extend((edit, layer, f) for f in edit.find(self.module, layer))
+                out.extend((edit, layer, f) for f in edit.find(module, layer))
             except PatchError as e:
                 raise _unsupported(self.target, self.rel, str(e)) from None
         return out
+
+    def where(self, node) -> str:
+        """``path:line`` of a node for messages (``path`` alone when the node is not in the file as read)."""
+        line = self.line_of(node)
+        return f"{self.target.file(self.rel)}:{line}" if line else str(self.target.file(self.rel))
 
     def line_of(self, node) -> Optional[int]:
         """1-based line of a node; the position pass is costly, so it runs only when a message needs it."""
@@ -299,24 +307,19 @@ class _FileModel:
 
     def without_pieces(self, *, unmarked: bool) -> str:
         """The text with the tool's pieces (and, with ``unmarked``, hand-pasted ones) removed."""
+        return self._stripped(unmarked=unmarked).code
+
+    def _stripped(self, *, unmarked: bool):
         module = self.module
         while True:
-            self_found = [(e, lay, f) for e, lay, f in self._find_in(module) if f.marked or unmarked]
-            if not self_found:
-                return module.code
-            edit, layer, f = self_found[0]
+            left = [(e, lay, f) for e, lay, f in self.find(module) if f.marked or unmarked]
+            if not left:
+                return module
+            edit, layer, f = left[0]
             try:
                 module = edit.remove(module, layer, f)
             except PatchError as e:
-                line = self.line_of(f.node)
-                where = f"{self.target.file(self.rel)}:{line}" if line else str(self.target.file(self.rel))
-                raise PatchError(f"{where}: {e}") from None
-
-    def _find_in(self, module):
-        out = []
-        for edit, layer in self.pairs():
-            out.extend((edit, layer, f) for f in edit.find(module, layer))
-        return out
+                raise PatchError(f"{self.where(f.node)}: {e}") from None
 
     def applied_text(self, *, force: bool) -> str:
         fast = self._fast_applied_text()
@@ -327,18 +330,14 @@ class _FileModel:
         unmarked = [(e, lay, f) for e, lay, f in found if not f.marked]
         if unmarked and not force:
             edit, layer, f = unmarked[0]
-            line = self.line_of(f.node)
-            where = f"{self.target.file(self.rel)}:{line}" if line else str(self.target.file(self.rel))
             raise PatchError(
-                f"{where}: {layer.name} ({edit.key}) is already there without mhsa-patch's marker, probably pasted by "
+                f"{self.where(f.node)}: {layer.name} ({edit.key}) is already there without mhsa-patch's marker, probably pasted by "
                 "hand; 'mhsa-patch apply --force' replaces it with the tool's own"
             )
         module = self.module
         if unmarked:
-            import libcst as cst
-
-            module = cst.parse_module(self.without_pieces(unmarked=True))
-            found = self._find_in(module)
+            module = self._stripped(unmarked=True)
+            found = self.find(module)
         for edit, layer in self.pairs():
             # each edit touches only its own statement, so the other pieces found above keep their identity
             mine = [f for e, lay, f in found if e is edit and lay is layer and f.marked]
