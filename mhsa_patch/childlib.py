@@ -147,18 +147,17 @@ def build_errors():
         raise ChildError(f"the model does not build: {one_line(e)}") from None
 
 
-def build_from_yaml(path: str | dict, nc: int | None = None):
-    """The model a YAML (a path or a dict) describes, built by ultralytics' own ``parse_model``."""
+def model_class(task: str):
+    """ultralytics' model class for a task (``detect`` and what a release lacks: ``DetectionModel``)."""
     import ultralytics.nn.tasks as tasks
 
-    task = yaml_task(path)
-    cls = {
-        "detect": tasks.DetectionModel,
-        "segment": getattr(tasks, "SegmentationModel", None),
-        "pose": getattr(tasks, "PoseModel", None),
-        "obb": getattr(tasks, "OBBModel", None),
-        "classify": getattr(tasks, "ClassificationModel", None),
-    }.get(task) or tasks.DetectionModel
+    name = {"segment": "SegmentationModel", "pose": "PoseModel", "obb": "OBBModel", "classify": "ClassificationModel"}
+    return getattr(tasks, name.get(task, "DetectionModel"), None) or tasks.DetectionModel
+
+
+def build_from_yaml(path: str | dict, nc: int | None = None):
+    """The model a YAML (a path or a dict) describes, built by ultralytics' own ``parse_model``."""
+    cls = model_class(yaml_task(path))
     with build_errors():
         return cls(path, nc=nc, verbose=False)
 

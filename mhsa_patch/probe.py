@@ -25,16 +25,6 @@ import logging
 import os
 import sys
 
-HEAD_TO_MODEL = {
-    "Segment": "SegmentationModel",
-    "Segment26": "SegmentationModel",
-    "Pose": "PoseModel",
-    "Pose26": "PoseModel",
-    "OBB": "OBBModel",
-    "OBB26": "OBBModel",
-    "Classify": "ClassificationModel",
-}
-
 
 def ultralytics_version() -> str:
     import ultralytics
@@ -73,7 +63,7 @@ def _captured_table():
 
 
 def model_class(cfg: str):
-    """The ultralytics model class for a config (a path or a stock name), chosen by its output head."""
+    """The ultralytics model class for a config (a path or a stock name), for the task ultralytics guesses."""
     from ultralytics.nn import tasks
 
     if os.path.exists(cfg):
@@ -83,12 +73,9 @@ def model_class(cfg: str):
             d = yaml.safe_load(fh)
     else:  # a stock name such as yolov8n.yaml: resolve it the way ultralytics does
         d = tasks.yaml_model_load(cfg)
-    head = str(d["head"][-1][2]) if d.get("head") else "Detect"
-    name = HEAD_TO_MODEL.get(head, "DetectionModel")
-    cls = getattr(tasks, name, None)
-    if cls is None:
-        raise RuntimeError(f"ultralytics {ultralytics_version()} has no {name} for a {head} head")
-    return cls
+    from mhsa_patch.childlib import model_class as for_task
+
+    return for_task(tasks.guess_model_task(d))
 
 
 def build(cfg: str, *, verbose_table: bool = True):
