@@ -319,91 +319,40 @@ def _replace_body_stmt(module: cst.Module, old: cst.CSTNode, new: Optional[cst.C
     return module.with_changes(body=body)
 
 
-class AllEntry(Edit):
-    """``__all__ = (..., "Conv")`` -> ``__all__ = (..., "Conv", "MHSA")  # mhsa-patch`` (in the host's style)."""
+class _NameEntry(Edit):
+    """A name in a bracketed sequence of a module-level statement: ``_seq_of`` says which statements hold one."""
 
-    key = "__all__"
-    anchor = "__all__"
+    @staticmethod
+    def _seq_of(stmt: cst.SimpleStatementLine) -> Optional[_Seq]:
+        raise NotImplementedError
+
+    drop_empty = False  # whether a statement left with no name goes (an import) or is refused (an __all__)
+
+    def _is_anchor(self, stmt: cst.SimpleStatementLine) -> bool:
+        return True
 
     def _lines(self, module):
         for stmt in module.body:
             if isinstance(stmt, cst.SimpleStatementLine):
-                seq = _all_seq(stmt)
-                if seq is not None:
-                    yield stmt, seq
-
-    def check_anchor(self, module, layer):
-        if next(self._lines(module), None) is None:
-            raise PatchError(f"{self.anchor} not found")
-
-    def ast_anchor(self, tree):
-        return _first(
-            tree,
-            lambda n: isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in n.targets),
-            self.anchor,
-        )
-
-    def find(self, module, layer):
-        found = []
-        for _, seq in self._lines(module):
-            for i, name in enumerate(seq.names()):
-                if name == layer.name:
-                    found.append(Found(self.key, seq.is_marked(i), seq.elements[i]))
-        return found
-
-    def add(self, module, layer):
-        stmt, seq = next(self._lines(module))
-        return _replace_body_stmt(module, stmt, seq.insert(layer.name, module))
-
-    def remove(self, module, layer, found):
-        for stmt, seq in self._lines(module):
-            for i, el in enumerate(seq.elements):
-                if el is found.node:
-                    return _replace_body_stmt(module, stmt, seq.remove(i))
-        return module
-
-
-class ImportEntry(Edit):
-    """``from .conv import (CBAM, ...)`` -> ``from .conv import (CBAM, ..., MHSA)  # mhsa-patch``.
-
-    ``find`` looks at every module-level ``from ... import`` so a hand-written ``from x import MHSA`` is seen too.
-    """
-
-    key = "import"
-
-    def __init__(self, module_name: str):
-        self.module_name = module_name
-        self.anchor = f"'from {module_name} import (...)'"
-
-    def _imports(self, module):
-        for stmt in module.body:
-            if isinstance(stmt, cst.SimpleStatementLine):
-                seq = _import_seq(stmt)
+                seq = self._seq_of(stmt)
                 if seq is not None:
                     yield stmt, seq
 
     def _anchor(self, module):
-        for stmt, seq in self._imports(module):
-            if _import_module_name(stmt) == self.module_name:
+        for stmt, seq in self._lines(module):
+            if self._is_anchor(stmt):
                 return stmt, seq
         raise PatchError(f"{self.anchor} not found")
 
     def check_anchor(self, module, layer):
         self._anchor(module)
 
-    def ast_anchor(self, tree):
-        return _first(
-            tree,
-            lambda n: isinstance(n, ast.ImportFrom) and "." * n.level + (n.module or "") == self.module_name,
-            self.anchor,
-        )
-
     def find(self, module, layer):
         found = []
-        for stmt, seq in self._imports(module):
+        for stmt, seq in self._lines(module):
             for i, name in enumerate(seq.names()):
                 if name == layer.name:
-                    marked = seq.is_marked(i) and _import_module_name(stmt) == self.module_name
+                    marked = seq.is_marked(i) and self._is_anchor(stmt)
                     found.append(Found(self.key, marked, seq.elements[i]))
         return found
 
@@ -412,13 +361,54 @@ class ImportEntry(Edit):
         return _replace_body_stmt(module, stmt, seq.insert(layer.name, module))
 
     def remove(self, module, layer, found):
-        for stmt, seq in self._imports(module):
+        for stmt, seq in self._lines(module):
             for i, el in enumerate(seq.elements):
                 if el is found.node:
-                    if len(seq.elements) == 1:  # a hand-written `from x import MHSA`: drop the statement
+                    if len(seq.elements) == 1 and self.drop_empty:  # a hand-written `from x import MHSA`
                         return _replace_body_stmt(module, stmt, None)
                     return _replace_body_stmt(module, stmt, seq.remove(i))
         return module
+
+
+class AllEntry(_NameEntry):
+    """``__all__ = (..., "Conv")`` -> ``__all__ = (..., "Conv", "MHSA")  # mhsa-patch`` (in the host's style)."""
+
+    key = "__all__"
+    anchor = "__all__"
+    _seq_of = staticmethod(_all_seq)
+
+    def ast_anchor(self, tree):
+        return _first(
+            tree,
+            lambda n: isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in n.targets),
+            self.anchor,
+        )
+
+
+class ImportEntry(_NameEntry):
+    """``from .conv import (CBAM, ...)`` -> ``from .conv import (CBAM, ..., MHSA)  # mhsa-patch``.
+
+    ``find`` looks at every module-level ``from ... import`` so a hand-written ``from x import MHSA`` is seen too;
+    only the anchor import carries the tool's own name.
+    """
+
+    key = "import"
+    _seq_of = staticmethod(_import_seq)
+    drop_empty = True
+
+    def __init__(self, module_name: str):
+        self.module_name = module_name
+        self.anchor = f"'from {module_name} import (...)'"
+
+    def _is_anchor(self, stmt):
+        return _import_module_name(stmt) == self.module_name
+
+    def ast_anchor(self, tree):
+        return _first(
+            tree,
+            lambda n: isinstance(n, ast.ImportFrom) and "." * n.level + (n.module or "") == self.module_name,
+            self.anchor,
+        )
 
 
 class ClassDefEdit(Edit):
