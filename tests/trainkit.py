@@ -28,21 +28,9 @@ def workdir() -> Path:
     return d
 
 
-def env(site: Path) -> dict[str, str]:
-    """The offline test environment for a child importing the ultralytics under ``site``, one OpenMP thread.
-
-    One thread: two OpenMP threads on a 2-core machine that is busy with anything else spin-wait, and a forward pass
-    that takes 0.1 s takes seconds. These tests check behaviour, not speed.
-    """
-    e = releases.release_env(site)
-    e["OMP_NUM_THREADS"] = "1"
-    return e
-
-
-def run_python(code: str, site: Path, *args: str, timeout: float = 600, cwd: Path | None = None):
-    """``releases.run_python`` with :func:`env`."""
-    return subprocess.run([sys.executable, "-c", code, *args], env=env(site), cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+# The offline test environment (one OpenMP thread) and a child run in it: the release helpers' own.
+env = releases.release_env
+run_python = releases.run_python
 
 
 def cli(*args: str, site: Path | None = None, timeout: float = 600, cwd: Path | None = None, env_extra=None):
