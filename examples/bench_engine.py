@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mhsa_patch.target import TARGET_FILES, find_target
+from mhsa_patch.patching.target import TARGET_FILES, find_target
 
 BASELINE = """
 import sys, libcst

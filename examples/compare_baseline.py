@@ -21,8 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mhsa_patch.subproc import target_env
-from mhsa_patch.target import find_target
+from mhsa_patch.child.env import target_env
+from mhsa_patch.patching.target import find_target
 
 
 def mhsa_patch(*args: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:

@@ -29,8 +29,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mhsa_patch.subproc import target_env
-from mhsa_patch.target import find_target
+from mhsa_patch.child.env import target_env
+from mhsa_patch.patching.target import find_target
 
 STAND_IN = r"""
 import sys
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.data:
         data = a.data
     else:
-        from mhsa_patch.synthetic import write_dataset
+        from mhsa_patch.child.synthetic import write_dataset
 
         root = work / "shapes"
         if not (root / "data.yaml").is_file():

@@ -30,8 +30,8 @@ CHILD = "MHSA_EXAMPLE_CHILD"
 
 def relaunch(a, argv: list[str]) -> int:
     """Run this script again with the target's ultralytics first on PYTHONPATH (and offline)."""
-    from mhsa_patch.subproc import target_env
-    from mhsa_patch.target import find_target
+    from mhsa_patch.child.env import target_env
+    from mhsa_patch.patching.target import find_target
 
     target = find_target(a.target)
     env = target_env(target, {CHILD: "1", "YOLO_OFFLINE": "1"})
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from ultralytics import YOLO
 
-    from mhsa_patch.synthetic import write_dataset
+    from mhsa_patch.child.synthetic import write_dataset
 
     work = Path(a.workdir or tempfile.mkdtemp(prefix="mhsa-onnx-")).resolve()
     work.mkdir(parents=True, exist_ok=True)

@@ -41,9 +41,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-from mhsa_patch import engine
-from mhsa_patch.journal import JOURNAL
-from mhsa_patch.target import TARGET_FILES, find_target
+from mhsa_patch.patching import engine
+from mhsa_patch.patching.journal import JOURNAL
+from mhsa_patch.patching.target import TARGET_FILES, find_target
 
 FIRST, LAST = "8.0.98", "8.4.190"
 DEFAULT_CACHE = Path("~/.cache/mhsa-patch-tests/survey-wheels")

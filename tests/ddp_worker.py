@@ -31,7 +31,7 @@ def main():
     import ultralytics
     from ultralytics.nn.tasks import DetectionModel
 
-    from mhsa_patch.childlib import default_args, synthetic_batch
+    from mhsa_patch.child.compat import default_args, synthetic_batch
 
     torch.manual_seed(0)  # the same initial weights on every rank (DDP would broadcast rank 0's anyway)
     model = DetectionModel(cfg, nc=3, verbose=False)

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mhsa_patch.edits import EDITS, AllEntry, ClassDefEdit, ImportEntry, ParseModelBranch
+from mhsa_patch.patching.edits import EDITS, AllEntry, ClassDefEdit, ImportEntry, ParseModelBranch
 from mhsa_patch.errors import PatchError
-from mhsa_patch.spec import layers
+from mhsa_patch.patching.layers import layers
 
 LAYER = layers()[0]
 

@@ -15,10 +15,10 @@ import pytest
 from typer.testing import CliRunner
 
 import releases
-from mhsa_patch import engine, journal
+from mhsa_patch.patching import engine, journal
 from mhsa_patch.cli import app
 from mhsa_patch.errors import PatchError
-from mhsa_patch.target import TARGET_FILES, find_target
+from mhsa_patch.patching.target import TARGET_FILES, find_target
 
 # The matrix plus one release of each other layout in shared/guides/ultralytics-layouts.md.
 LAYOUTS = (*releases.MATRIX, "8.0.200", "8.1.47", "8.3.253", "8.4.100")
@@ -371,7 +371,7 @@ def test_read_only_install(latest_pkg):
 def test_statement_scoped_apply_equals_whole_module_apply(version):
     """apply's fast path (ast finds the anchor statements, libcst parses only those) writes the same bytes as
     running every edit on the whole parsed module."""
-    from mhsa_patch.engine import _FileModel
+    from mhsa_patch.patching.engine import _FileModel
 
     target = find_target(releases.pristine(version))
     for rel in TARGET_FILES:

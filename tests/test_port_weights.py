@@ -15,9 +15,9 @@ import yaml
 import releases
 import trainkit
 from mhsa_patch.errors import PatchError
-from mhsa_patch.target import find_target
-from mhsa_patch.weights import align, mhsa_rows, strip_mhsa
-from mhsa_patch.yamlgen import Request, generate
+from mhsa_patch.patching.target import find_target
+from mhsa_patch.modelyaml.align import align, mhsa_rows, strip_mhsa
+from mhsa_patch.modelyaml.generate import Request, generate
 
 # ------------------------------------------------------------------------------------------------ fast: pure logic
 
@@ -184,7 +184,7 @@ entrypoint()
 @pytest.mark.training
 def test_yolo_train_model_out_pt(tmp_path):
     """``yolo train model=OUT.pt`` starts from the ported weights: ultralytics transfers all but the class head."""
-    from mhsa_patch.synthetic import write_dataset
+    from mhsa_patch.child.synthetic import write_dataset
 
     p = trainkit.patched()
     out = trainkit.ported()

@@ -6,8 +6,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from mhsa_patch import synthetic
-from mhsa_patch.synthetic import NAMES, write_dataset
+from mhsa_patch.child import synthetic
+from mhsa_patch.child.synthetic import NAMES, write_dataset
 
 
 def test_layout_labels_and_yaml(tmp_path):

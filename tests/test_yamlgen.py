@@ -15,11 +15,12 @@ import yaml
 from typer.testing import CliRunner
 
 import releases
-from mhsa_patch import __version__, yamlgen
+from mhsa_patch import __version__
+from mhsa_patch.modelyaml import generate as yamlgen
 from mhsa_patch.cli import app
 from mhsa_patch.errors import PatchError
-from mhsa_patch.target import find_target
-from mhsa_patch.yamlgen import Request, generate
+from mhsa_patch.patching.target import find_target
+from mhsa_patch.modelyaml.generate import Request, generate
 
 runner = CliRunner()
 
@@ -571,7 +572,7 @@ def test_cli_real_process_exit_codes_and_no_torch(pkg, tmp_path):
 
 
 def test_cli_check_reports_a_model_that_does_not_build_and_writes_nothing(pkg, workdir):
-    from mhsa_patch import engine
+    from mhsa_patch.patching import engine
 
     engine.apply(find_target(pkg))
     init = pkg / "__init__.py"

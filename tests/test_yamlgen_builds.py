@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 import releases
-from mhsa_patch import yamlgen
-from mhsa_patch.target import find_target, version_tuple
-from mhsa_patch.yamlgen import Request
+from mhsa_patch.modelyaml import generate as yamlgen
+from mhsa_patch.patching.target import find_target, version_tuple
+from mhsa_patch.modelyaml.generate import Request
 
 pytestmark = pytest.mark.releases
 
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.releases
 CHILD = r"""
 import copy, json, sys
 import torch
-from mhsa_patch import probe
+from mhsa_patch.child import probe
 from ultralytics.nn import tasks
 
 class Parsed(torch.nn.Module):

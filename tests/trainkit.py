@@ -77,8 +77,8 @@ def gen_yaml(site: Path, dest_dir: Path, scale: str = "n", *extra: str) -> Path:
         assert made, f"gen-yaml wrote no YAML into {dest_dir}:\n{proc.stdout}"
         return made[0]
     # gen-yaml's command not registered yet: its library, the same rules
-    from mhsa_patch.target import find_target
-    from mhsa_patch.yamlgen import Request, generate
+    from mhsa_patch.patching.target import find_target
+    from mhsa_patch.modelyaml.generate import Request, generate
 
     res = generate(find_target(site), Request(scale=scale))
     path = dest_dir / res.file_name

@@ -16,8 +16,8 @@ from typing import Any, Optional
 
 from mhsa_patch import __version__
 from mhsa_patch.errors import PatchError
-from mhsa_patch.journal import Journal, locked, remove_stale_temporaries, sha256, write_atomic
-from mhsa_patch.target import TARGET_FILES, Target
+from mhsa_patch.patching.journal import Journal, locked, remove_stale_temporaries, sha256, write_atomic
+from mhsa_patch.patching.target import TARGET_FILES, Target
 
 MARK_BYTES = b"# mhsa-patch"  # a cheap pre-check before parsing a file for marked pieces
 
@@ -127,7 +127,7 @@ def _layer_names() -> list[str]:
 
 def _patch_digest() -> str:
     """Identifies what this version of the tool inserts: a journal with another digest means 'update'."""
-    from mhsa_patch.spec import layers
+    from mhsa_patch.patching.layers import layers
 
     h = hashlib.sha256(__version__.encode())
     for layer in layers():
@@ -163,8 +163,8 @@ class _FileModel:
     """One target file parsed once, with the layer pieces that the file's edits find in it."""
 
     def __init__(self, target: Target, rel: str, data: bytes):
-        from mhsa_patch.edits import EDITS
-        from mhsa_patch.spec import layers
+        from mhsa_patch.patching.edits import EDITS
+        from mhsa_patch.patching.layers import layers
 
         self.target, self.rel, self.data = target, rel, data
         self.text = _decode(target, rel, data)
@@ -199,7 +199,7 @@ class _FileModel:
 
         import libcst as cst
 
-        from mhsa_patch.edits import END
+        from mhsa_patch.patching.edits import END
 
         if any(layer.name in self.text for layer in self.layers) or "\r" in self.text.replace("\r\n", ""):
             return None

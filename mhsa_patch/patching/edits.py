@@ -22,8 +22,8 @@ import libcst as cst
 from libcst.helpers import get_full_name_for_node
 
 from mhsa_patch.errors import PatchError
-from mhsa_patch.spec import Layer
-from mhsa_patch.target import TARGET_FILES
+from mhsa_patch.patching.layers import Layer
+from mhsa_patch.patching.target import TARGET_FILES
 
 MARK = "# mhsa-patch"  # on the physical line of every inserted name, and on the inserted branch's header
 CLASS_MARK = "# mhsa-patch: {name} ({summary}), added by mhsa-patch; 'mhsa-patch revert' removes it"

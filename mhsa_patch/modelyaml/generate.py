@@ -34,7 +34,7 @@ import yaml
 
 from mhsa_patch import __version__
 from mhsa_patch.errors import PatchError
-from mhsa_patch.target import Target, version_tuple
+from mhsa_patch.patching.target import Target, version_tuple
 
 SCALES = ("n", "s", "m", "l", "x")
 BASES = ("yolov8", "yolo11", "yolo26")

@@ -1,6 +1,6 @@
-"""Child of ``mhsa-patch check``: runs against the target's ultralytics (see :mod:`mhsa_patch.checks`).
+"""Child of ``mhsa-patch check``: runs against the target's ultralytics (see :mod:`mhsa_patch.child.launch`).
 
-``python -m mhsa_patch.checks_child --model M.yaml|M.pt [--imgsz 640] [--runs 10] [--train ...] --events FILE``
+``python -m mhsa_patch.child.check --model M.yaml|M.pt [--imgsz 640] [--runs 10] [--train ...] --events FILE``
 
 Steps: build; forward at ``imgsz x imgsz`` and at a rectangular ``imgsz x 3/4 imgsz``; one training step
 (ultralytics' loss, backward, one SGD step) with a check that MHSA got a gradient; the model summary (layers,
@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mhsa_patch.childlib import (
+from mhsa_patch.child.compat import (
     ChildError,
     build_errors,
     build_from_yaml,
@@ -65,7 +65,7 @@ def build(model_path: str):
         for p in model.parameters():
             p.requires_grad = True
         return model, None
-    from mhsa_patch import probe
+    from mhsa_patch.child import probe
 
     yaml_task(model_path)  # refuses a file that is not a model YAML
     with build_errors():
@@ -74,7 +74,7 @@ def build(model_path: str):
 
 def stock_of(model):
     """The stock model the MHSA model was made from: its own YAML without the MHSA rows, same scale and classes."""
-    from mhsa_patch.weights import strip_mhsa
+    from mhsa_patch.modelyaml.align import strip_mhsa
 
     cfg = copy.deepcopy(getattr(model, "yaml", None) or {})
     if not cfg.get("backbone"):
@@ -171,8 +171,8 @@ def train_step(model, h: int, w: int) -> dict:
 
 
 def summary(model, imgsz: int, table_lines=None) -> dict:
-    """Layer table, parameters and true GFLOPs (attention included), by :func:`mhsa_patch.probe.summarize`."""
-    from mhsa_patch.probe import summarize
+    """Layer table, parameters and true GFLOPs (attention included), by :func:`mhsa_patch.child.probe.summarize`."""
+    from mhsa_patch.child.probe import summarize
 
     try:
         return dict(summarize(model, imgsz, table_lines))
@@ -215,7 +215,7 @@ def latency(model, stock, imgsz: int, runs: int) -> dict:
 
 def train(events, model_path: str, imgsz: int, epochs: int, batch: int, images: int, keep: str | None) -> dict:
     """A short run of ultralytics' own trainer on a synthetic dataset; then reload last.pt/best.pt and predict."""
-    from mhsa_patch.synthetic import write_dataset
+    from mhsa_patch.child.synthetic import write_dataset
     from ultralytics import YOLO
 
     work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="mhsa-check-train-"))
@@ -334,7 +334,7 @@ def check(events, a) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m mhsa_patch.checks_child")
+    ap = argparse.ArgumentParser(prog="python -m mhsa_patch.child.check")
     ap.add_argument("--model", required=True)
     ap.add_argument("--imgsz", type=int, default=640)
     ap.add_argument("--runs", type=int, default=10)

@@ -125,12 +125,12 @@ def write_dataset(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m mhsa_patch.synthetic ROOT [n_train n_val imgsz]``: write the dataset, print the YAML's path."""
+    """``python -m mhsa_patch.child.synthetic ROOT [n_train n_val imgsz]``: write the dataset, print the YAML's path."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv
     if not args:
-        print("usage: python -m mhsa_patch.synthetic ROOT [N_TRAIN N_VAL IMGSZ]", file=sys.stderr)
+        print("usage: python -m mhsa_patch.child.synthetic ROOT [N_TRAIN N_VAL IMGSZ]", file=sys.stderr)
         return 2
     nums = [int(a) for a in args[1:4]]
     kwargs = dict(zip(("n_train", "n_val", "imgsz"), nums))

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from mhsa_patch.target import Target
+from mhsa_patch.patching.target import Target
 
 
 def target_env(target: Target, extra: dict[str, str] | None = None) -> dict[str, str]:

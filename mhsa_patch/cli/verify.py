@@ -13,10 +13,10 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from mhsa_patch.console import fail, header, info, out, warn
+from mhsa_patch.cli.console import fail, header, info, out, warn
 from mhsa_patch.errors import PatchError
-from mhsa_patch.options import TargetOpt
-from mhsa_patch.target import find_target
+from mhsa_patch.cli.options import TargetOpt
+from mhsa_patch.patching.target import find_target
 
 
 class _Steps:
@@ -164,100 +164,98 @@ def _ranges(pairs: list[list[int]]) -> str:
     return ", ".join(parts)
 
 
-def register(app: typer.Typer) -> None:
-    @app.command()
-    def check(
-        model: Annotated[str, typer.Argument(help="The MHSA model: a YAML (from gen-yaml) or a .pt checkpoint.")],
-        target: TargetOpt = None,
-        train: Annotated[
-            bool,
-            typer.Option("--train", help="Also train briefly with ultralytics' own trainer on a synthetic dataset."),
-        ] = False,
-        imgsz: Annotated[int, typer.Option("--imgsz", min=64, help="Square size for forward, FLOPs and latency.")] = 640,
-        runs: Annotated[int, typer.Option("--runs", min=1, help="Timed runs per model for the latency ratio.")] = 10,
-        train_imgsz: Annotated[int, typer.Option("--train-imgsz", min=32, help="Image size of the --train run.")] = 128,
-        epochs: Annotated[int, typer.Option("--epochs", min=1, help="Epochs of the --train run.")] = 1,
-        batch: Annotated[int, typer.Option("--batch", min=1, help="Batch size of the --train run.")] = 4,
-        images: Annotated[int, typer.Option("--images", min=2, help="Synthetic training images of the --train run.")] = 16,
-        keep: Annotated[
-            Optional[str], typer.Option("--keep", help="Keep the --train run (dataset, weights) in this folder.")
-        ] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object on stdout.")] = False,
-    ) -> None:
-        """Prove the patched install trains: build, forward (square and rectangular), backward, one optimizer step,
-        layer table, true GFLOPs and CPU latency against the stock model; with --train, a short real training run."""
-        from mhsa_patch.checks import run_check
+def check(
+    model: Annotated[str, typer.Argument(help="The MHSA model: a YAML (from gen-yaml) or a .pt checkpoint.")],
+    target: TargetOpt = None,
+    train: Annotated[
+        bool,
+        typer.Option("--train", help="Also train briefly with ultralytics' own trainer on a synthetic dataset."),
+    ] = False,
+    imgsz: Annotated[int, typer.Option("--imgsz", min=64, help="Square size for forward, FLOPs and latency.")] = 640,
+    runs: Annotated[int, typer.Option("--runs", min=1, help="Timed runs per model for the latency ratio.")] = 10,
+    train_imgsz: Annotated[int, typer.Option("--train-imgsz", min=32, help="Image size of the --train run.")] = 128,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Epochs of the --train run.")] = 1,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Batch size of the --train run.")] = 4,
+    images: Annotated[int, typer.Option("--images", min=2, help="Synthetic training images of the --train run.")] = 16,
+    keep: Annotated[
+        Optional[str], typer.Option("--keep", help="Keep the --train run (dataset, weights) in this folder.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object on stdout.")] = False,
+) -> None:
+    """Prove the patched install trains: build, forward (square and rectangular), backward, one optimizer step,
+    layer table, true GFLOPs and CPU latency against the stock model; with --train, a short real training run."""
+    from mhsa_patch.child.launch import run_check
 
-        steps = _Steps(enabled=not as_json)
-        with steps.running():
-            tgt = find_target(target)
-            if not as_json:
-                header(tgt)
-            report = run_check(
-                tgt,
-                model,
-                train=train,
-                imgsz=imgsz,
-                runs=runs,
-                train_imgsz=train_imgsz,
-                epochs=epochs,
-                batch=batch,
-                images=images,
-                keep=keep,
-                on_event=steps,
-                quiet=as_json,
-            )
-        if as_json:
-            sys.stdout.write(json.dumps(report, indent=2) + "\n")
-            return
-        if not report.get("mhsa_layers"):
-            warn(f"{Path(model).name} has no MHSA layer: this checked a stock model")
-        _print_check(report)
-        info(f"[green]check passed ✅[/]{' (with a training run)' if train else ''}")
-
-    @app.command("port-weights")
-    def port_weights_cmd(
-        src: Annotated[str, typer.Argument(help="A stock checkpoint: yolov8n.pt and its kind.")],
-        model: Annotated[str, typer.Argument(help="The MHSA model YAML (from gen-yaml) of the same base and scale.")],
-        output: Annotated[str, typer.Option("--output", "-o", help="Where to write the MHSA checkpoint (.pt).")],
-        target: TargetOpt = None,
-        force: Annotated[bool, typer.Option("--force", help="Overwrite OUTPUT if it exists.")] = False,
-        as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object on stdout.")] = False,
-    ) -> None:
-        """Copy a stock checkpoint into the MHSA model, each layer to the index it moved to; MHSA keeps its init."""
-        from mhsa_patch.weights import port_weights
-
-        steps = _Steps(enabled=not as_json)
-        with steps.running():
-            tgt = find_target(target)
-            if Path(output).expanduser().exists() and not force:
-                raise PatchError(f"{output} exists; pass --force to overwrite it")
-            if not as_json:
-                header(tgt)
-            report = port_weights(tgt, src, model, output, on_event=steps, quiet=as_json)
-        if as_json:
-            sys.stdout.write(json.dumps(report, indent=2) + "\n")
-            return
-        src_name, out_path = Path(src).name, Path(report["out"])
-        if report.get("kept"):
-            a, b = report["kept"]
-            out.print(f"  layers {a}-{b} keep their index", markup=False)
-        if report.get("moved"):
-            out.print(f"  layers {_ranges(report['moved'])} (moved past MHSA)", markup=False)
-        for layer in report["mhsa_layers"]:
-            keys = [k for k in report["left_at_init"] if k.startswith(f"model.{layer['index']}.")]
-            out.print(
-                f"  layer {layer['index']} {layer['type']}: left at its initialisation "
-                f"({len(keys)} tensors, {layer['params']:,} parameters: {', '.join(k.split('.', 2)[2] for k in keys)})",
-                markup=False,
-            )
-        if report.get("yaml_nc") is not None and report.get("nc") is not None and report["yaml_nc"] != report["nc"]:
-            warn(
-                f"built with nc={report['nc']} as in {src_name} ({Path(model).name} says nc={report['yaml_nc']}); "
-                "training on your data resizes the class head as it does for yolov8n.pt"
-            )
-        out.print(f"Transferred {report['transferred']}/{report['total']} tensors from {src_name}", markup=False)
-        info(
-            f"[green]saved {escape(str(out_path))} ✅[/] ({report['bytes'] / 1e6:.1f} MB). "
-            f"Train it: [bold]yolo train model={escape(str(out_path))} data=YOUR_DATA.yaml[/]"
+    steps = _Steps(enabled=not as_json)
+    with steps.running():
+        tgt = find_target(target)
+        if not as_json:
+            header(tgt)
+        report = run_check(
+            tgt,
+            model,
+            train=train,
+            imgsz=imgsz,
+            runs=runs,
+            train_imgsz=train_imgsz,
+            epochs=epochs,
+            batch=batch,
+            images=images,
+            keep=keep,
+            on_event=steps,
+            quiet=as_json,
         )
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    if not report.get("mhsa_layers"):
+        warn(f"{Path(model).name} has no MHSA layer: this checked a stock model")
+    _print_check(report)
+    info(f"[green]check passed ✅[/]{' (with a training run)' if train else ''}")
+
+
+def port_weights(
+    src: Annotated[str, typer.Argument(help="A stock checkpoint: yolov8n.pt and its kind.")],
+    model: Annotated[str, typer.Argument(help="The MHSA model YAML (from gen-yaml) of the same base and scale.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Where to write the MHSA checkpoint (.pt).")],
+    target: TargetOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite OUTPUT if it exists.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object on stdout.")] = False,
+) -> None:
+    """Copy a stock checkpoint into the MHSA model, each layer to the index it moved to; MHSA keeps its init."""
+    from mhsa_patch.modelyaml.align import port_weights as run_port
+
+    steps = _Steps(enabled=not as_json)
+    with steps.running():
+        tgt = find_target(target)
+        if Path(output).expanduser().exists() and not force:
+            raise PatchError(f"{output} exists; pass --force to overwrite it")
+        if not as_json:
+            header(tgt)
+        report = run_port(tgt, src, model, output, on_event=steps, quiet=as_json)
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    src_name, out_path = Path(src).name, Path(report["out"])
+    if report.get("kept"):
+        a, b = report["kept"]
+        out.print(f"  layers {a}-{b} keep their index", markup=False)
+    if report.get("moved"):
+        out.print(f"  layers {_ranges(report['moved'])} (moved past MHSA)", markup=False)
+    for layer in report["mhsa_layers"]:
+        keys = [k for k in report["left_at_init"] if k.startswith(f"model.{layer['index']}.")]
+        out.print(
+            f"  layer {layer['index']} {layer['type']}: left at its initialisation "
+            f"({len(keys)} tensors, {layer['params']:,} parameters: {', '.join(k.split('.', 2)[2] for k in keys)})",
+            markup=False,
+        )
+    if report.get("yaml_nc") is not None and report.get("nc") is not None and report["yaml_nc"] != report["nc"]:
+        warn(
+            f"built with nc={report['nc']} as in {src_name} ({Path(model).name} says nc={report['yaml_nc']}); "
+            "training on your data resizes the class head as it does for yolov8n.pt"
+        )
+    out.print(f"Transferred {report['transferred']}/{report['total']} tensors from {src_name}", markup=False)
+    info(
+        f"[green]saved {escape(str(out_path))} ✅[/] ({report['bytes'] / 1e6:.1f} MB). "
+        f"Train it: [bold]yolo train model={escape(str(out_path))} data=YOUR_DATA.yaml[/]"
+    )

@@ -1,7 +1,7 @@
 """What the child processes of ``check`` and ``port-weights`` share: talking to the parent, and ultralytics' API.
 
 These children run ``python -m mhsa_patch.<name>_child`` with the target's ``ultralytics/`` first on ``sys.path``
-(see :mod:`mhsa_patch.subproc`), so they import exactly the copy that was patched. They report to the parent through
+(see :mod:`mhsa_patch.child.env`), so they import exactly the copy that was patched. They report to the parent through
 an events file of JSON lines (``{"step": ...}``, ``{"result": ...}`` or ``{"error": "one line"}``) and leave stdout
 and stderr to ultralytics, whose own logs and progress bars then reach the user unchanged.
 

@@ -1,6 +1,6 @@
 """``mhsa-patch check``: prove that a patched install gives a model that builds, runs, learns and reloads.
 
-The work runs in a child interpreter against the target's ultralytics (:mod:`mhsa_patch.checks_child`), as
+The work runs in a child interpreter against the target's ultralytics (:mod:`mhsa_patch.child.check`), as
 ultralytics' own DDP workers would import it. This module starts that child, follows its progress through an events
 file (JSON lines) while ultralytics' own output goes straight to the terminal, and returns the child's report.
 """
@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mhsa_patch.errors import PatchError
-from mhsa_patch.subproc import target_env
-from mhsa_patch.target import Target
+from mhsa_patch.child.env import target_env
+from mhsa_patch.patching.target import Target
 
 # The child must never reach the network: no fonts, no settings sync, no AMP-check model.
 CHILD_ENV = {"YOLO_OFFLINE": "1"}
@@ -26,7 +26,7 @@ CHILD_ENV = {"YOLO_OFFLINE": "1"}
 
 def require_applied(target: Target) -> None:
     """Refuse with one line unless the engine reports the patch applied on ``target``."""
-    from mhsa_patch.engine import status
+    from mhsa_patch.patching.engine import status
 
     st = status(target)
     if st.state != "applied":
@@ -151,4 +151,4 @@ def run_check(
         args += ["--images", str(images)]
         if keep is not None:
             args += ["--keep", str(Path(keep).expanduser().resolve())]
-    return run_child(target, "mhsa_patch.checks_child", args, on_event=on_event, quiet=quiet)
+    return run_child(target, "mhsa_patch.child.check", args, on_event=on_event, quiet=quiet)

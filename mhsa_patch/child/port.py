@@ -1,6 +1,6 @@
-"""Child of ``mhsa-patch port-weights``: runs against the target's ultralytics (see :mod:`mhsa_patch.weights`).
+"""Child of ``mhsa-patch port-weights``: runs against the target's ultralytics (see :mod:`mhsa_patch.modelyaml.align`).
 
-``python -m mhsa_patch.weights_child --src SRC.pt --model MODEL.yaml --out OUT.pt --events FILE``
+``python -m mhsa_patch.child.port --src SRC.pt --model MODEL.yaml --out OUT.pt --events FILE``
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 import re
 from pathlib import Path
 
-from mhsa_patch.childlib import (
+from mhsa_patch.child.compat import (
     ChildError,
     build_from_yaml,
     layer_type,
@@ -21,7 +21,7 @@ from mhsa_patch.childlib import (
     ultralytics_info,
 )
 from mhsa_patch.errors import PatchError
-from mhsa_patch.weights import align
+from mhsa_patch.modelyaml.align import align
 
 _KEY = re.compile(r"^model\.(\d+)\.(.+)$")
 
@@ -175,7 +175,7 @@ def port(events, src: str, model_yaml: str, out: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m mhsa_patch.weights_child")
+    ap = argparse.ArgumentParser(prog="python -m mhsa_patch.child.port")
     ap.add_argument("--src", required=True)
     ap.add_argument("--model", required=True)
     ap.add_argument("--out", required=True)

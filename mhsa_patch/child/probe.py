@@ -1,9 +1,9 @@
 """Build a model from a YAML with the target's ultralytics and describe it: layers, parameters, true GFLOPs.
 
-Runs in a child interpreter whose ``sys.path`` starts with the target's site folder (see :mod:`mhsa_patch.subproc`),
+Runs in a child interpreter whose ``sys.path`` starts with the target's site folder (see :mod:`mhsa_patch.child.env`),
 so it imports torch and ultralytics; the rest of the tool never does. Works on ultralytics 8.0.98 - 8.4.x.
 
-``python -m mhsa_patch.probe CFG [CFG ...] [--imgsz 640] [--no-flops]`` prints one JSON object on stdout:
+``python -m mhsa_patch.child.probe CFG [CFG ...] [--imgsz 640] [--no-flops]`` prints one JSON object on stdout:
 ``{"ok": true, "ultralytics": "8.4.190", "torch": "...", "models": [summary, ...]}`` or, when a model does not
 build, ``{"ok": false, "error": "one line", "cfg": "..."}`` (exit code 1). Everything ultralytics prints goes to
 stderr. A ``summary`` is what :func:`summarize` returns, plus ``cfg``.
@@ -73,7 +73,7 @@ def model_class(cfg: str):
             d = yaml.safe_load(fh)
     else:  # a stock name such as yolov8n.yaml: resolve it the way ultralytics does
         d = tasks.yaml_model_load(cfg)
-    from mhsa_patch.childlib import model_class as for_task
+    from mhsa_patch.child.compat import model_class as for_task
 
     return for_task(tasks.guess_model_task(d))
 
@@ -262,7 +262,7 @@ def _one_line(e: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m mhsa_patch.probe", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m mhsa_patch.child.probe", description=__doc__.splitlines()[0])
     parser.add_argument("cfg", nargs="+", help="model YAML paths (or stock names such as yolov8n.yaml)")
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP counts (faster)")

@@ -33,11 +33,15 @@ def _root(
 
 
 def _register_commands() -> None:
-    # Each command family lives in its own module with a register(app) function.
-    from mhsa_patch import cli_engine, cli_train, cli_yaml
+    # Each command is a plain top-level function of its family's module; this is the one place that names them.
+    from mhsa_patch.cli import gen_yaml, patch, verify
 
-    for module in (cli_engine, cli_yaml, cli_train):
-        module.register(app)
+    app.command()(patch.apply)
+    app.command()(patch.revert)
+    app.command()(patch.status)
+    app.command("gen-yaml")(gen_yaml.gen_yaml)
+    app.command()(verify.check)
+    app.command("port-weights")(verify.port_weights)
 
 
 _register_commands()

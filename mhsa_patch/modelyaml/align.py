@@ -12,7 +12,7 @@ shape check; the MHSA layers keep their initialisation. The result is saved in u
 so ``yolo train model=OUT.pt`` and ``YOLO("OUT.pt")`` take it as they take ``yolov8n.pt``.
 
 The pure-Python half (the YAML rewrite and the alignment) lives here; the half that needs torch runs in a child
-against the target's ultralytics (:mod:`mhsa_patch.weights_child`).
+against the target's ultralytics (:mod:`mhsa_patch.child.port`).
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def port_weights(
 
     Raises :class:`PatchError` with one line on any refusal (missing file, mismatched shapes, unpatched target).
     """
-    from mhsa_patch.checks import require_applied, run_child
+    from mhsa_patch.child.launch import require_applied, run_child
 
     src, model_yaml, out = Path(src).expanduser(), Path(model_yaml).expanduser(), Path(out).expanduser()
     if not src.is_file():
@@ -165,4 +165,4 @@ def port_weights(
         raise PatchError(f"{out.parent}: no such folder for the output")
     require_applied(target)
     args = ["--src", str(src.resolve()), "--model", str(model_yaml.resolve()), "--out", str(out.resolve())]
-    return run_child(target, "mhsa_patch.weights_child", args, on_event=on_event, quiet=quiet)
+    return run_child(target, "mhsa_patch.child.port", args, on_event=on_event, quiet=quiet)

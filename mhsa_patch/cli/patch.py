@@ -1,0 +1,105 @@
+"""``apply``, ``revert`` and ``status``: parse options, call the engine, print, pick the exit code."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from mhsa_patch.cli.console import err, fail, header, info, out, warn
+from mhsa_patch.errors import PatchError
+from mhsa_patch.cli.options import TargetOpt
+from mhsa_patch.patching.target import find_target
+
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the unified diff and write nothing.")]
+
+STATE_STYLE = {"applied": "green", "not-applied": "dim", "partial": "yellow", "conflict": "red"}
+
+
+def _print_result(result, done: str) -> None:
+    for note in result.notes:
+        warn(note)
+    if result.dry_run:
+        sys.stdout.write(result.diff())
+        sys.stdout.flush()
+        n = len(result.changes)
+        err.print(f"dry run: {n} file{'s' * (n != 1)} would change, nothing was written")
+        return
+    for change in result.changes:
+        out.print(f"  [green]✔[/] {change.rel}")
+    if result.nothing_to_do:
+        info(f"nothing to do: {done}")
+
+
+def apply(
+    target: TargetOpt = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace an MHSA pasted by hand (no marker) with the tool's own."),
+    ] = False,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Insert MHSA into ultralytics: the class in conv.py, its exports, and its parse_model branch."""
+    from mhsa_patch.patching import engine
+
+    try:
+        tgt = find_target(target)
+        if not dry_run:
+            header(tgt)
+        result = engine.apply(tgt, force=force, dry_run=dry_run)
+    except PatchError as e:
+        fail(e)
+    _print_result(result, "MHSA is already applied")
+    if not result.dry_run and result.changes:
+        info("[green]MHSA applied ✅[/] next: [bold]mhsa-patch gen-yaml --scale n[/]")
+
+
+def revert(target: TargetOpt = None, dry_run: DryRunOpt = False) -> None:
+    """Remove what apply inserted: byte for byte if the files are unchanged since, else only the marked pieces."""
+    from mhsa_patch.patching import engine
+
+    try:
+        tgt = find_target(target)
+        if not dry_run:
+            header(tgt)
+        result = engine.revert(tgt, dry_run=dry_run)
+    except PatchError as e:
+        fail(e)
+    _print_result(result, "MHSA is not applied")
+    if not result.dry_run and result.changes:
+        info("[green]MHSA reverted ✅[/]")
+        warn("models trained with MHSA need the patch to load: run 'mhsa-patch apply' before loading their .pt files")
+
+
+def status(
+    target: TargetOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Report whether the patch is applied, per file, and any drift since apply."""
+    from mhsa_patch.patching import engine
+
+    try:
+        st = engine.status(find_target(target))
+    except PatchError as e:
+        fail(e)
+    if as_json:
+        sys.stdout.write(json.dumps(st.to_dict(), indent=2) + "\n")
+        return
+    header(st.target)
+    table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+    table.add_column("file")
+    table.add_column("state")
+    table.add_column("pieces")
+    for f in st.files:
+        pieces = ", ".join(
+            f"{p.layer} {p.edit}: {p.state}" + (f" (line {p.line})" if p.line else "") for p in f.pieces
+        )
+        table.add_row(f.rel, f"[{STATE_STYLE[f.state]}]{f.state}[/]", escape(pieces))
+    out.print(table)
+    for note in st.notes:
+        warn(note)
+    out.print(f"state: [bold {STATE_STYLE[st.state]}]{st.state}[/]")
