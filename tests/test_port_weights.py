@@ -17,7 +17,7 @@ import trainkit
 from mhsa_patch.errors import PatchError
 from mhsa_patch.patching.target import find_target
 from mhsa_patch.modelyaml.align import align, mhsa_rows, strip_mhsa
-from mhsa_patch.modelyaml.generate import Request, generate
+from mhsa_patch.modelyaml.emit import Request, generate
 
 # ------------------------------------------------------------------------------------------------ fast: pure logic
 

@@ -16,11 +16,12 @@ from typer.testing import CliRunner
 
 import releases
 from mhsa_patch import __version__
-from mhsa_patch.modelyaml import generate as yamlgen
+from mhsa_patch.modelyaml import bases, naming, request
 from mhsa_patch.cli import app
 from mhsa_patch.errors import PatchError
 from mhsa_patch.patching.target import find_target
-from mhsa_patch.modelyaml.generate import Request, generate
+from mhsa_patch.modelyaml.emit import generate
+from mhsa_patch.modelyaml.request import Request
 
 runner = CliRunner()
 
@@ -48,7 +49,7 @@ def target(version: str):
 
 def base_layers(version: str, base: str = "yolov8", task: str = "detect") -> tuple[dict, str]:
     t = target(version)
-    path = yamlgen.base_config(t, base, task)
+    path = bases.base_config(t, base, task)
     text = path.read_text(encoding="utf-8")
     return yaml.safe_load(text), text
 
@@ -84,8 +85,8 @@ def readers_of(rows: list, index: int) -> list[int]:
 
 
 def all_cases():
-    for version, bases in SHIPS.items():
-        for base, tasks in bases.items():
+    for version, shipped in SHIPS.items():
+        for base, tasks in shipped.items():
             for task in tasks:
                 yield version, base, task
 
@@ -131,7 +132,7 @@ def test_every_base_and_task_the_release_ships(version, base, task):
 
 
 @pytest.mark.parametrize("version", releases.MATRIX)
-@pytest.mark.parametrize("scale", yamlgen.SCALES)
+@pytest.mark.parametrize("scale", request.SCALES)
 def test_channels_per_scale(version, scale):
     for base in SHIPS[version]:
         r = generate(target(version), Request(scale=scale, base=base))
@@ -140,7 +141,7 @@ def test_channels_per_scale(version, scale):
         stock, _ = base_layers(version, base)
         assert r.data["scales"][scale] == stock["scales"][scale]
         assert r.file_name == f"{base}{scale}-MHSA.yaml"
-        assert yamlgen.guess_scale(r.file_name) == scale
+        assert naming.guess_scale(r.file_name) == scale
 
 
 # -- --at and --lateral ---------------------------------------------------------------------------------------------
@@ -152,7 +153,7 @@ C_AT_N = {0: 16, 4: 64, 6: 128, 7: 256, 9: 256, 10: 256, 12: 128, 21: 256}
 
 
 @pytest.mark.parametrize("version", releases.MATRIX)
-@pytest.mark.parametrize("lateral", yamlgen.LATERALS)
+@pytest.mark.parametrize("lateral", request.LATERALS)
 def test_insertion_points(version, lateral):
     cases = [("yolov8", AT_V8)] + [(b, AT_11) for b in ("yolo11", "yolo26") if b in SHIPS[version]]
     for base, table in cases:
@@ -364,8 +365,8 @@ def test_bad_requests(kwargs, message):
 @pytest.mark.parametrize("version", releases.MATRIX)
 def test_bases_and_tasks_a_release_lacks(version):
     t = target(version)
-    for base in yamlgen.BASES:
-        for task in yamlgen.TASKS:
+    for base in request.BASES:
+        for task in request.TASKS:
             if task in SHIPS[version].get(base, ()):
                 continue
             with pytest.raises(PatchError) as e:
@@ -375,7 +376,7 @@ def test_bases_and_tasks_a_release_lacks(version):
             if base in SHIPS[version]:
                 assert f"{base}{SUFFIX[task]}.yaml" in msg
             else:
-                assert yamlgen.BASE_SINCE[base] in msg
+                assert bases.BASE_SINCE[base] in msg
 
 
 def test_unexpected_layouts_are_refused(tmp_path):
@@ -402,14 +403,14 @@ def test_unexpected_layouts_are_refused(tmp_path):
 
 
 def test_scale_guess_and_unified_path_mirror_ultralytics():
-    assert [yamlgen.guess_scale(n) for n in ("yolov8n-MHSA.yaml", "yolo11x-seg-MHSA.yaml", "yolo26m.yaml")] == [
+    assert [naming.guess_scale(n) for n in ("yolov8n-MHSA.yaml", "yolo11x-seg-MHSA.yaml", "yolo26m.yaml")] == [
         "n",
         "x",
         "m",
     ]
-    assert yamlgen.guess_scale("my.yaml") == "" and yamlgen.guess_scale("yolov8-MHSA.yaml") == ""
-    assert yamlgen.unified_path("/a/b/yolov8n-MHSA.yaml") == "/a/b/yolov8-MHSA.yaml"
-    assert yamlgen.unified_path("yolo11s-pose-MHSA.yaml") == "yolo11-pose-MHSA.yaml"
+    assert naming.guess_scale("my.yaml") == "" and naming.guess_scale("yolov8-MHSA.yaml") == ""
+    assert naming.unified_path("/a/b/yolov8n-MHSA.yaml") == "/a/b/yolov8-MHSA.yaml"
+    assert naming.unified_path("yolo11s-pose-MHSA.yaml") == "yolo11-pose-MHSA.yaml"
 
 
 @pytest.mark.parametrize(
@@ -424,23 +425,23 @@ def test_scale_guess_and_unified_path_mirror_ultralytics():
 )
 def test_refused_output_names(tmp_path, name, version, message):
     with pytest.raises(PatchError, match=re.escape(message)):
-        yamlgen.check_output(tmp_path / name, Request(scale="n"), target(version))
+        naming.check_output(tmp_path / name, Request(scale="n"), target(version))
 
 
 def test_accepted_output_names_and_sibling_warning(tmp_path):
     t = target(releases.LATEST)
-    assert yamlgen.check_output(tmp_path / "yolov8n-MHSA.yaml", Request(scale="n"), t) == []
-    assert yamlgen.check_output(tmp_path / "yolov8n.yaml", Request(scale="n"), t) == []  # 8.4.190 tries the name first
-    assert "carries no scale" in yamlgen.check_output(tmp_path / "my.yaml", Request(scale="n"), t)[0]
+    assert naming.check_output(tmp_path / "yolov8n-MHSA.yaml", Request(scale="n"), t) == []
+    assert naming.check_output(tmp_path / "yolov8n.yaml", Request(scale="n"), t) == []  # 8.4.190 tries the name first
+    assert "carries no scale" in naming.check_output(tmp_path / "my.yaml", Request(scale="n"), t)[0]
     (tmp_path / "yolov8-MHSA.yaml").write_text("nc: 1\n")
-    w = yamlgen.check_output(tmp_path / "yolov8n-MHSA.yaml", Request(scale="n"), t)
+    w = naming.check_output(tmp_path / "yolov8n-MHSA.yaml", Request(scale="n"), t)
     assert len(w) == 1 and "yolov8-MHSA.yaml exists" in w[0] and "loads it instead" in w[0]
     (tmp_path / "yolov8n-MHSA.yaml").write_text("x")
     with pytest.raises(PatchError, match="exists: pass --force"):
-        yamlgen.check_output(tmp_path / "yolov8n-MHSA.yaml", Request(scale="n"), t)
-    yamlgen.check_output(tmp_path / "yolov8n-MHSA.yaml", Request(scale="n"), t, force=True)
+        naming.check_output(tmp_path / "yolov8n-MHSA.yaml", Request(scale="n"), t)
+    naming.check_output(tmp_path / "yolov8n-MHSA.yaml", Request(scale="n"), t, force=True)
     with pytest.raises(PatchError, match="no such directory"):
-        yamlgen.check_output(tmp_path / "nope" / "yolov8n-MHSA.yaml", Request(scale="n"), t)
+        naming.check_output(tmp_path / "nope" / "yolov8n-MHSA.yaml", Request(scale="n"), t)
 
 
 # -- the command ------------------------------------------------------------------------------------------------------

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 import releases
-from mhsa_patch.modelyaml import generate as yamlgen
+from mhsa_patch.modelyaml import bases, emit, naming, request
 from mhsa_patch.patching.target import find_target, version_tuple
-from mhsa_patch.modelyaml.generate import Request
+from mhsa_patch.modelyaml.request import Request
 
 pytestmark = pytest.mark.releases
 
@@ -103,13 +103,13 @@ def build_all(site: Path, jobs: list[tuple[str, str, bool]]) -> dict[str, dict]:
     return {m["cfg"]: m for m in json.loads(line[5:])}
 
 
-def expected_delta(result: yamlgen.Result) -> int:
+def expected_delta(result: emit.Result) -> int:
     c = result.channels
     positions = c * (result.mhsa_args[0] + result.mhsa_args[1]) if len(result.mhsa_args) > 3 else 0
     return 3 * (c * c + c) + positions
 
 
-def check_against_stock(result: yamlgen.Result, mhsa: dict, stock: dict) -> None:
+def check_against_stock(result: emit.Result, mhsa: dict, stock: dict) -> None:
     label = result.command
     assert mhsa["parameters"] - stock["parameters"] == expected_delta(result), label
     assert mhsa["mhsa"] == [result.index], label
@@ -143,11 +143,11 @@ def test_generated_configs_build_on_each_release(tmp_path, version):
     out, renamed = tmp_path / "out", tmp_path / "renamed"
     out.mkdir()
     renamed.mkdir()
-    cases: list[tuple[yamlgen.Result, str, str | None]] = []  # (result, cfg path, renamed path)
+    cases: list[tuple[emit.Result, str, str | None]] = []  # (result, cfg path, renamed path)
     jobs: list[tuple[str, str, bool]] = []
 
     def add(req: Request, folder: Path = out, rename: bool = False, flops: bool = False):
-        res = yamlgen.generate(t, req)
+        res = emit.generate(t, req)
         d = folder / f"{len(cases)}"
         d.mkdir()
         path = d / res.file_name
@@ -157,16 +157,16 @@ def test_generated_configs_build_on_each_release(tmp_path, version):
         if rename:  # a name without a scale: ultralytics would fall back to the first row of scales
             other = renamed / f"custom-{WORDS[req.scale]}.yaml"
             other.write_text(res.text, encoding="utf-8")
-            assert yamlgen.guess_scale(other.name) == "" and yamlgen.unified_path(other) == str(other)
+            assert naming.guess_scale(other.name) == "" and naming.unified_path(other) == str(other)
             jobs.append((str(other), "model" if req.scale == "n" else "parse", False))
         cases.append((res, str(path), other and str(other)))
         return res
 
-    for scale in yamlgen.SCALES:
+    for scale in request.SCALES:
         add(Request(scale=scale), rename=True, flops=scale == "n")
     ships = {
-        base: [task for task in yamlgen.TASKS if (t.package / rel / f"{base}{yamlgen.TASKS[task]}.yaml").is_file()]
-        for base, dirs in yamlgen.BASE_DIRS.items()
+        base: [task for task in request.TASKS if (t.package / rel / f"{base}{request.TASKS[task]}.yaml").is_file()]
+        for base, dirs in bases.BASE_DIRS.items()
         for rel in dirs
         if (t.package / rel / f"{base}.yaml").is_file()
     }
@@ -232,7 +232,7 @@ def test_check_builds_with_the_patched_release(tmp_path, version):
     assert r.returncode == 0, r.stderr
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=work, env=releases.release_env(site))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert (work / "yolov8n-MHSA.yaml").read_text() == yamlgen.generate(find_target(site), Request(scale="n")).text
+    assert (work / "yolov8n-MHSA.yaml").read_text() == emit.generate(find_target(site), Request(scale="n")).text
     lines = r.stdout.splitlines()
     row = next(ln for ln in lines if ln.startswith(" 10 "))
     assert row.split()[:5] == ["10", "-1", "1", "197376", "MHSA"] and "[256, 14, 14, 4]" in row

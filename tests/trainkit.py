@@ -78,7 +78,7 @@ def gen_yaml(site: Path, dest_dir: Path, scale: str = "n", *extra: str) -> Path:
         return made[0]
     # gen-yaml's command not registered yet: its library, the same rules
     from mhsa_patch.patching.target import find_target
-    from mhsa_patch.modelyaml.generate import Request, generate
+    from mhsa_patch.modelyaml.emit import Request, generate
 
     res = generate(find_target(site), Request(scale=scale))
     path = dest_dir / res.file_name

@@ -24,7 +24,7 @@ from mhsa_patch.cli.options import TargetOpt
 from mhsa_patch.patching.target import Target, find_target
 
 if TYPE_CHECKING:
-    from mhsa_patch.modelyaml import generate as yamlgen
+    from mhsa_patch.modelyaml import emit
 
 PROBE_TIMEOUT = 900
 
@@ -69,7 +69,7 @@ def _fmt_gflops(value) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def print_check(result: yamlgen.Result, name: str, probe: dict, imgsz: int) -> None:
+def print_check(result: emit.Result, name: str, probe: dict, imgsz: int) -> None:
     """The layer table of the MHSA model, then both models side by side."""
     mhsa, stock = probe["models"][0], probe["models"][1]
     versions = f"ultralytics {probe.get('ultralytics')} (torch {probe.get('torch')})"
@@ -175,22 +175,21 @@ def gen_yaml(
     target: TargetOpt = None,
 ) -> None:
     """Write a ready-to-train MHSA model YAML, built from the installed release's own config."""
-    from mhsa_patch.modelyaml import generate as yamlgen  # here, not at import: every other command would pay for PyYAML
+    from mhsa_patch.modelyaml import emit, graph, naming, request  # here, not at import: every other command would pay for PyYAML
 
     try:
         tgt = find_target(target)
-        req = yamlgen.Request(
+        req = request.Request(
             scale=scale, base=base, task=task, heads=heads, pos_emb=pos_emb, imgsz=imgsz, at=at, lateral=lateral
         )
-        result = yamlgen.generate(tgt, req)
-        req = yamlgen.validate_request(req)
+        result = emit.generate(tgt, req)
         path = Path.cwd() / result.file_name if output is None else Path(output).expanduser()
         if output is not None and (path.is_dir() or output.endswith(("/", os.sep))):
             if not path.is_dir():
                 raise PatchError(f"{output}: no such directory")
             path = path / result.file_name
         path = path.absolute()
-        notes = list(result.warnings) + yamlgen.check_output(path, req, tgt, force=force)
+        notes = list(result.warnings) + naming.check_output(path, req, tgt, force=force)
         state, why = patch_state(tgt)
         if check and state != "applied":
             detail = f" ({why})" if state == "unknown" and why else ""
@@ -223,7 +222,7 @@ def gen_yaml(
         )
     info(
         f"wrote {escape(str(path))}: MHSA after layer {result.after} as layer {result.index} "
-        f"({yamlgen.stage_label(result.stride)}, C={result.channels}, {req.heads} heads"
+        f"({graph.stage_label(result.stride)}, C={result.channels}, {req.heads} heads"
         f"{f', {result.grid}x{result.grid} positions' if req.pos_emb else ''}), read by layers "
         f"{', '.join(map(str, result.readers))}"
     )

@@ -1,0 +1,167 @@
+"""The layer graph of a model config, replayed from ``parse_model``'s arithmetic: channels, strides, readers.
+
+Pure logic over :class:`~mhsa_patch.modelyaml.rows.Row` lists; nothing is built, torch is never imported.
+
+* **Channels.** Scaled modules (Conv, C2f, SPPF, C3k2, C2PSA, ...) give ``make_divisible(min(c2, max_channels) *
+  width, 8)``, ``Concat`` sums its inputs, other modules keep their input's channels.
+* **Insertion point** (``--at``). ``P3``/``P4``/``P5``: after the *last backbone layer at that stride*, i.e. the
+  stage's output, the feature the head reads. A module name: after the backbone layer of that module (it must be
+  unique). An integer ``i``: after layer ``i``.
+* **Wiring.** The new layer becomes ``i + 1``; every later layer moves by one and every ``from`` is remapped,
+  absolute or relative, so that it reads the same feature as before. The layer right after the insertion reads the
+  new layer through its ``-1``; every other reader of layer ``i`` reads the new layer too (``lateral="attention"``)
+  or keeps reading layer ``i`` (``lateral="pre-attention"``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from mhsa_patch.errors import PatchError
+from mhsa_patch.modelyaml.rows import Row, _froms
+
+# parse_model's ``base_modules`` (union over 8.0.98 - 8.4.190): output channels are args[0], scaled by width.
+SCALED_MODULES = frozenset(
+    {
+        "Classify", "Conv", "ConvTranspose", "GhostConv", "Bottleneck", "GhostBottleneck", "SPP", "SPPF", "C2fPSA",
+        "C2PSA", "DWConv", "Focus", "BottleneckCSP", "C1", "C2", "C2f", "C3k2", "RepNCSPELAN4", "ELAN1", "ADown",
+        "AConv", "SPPELAN", "C2fAttn", "C3", "C3TR", "C3Ghost", "nn.ConvTranspose2d", "DWConvTranspose2d", "C3x",
+        "RepC3", "PSA", "SCDown", "C2fCIB", "A2C2f",
+    }
+)  # fmt: skip
+# Output heads: their output is not a feature map, nothing can follow them.
+HEAD_MODULES = frozenset(
+    {
+        "Detect", "Segment", "Pose", "OBB", "Classify", "RTDETRDecoder", "WorldDetect", "YOLOEDetect", "YOLOESegment",
+        "v10Detect", "Segment26", "Pose26", "OBB26", "YOLOESegment26", "Depth", "SemanticSegment",
+    }
+)  # fmt: skip
+# Modules whose output channels parse_model computes in ways this replay does not follow.
+OPAQUE_MODULES = frozenset({"HGStem", "HGBlock", "ResNetLayer", "CBLinear", "CBFuse", "TorchVision", "Index", "AIFI"})
+# Modules that change the stride: stride argument position (None: always 2).
+DOWNSAMPLERS = {"Conv": 2, "GhostConv": 2, "DWConv": 2, "SCDown": 2, "Focus": None, "ADown": None, "AConv": None}
+
+
+def make_divisible(x: float, divisor: int = 8) -> int:
+    """ultralytics.utils.ops.make_divisible for an int divisor."""
+    return int(math.ceil(x / divisor) * divisor)
+
+
+def replay(rows: list[Row], data: dict, scale: str, imgsz_stride: bool = True) -> tuple[list, list]:
+    """Output channels and stride of every layer, as ``parse_model`` builds them (None where not a feature map)."""
+    depth_width = (data.get("scales") or {}).get(scale)
+    if depth_width is not None:
+        _, width, max_channels = depth_width
+    else:
+        width, max_channels = data.get("width_multiple", 1.0), float("inf")
+    nc = data.get("nc")
+    ch_in, stride_in = 3, 1
+    chans: list = []
+    strides: list = []
+
+    def get(lst, k, i):
+        j = k if k >= 0 else i + k
+        if i == 0 and k == -1:
+            return None
+        if j < 0 or j >= i:
+            raise PatchError(f"layer {i} reads layer {k}, which does not precede it")
+        return lst[j]
+
+    for row in rows:
+        i, f, m, args = row.index, row.from_, row.module, row.args
+        if i == 0:
+            c_src, s_src = [ch_in], [stride_in]
+        else:
+            c_src = [get(chans, k, i) for k in _froms(f)]
+            s_src = [get(strides, k, i) for k in _froms(f)]
+        if m in HEAD_MODULES and m != "Classify":
+            c2, s2 = None, None
+        elif m in SCALED_MODULES:
+            c2 = args[0]
+            if m == "Classify" or c2 == nc:
+                c2, s2 = None, None
+            else:
+                c2 = make_divisible(min(c2, max_channels) * width, 8)
+                s2 = s_src[0]
+                if m in DOWNSAMPLERS and s2 is not None:
+                    pos = DOWNSAMPLERS[m]
+                    s2 = s2 * (2 if pos is None else (int(args[pos]) if len(args) > pos else 1))
+        elif m == "Concat":
+            c2 = None if None in c_src else sum(c_src)
+            s2 = s_src[0]
+        elif m in OPAQUE_MODULES:
+            c2, s2 = None, None
+        else:  # parse_model's final ``else: c2 = ch[f]``
+            c2, s2 = c_src[0], s_src[0]
+            if m == "nn.Upsample" and s2 is not None:
+                factor = args[1] if len(args) > 1 else 2
+                s2 = max(1, int(s2 // factor))
+        chans.append(c2)
+        strides.append(s2)
+    return chans, strides
+
+
+def stage_label(stride: int) -> str:
+    p = int(round(math.log2(stride))) if stride and stride > 0 else 0
+    return f"P{p}/{stride}" if stride and 2**p == stride else f"/{stride}"
+
+
+def resolve_at(at: str | None, rows: list[Row], chans: list, strides: list, n_backbone: int, where: str) -> int:
+    """The base layer index MHSA goes after (see the module docstring for the rules)."""
+    at = "P5" if at is None else at
+    last = len(rows) - 1
+    if re.fullmatch(r"P\d+", at):
+        want = 2 ** int(at[1:])
+        stage = [r.index for r in rows[:n_backbone] if strides[r.index] == want and chans[r.index] is not None]
+        if not stage:
+            have = sorted({s for s in strides[:n_backbone] if s})
+            raise PatchError(
+                f"--at {at}: no backbone layer at stride {want} in {where} "
+                f"(stages: {', '.join(f'P{int(math.log2(s))}' for s in have)})"
+            )
+        i = stage[-1]
+    elif re.fullmatch(r"-?\d+", at):
+        i = int(at)
+        if i < 0 or i >= last:
+            raise PatchError(f"--at {i}: choose a layer index from 0 to {last - 1} (layer {last} is the output head)")
+    else:
+        hits = [r.index for r in rows[:n_backbone] if r.module.lower() == at.lower()]
+        if not hits:
+            names = ", ".join(dict.fromkeys(r.module for r in rows[:n_backbone]))
+            raise PatchError(f"--at {at}: not a stage (P3, P4, P5), a layer index, or a backbone module ({names})")
+        if len(hits) > 1:
+            raise PatchError(
+                f"--at {at}: {len(hits)} backbone layers are {rows[hits[0]].module} "
+                f"({', '.join(map(str, hits))}): pass the index"
+            )
+        i = hits[0]
+    if chans[i] is None or strides[i] is None:
+        raise PatchError(f"--at {at}: layer {i} ({rows[i].module}) does not give a feature map MHSA can follow")
+    return i
+
+
+def remap(rows: list[Row], after: int, lateral: str) -> tuple[list, dict, list]:
+    """New ``from`` of every base row, the index map, and the new indices of the layers that read MHSA."""
+    mhsa = after + 1
+    index_map = {r.index: r.index + (1 if r.index > after else 0) for r in rows}
+    new_froms: list = []
+    readers: list[int] = []
+    for row in rows:
+        o, n_o = row.index, index_map[row.index]
+        out = []
+        for x in _froms(row.from_):
+            a = x if x >= 0 else o + x
+            if a < after:
+                b = a
+            elif a > after:
+                b = a + 1
+            elif lateral == "attention" or (o == after + 1 and x == -1):
+                b = mhsa  # the serial successor always reads MHSA; laterals too with "attention"
+            else:
+                b = after
+            if b == mhsa:
+                readers.append(n_o)
+            out.append(b - n_o if x < 0 else b)
+        new_froms.append(out[0] if isinstance(row.from_, int) else out)
+    return new_froms, index_map, sorted(set(readers))

@@ -1,0 +1,107 @@
+"""File names of model configs: the scale ultralytics reads from a name, and output names that build what was asked.
+
+Ultralytics takes the scale from the file *name* only (``yolov8n-...yaml`` -> 'n'); up to 8.4.100 it tries the
+scale-less sibling (``yolov8-MHSA.yaml``) first. The rules here mirror both.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from mhsa_patch.errors import PatchError
+from mhsa_patch.modelyaml.request import TASKS, Request
+from mhsa_patch.patching.target import Target, version_tuple
+
+# ultralytics' own regexes (tasks.py): the scale guess and the "unified" scale-less path tried first up to 8.4.x.
+SCALE_RES = (re.compile(r"yolo(e-)?[v]?\d+([nslmx])"), re.compile(r"yolov\d+([nslmx])"))
+UNIFY_RE = re.compile(r"(\d+)([nslmx])(.+)?$")
+MODEL_NAME_RE = re.compile(r"yolo(e-)?v?\d+")
+
+
+def guess_scale(name: str) -> str:
+    """The scale ultralytics reads from a file name ('' when none), by the newest and the oldest regex."""
+    stem = Path(name).stem
+    for pattern in SCALE_RES:
+        m = pattern.search(stem)
+        if m:
+            return m.group(m.lastindex)
+    return ""
+
+
+def unified_path(path: str | Path) -> str:
+    """The scale-less path ultralytics derives (``.../yolov8n-MHSA.yaml`` -> ``.../yolov8-MHSA.yaml``)."""
+    return UNIFY_RE.sub(r"\1\3", str(path))
+
+
+def output_name(req: Request) -> str:
+    """``yolov8n-MHSA.yaml``, ``yolo11s-seg-MHSA.yaml``: the scale right after the model number (ultralytics' rule)."""
+    return f"{req.base}{req.scale}{TASKS[req.task]}-MHSA.yaml"
+
+
+def stock_name(req: Request) -> str:
+    return f"{req.base}{req.scale}{TASKS[req.task]}.yaml"
+
+
+def check_output(path: Path, req: Request, target: Target, force: bool = False) -> list[str]:
+    """Refuse output names that would not build the requested scale; return warnings for risky surroundings.
+
+    Refused: an existing file (without ``force``), a directory, a missing parent folder, a suffix other than
+    .yaml/.yml, a name whose scale differs from ``req.scale``, a scale-less name of a model family
+    (``yolov8-MHSA.yaml``) that ultralytics would load in place of the scaled files, a name that resolves to the
+    release's own config (``yolov8n.yaml``) in releases that try the scale-less name first.
+    """
+    warnings: list[str] = []
+    name = path.name
+    if path.is_dir():
+        raise PatchError(f"{path} is a directory")
+    if not path.parent.is_dir():
+        raise PatchError(f"{path.parent}: no such directory")
+    if path.suffix.lower() not in (".yaml", ".yml"):
+        raise PatchError(f"{name}: a model config must end in .yaml (ultralytics loads other names as weights)")
+    if path.exists() and not force:
+        raise PatchError(f"{path} exists: pass --force to overwrite it")
+    guessed = guess_scale(name)
+    stem = Path(name).stem
+    if guessed and guessed != req.scale:
+        raise PatchError(
+            f"{name}: ultralytics reads scale '{guessed}' from this name but the file is scale '{req.scale}': "
+            f"name it {output_name(req)}"
+        )
+    if not guessed and MODEL_NAME_RE.search(stem):
+        raise PatchError(
+            f"{name}: a scale-less model name is loaded in place of the scaled files next to it "
+            f"(ultralytics <= 8.4.100): name it {output_name(req)}"
+        )
+    unified = unified_path(path)
+    if unified != str(path):
+        sibling = Path(unified)
+        if sibling.exists():
+            warnings.append(
+                f"{sibling} exists: ultralytics up to 8.4.100 loads it instead of {name} "
+                f"(it takes the scale-less name first); delete or rename it"
+            )
+        if _release_tries_unified_first(target) and _in_release(target, sibling.name):
+            raise PatchError(
+                f"{name}: ultralytics {target.version} would load its own {sibling.name} instead "
+                f"(it tries the scale-less name first): name it {output_name(req)}"
+            )
+    elif not guessed:
+        warnings.append(f"{name} carries no scale: it still builds scale {req.scale} (its only 'scales' row)")
+    return warnings
+
+
+def _release_tries_unified_first(target: Target) -> bool:
+    try:
+        tasks = (target.package / "nn" / "tasks.py").read_text(encoding="utf-8")
+    except OSError:
+        return version_tuple(target.version) <= (8, 4, 100)
+    return "check_yaml(unified_path, hard=False)" in tasks
+
+
+def _in_release(target: Target, name: str) -> bool:
+    for rel in ("cfg", "models"):
+        root = target.package / rel
+        if root.is_dir() and any(root.rglob(name)):
+            return True
+    return False
