@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 import releases
-from mhsa_patch.patching import engine, journal
+from mhsa_patch.patching import atomic, engine, journal
 from mhsa_patch.cli import app
 from mhsa_patch.errors import PatchError
 from mhsa_patch.patching.target import TARGET_FILES, find_target
@@ -245,13 +245,13 @@ def test_killed_at_any_write_leaves_applied_or_not_applied(latest_pkg, monkeypat
                 raise Killed
             real_replace(src, dst)
 
-        monkeypatch.setattr(journal.os, "replace", dying_replace)
+        monkeypatch.setattr(atomic.os, "replace", dying_replace)
         try:
             getattr(engine, action)(target)
             finished = True
         except Killed:
             finished = False
-        monkeypatch.setattr(journal.os, "replace", real_replace)
+        monkeypatch.setattr(atomic.os, "replace", real_replace)
         state = engine.status(target).state  # recovers an interrupted run
         assert state in ("applied", "not-applied"), (action, k, state)
         if finished:
@@ -371,15 +371,15 @@ def test_read_only_install(latest_pkg):
 def test_statement_scoped_apply_equals_whole_module_apply(version):
     """apply's fast path (ast finds the anchor statements, libcst parses only those) writes the same bytes as
     running every edit on the whole parsed module."""
-    from mhsa_patch.patching.engine import _FileModel
+    from mhsa_patch.patching.filemodel import TargetFile
 
     target = find_target(releases.pristine(version))
     for rel in TARGET_FILES:
         data = target.file(rel).read_bytes()
         for newline in (b"\n", b"\r\n"):
             text = data.replace(b"\n", newline)
-            fast = _FileModel(target, rel, text)._fast_applied_text()
-            whole = _FileModel(target, rel, text)
+            fast = TargetFile(target, rel, text)._fast_applied_text()
+            whole = TargetFile(target, rel, text)
             whole.check_anchors()
             module = whole.module
             for edit, layer in whole.pairs():

@@ -19,7 +19,7 @@ from rich.markup import escape
 
 from mhsa_patch.cli.console import fail, info, out, warn
 from mhsa_patch.errors import PatchError
-from mhsa_patch.patching.journal import write_atomic
+from mhsa_patch.patching.atomic import write_atomic
 from mhsa_patch.cli.options import TargetOpt
 from mhsa_patch.patching.target import Target, find_target
 

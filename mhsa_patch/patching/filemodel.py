@@ -1,0 +1,212 @@
+"""One target file, parsed once, with the layer pieces that its edits find in it, and its patched text."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from mhsa_patch.errors import PatchError
+from mhsa_patch.patching.atomic import sha256
+from mhsa_patch.patching.results import FileStatus, Piece, PieceState, State, combine
+from mhsa_patch.patching.target import Target
+
+_PIECE_TO_FILE = {
+    PieceState.MARKED: State.APPLIED,
+    PieceState.OUTDATED: State.APPLIED,
+    PieceState.UNMARKED: State.CONFLICT,
+    PieceState.MISSING: State.NOT_APPLIED,
+}
+
+
+def decode(target: Target, rel: str, data: bytes) -> str:
+    try:
+        return data.decode("utf-8")  # str keeps \r\n: libcst and the writer preserve the file's line endings
+    except UnicodeDecodeError as e:
+        raise PatchError(f"{target.file(rel)}: not UTF-8 ({e.reason} at byte {e.start})") from None
+
+
+def unsupported(target: Target, rel: str, what: str) -> PatchError:
+    return PatchError(
+        f"{what} in {rel} (ultralytics {target.version} at {target.package}): unsupported layout, nothing was changed"
+    )
+
+
+class TargetFile:
+    """One target file parsed once, with the layer pieces that the file's edits find in it."""
+
+    def __init__(self, target: Target, rel: str, data: bytes):
+        from mhsa_patch.patching.edits import EDITS
+        from mhsa_patch.patching.layers import layers
+
+        self.target, self.rel, self.data = target, rel, data
+        self.text = decode(target, rel, data)
+        self.edits = EDITS[rel]
+        self.layers = layers()
+        self._lines: Optional[dict] = None
+        self._module = None
+
+    @property
+    def module(self):
+        """The whole file as a libcst tree, parsed on first use (the fast apply path never needs it)."""
+        if self._module is None:
+            import libcst as cst
+
+            try:
+                self._module = cst.parse_module(self.text)
+            except cst.ParserSyntaxError as e:
+                raise PatchError(
+                    f"{self.target.file(self.rel)}:{e.raw_line}: does not parse ({e.message}); nothing was changed"
+                ) from None
+        return self._module
+
+    def _fast_applied_text(self) -> Optional[str]:
+        """apply on a file that holds none of the layers' names: parse only the statements the edits change.
+
+        ``ast`` (the C parser) finds each edit's anchor statement by structure and gives its line span; libcst
+        parses that statement alone, the edit runs on it exactly as on the whole module, and the regenerated
+        statement replaces its lines. On tasks.py that is parse_model and one import instead of 2,400 lines.
+        Returns None where the whole-module path must run instead (a layer's name already in the text).
+        """
+        import ast
+
+        import libcst as cst
+
+        from mhsa_patch.patching.edits import END
+
+        if any(layer.name in self.text for layer in self.layers) or "\r" in self.text.replace("\r\n", ""):
+            return None
+        try:
+            tree = ast.parse(self.text, filename=str(self.target.file(self.rel)))
+        except SyntaxError as e:
+            raise PatchError(
+                f"{self.target.file(self.rel)}:{e.lineno}: does not parse ({e.msg}); nothing was changed"
+            ) from None
+        newline = "\r\n" if "\r\n" in self.text else "\n"
+        lines = self.text.split("\n")
+        lines = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
+        spans: dict[tuple[int, int], list] = {}
+        for edit, layer in self.pairs():
+            try:
+                node = edit.ast_anchor(tree)
+            except PatchError as e:
+                raise unsupported(self.target, self.rel, str(e)) from None
+            if node == END:
+                span = (len(lines), len(lines))
+            else:
+                start = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", ()))]) - 1
+                span = (start, node.end_lineno)
+            spans.setdefault(span, []).append((edit, layer))
+        config = cst.PartialParserConfig(default_newline=newline)
+        for (start, end), pairs in sorted(spans.items(), reverse=True):
+            piece = cst.parse_module("".join(lines[start:end]), config=config)
+            if start == end:  # insertion at the end: the new last statement ends its line like the old one did
+                piece = piece.with_changes(has_trailing_newline=self.text.endswith("\n"), default_newline=newline)
+            for edit, layer in pairs:
+                try:
+                    edit.check_anchor(piece, layer)
+                except PatchError as e:
+                    raise unsupported(self.target, self.rel, str(e)) from None
+                piece = edit.add(piece, layer)
+            lines[start:end] = [piece.code]
+        return "".join(lines)
+
+    def pairs(self):
+        for layer in self.layers:
+            for edit in self.edits:
+                yield edit, layer
+
+    def check_anchors(self) -> None:
+        for edit, layer in self.pairs():
+            try:
+                edit.check_anchor(self.module, layer)
+            except PatchError as e:
+                raise unsupported(self.target, self.rel, str(e)) from None
+
+    def find(self, module=None):
+        """(edit, layer, Found) for every piece present in ``module`` (default: the file as read)."""
+        if module is None:
+            module = self.module
+            pairs = [(e, lay) for e, lay in self.pairs() if lay.name in self.text]  # absent name: no tree walks
+        else:
+            pairs = list(self.pairs())
+        out = []
+        for edit, layer in pairs:
+            try:
+                out.extend((edit, layer, f) for f in edit.find(module, layer))
+            except PatchError as e:
+                raise unsupported(self.target, self.rel, str(e)) from None
+        return out
+
+    def where(self, node) -> str:
+        """``path:line`` of a node for messages (``path`` alone when the node is not in the file as read)."""
+        line = self.line_of(node)
+        return f"{self.target.file(self.rel)}:{line}" if line else str(self.target.file(self.rel))
+
+    def line_of(self, node) -> Optional[int]:
+        """1-based line of a node; the position pass is costly, so it runs only when a message needs it."""
+        if self._lines is None:
+            from libcst.metadata import MetadataWrapper, PositionProvider
+
+            wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
+            self._lines = wrapper.resolve(PositionProvider)
+        pos = self._lines.get(node)
+        return pos.start.line if pos is not None else None
+
+    def status(self, entry: Optional[dict]) -> FileStatus:
+        pieces: list[Piece] = []
+        found = self.find()
+        for edit, layer in self.pairs():
+            mine = [f for e, lay, f in found if e is edit and lay is layer]
+            if not mine:
+                pieces.append(Piece(self.rel, edit.key, layer.name, PieceState.MISSING))
+            for f in mine:
+                state = PieceState.UNMARKED if not f.marked else (PieceState.MARKED if f.current else PieceState.OUTDATED)
+                line = self.line_of(f.node) if state is PieceState.UNMARKED else None
+                pieces.append(Piece(self.rel, edit.key, layer.name, state, line))
+        state = combine(_PIECE_TO_FILE[p.state] for p in pieces)
+        modified = None
+        if entry is not None and state is not State.NOT_APPLIED:
+            modified = sha256(self.data) != entry.get("patched_sha256")
+        return FileStatus(self.rel, state, tuple(pieces), modified)
+
+    def without_pieces(self, *, unmarked: bool) -> str:
+        """The text with the tool's pieces (and, with ``unmarked``, hand-pasted ones) removed."""
+        return self._stripped(unmarked=unmarked).code
+
+    def _stripped(self, *, unmarked: bool):
+        module = self.module
+        while True:
+            left = [(e, lay, f) for e, lay, f in self.find(module) if f.marked or unmarked]
+            if not left:
+                return module
+            edit, layer, f = left[0]
+            try:
+                module = edit.remove(module, layer, f)
+            except PatchError as e:
+                raise PatchError(f"{self.where(f.node)}: {e}") from None
+
+    def applied_text(self, *, force: bool) -> str:
+        fast = self._fast_applied_text()
+        if fast is not None:
+            return fast
+        self.check_anchors()
+        found = self.find()
+        unmarked = [(e, lay, f) for e, lay, f in found if not f.marked]
+        if unmarked and not force:
+            edit, layer, f = unmarked[0]
+            raise PatchError(
+                f"{self.where(f.node)}: {layer.name} ({edit.key}) is already there without mhsa-patch's marker, probably pasted by "
+                "hand; 'mhsa-patch apply --force' replaces it with the tool's own"
+            )
+        module = self.module
+        if unmarked:
+            module = self._stripped(unmarked=True)
+            found = self.find(module)
+        for edit, layer in self.pairs():
+            # each edit touches only its own statement, so the other pieces found above keep their identity
+            mine = [f for e, lay, f in found if e is edit and lay is layer and f.marked]
+            if mine and all(f.current for f in mine):
+                continue
+            for f in mine:  # outdated: an older version of the tool inserted something else
+                module = edit.remove(module, layer, f)
+            module = edit.add(module, layer)
+        return module.code
