@@ -19,6 +19,7 @@ class LayerSpec:
     source: str  # file in this folder that defines the class (module-level imports are not copied)
     parse_model_rule: str  # function in parse_model_rules.py; its body, minus docstring and return, is the branch
     summary: str  # one line for the marker comment and the CLI
+    helpers: tuple[str, ...] = ()  # other classes of the same file the layer's class uses, inserted before it
 
 
 LAYERS = (

@@ -99,7 +99,7 @@ def test_import_entry_add_and_inverse(module_name, before, after):
 
 def test_import_entry_missing_anchor_names_it():
     with pytest.raises(PatchError, match=r"from \.conv import"):
-        ImportEntry(".conv").check_anchor(cst.parse_module("import os\n"), LAYER)
+        ImportEntry(".conv").check_anchor(cst.parse_module("import os\n"))
 
 
 PARSE_MODEL = """\
@@ -142,7 +142,7 @@ def test_branch_body_comes_from_the_rule_in_patches():
 )
 def test_branch_missing_anchor(src, anchor):
     with pytest.raises(PatchError, match=anchor):
-        ParseModelBranch().check_anchor(cst.parse_module(src), LAYER)
+        ParseModelBranch().check_anchor(cst.parse_module(src))
 
 
 def test_class_is_appended_with_marker_and_removed_exactly():

@@ -72,7 +72,7 @@ class TargetFile:
 
         from mhsa_patch.patching.edits import END
 
-        if any(layer.name in self.text for layer in self.layers) or "\r" in self.text.replace("\r\n", ""):
+        if any(name in self.text for layer in self.layers for name in layer.class_names) or "\r" in self.text.replace("\r\n", ""):
             return None
         try:
             tree = ast.parse(self.text, filename=str(self.target.file(self.rel)))
@@ -86,7 +86,7 @@ class TargetFile:
         spans: dict[tuple[int, int], list] = {}
         for edit, layer in self.pairs():
             try:
-                node = edit.ast_anchor(tree)
+                node = edit.anchor.find_ast(tree)
             except PatchError as e:
                 raise unsupported(self.target, self.rel, str(e)) from None
             if node == END:
@@ -102,7 +102,7 @@ class TargetFile:
                 piece = piece.with_changes(has_trailing_newline=self.text.endswith("\n"), default_newline=newline)
             for edit, layer in pairs:
                 try:
-                    edit.check_anchor(piece, layer)
+                    edit.check_anchor(piece)
                 except PatchError as e:
                     raise unsupported(self.target, self.rel, str(e)) from None
                 piece = edit.add(piece, layer)
@@ -115,9 +115,9 @@ class TargetFile:
                 yield edit, layer
 
     def check_anchors(self) -> None:
-        for edit, layer in self.pairs():
+        for edit in self.edits:
             try:
-                edit.check_anchor(self.module, layer)
+                edit.check_anchor(self.module)
             except PatchError as e:
                 raise unsupported(self.target, self.rel, str(e)) from None
 
@@ -125,7 +125,7 @@ class TargetFile:
         """(edit, layer, Found) for every piece present in ``module`` (default: the file as read)."""
         if module is None:
             module = self.module
-            pairs = [(e, lay) for e, lay in self.pairs() if lay.name in self.text]  # absent name: no tree walks
+            pairs = [(e, lay) for e, lay in self.pairs() if any(n in self.text for n in lay.class_names)]  # absent: no walks
         else:
             pairs = list(self.pairs())
         out = []
@@ -156,7 +156,7 @@ class TargetFile:
         found = self.find()
         for edit, layer in self.pairs():
             mine = [f for e, lay, f in found if e is edit and lay is layer]
-            if not mine:
+            if len(mine) < edit.count(layer):
                 pieces.append(Piece(self.rel, edit.key, layer.name, PieceState.MISSING))
             for f in mine:
                 state = PieceState.UNMARKED if not f.marked else (PieceState.MARKED if f.current else PieceState.OUTDATED)
@@ -178,7 +178,7 @@ class TargetFile:
             left = [(e, lay, f) for e, lay, f in self.find(module) if f.marked or unmarked]
             if not left:
                 return module
-            edit, layer, f = left[0]
+            edit, layer, f = left[-1]  # the last inserted first: each removal is the exact inverse of an add
             try:
                 module = edit.remove(module, layer, f)
             except PatchError as e:
@@ -204,7 +204,7 @@ class TargetFile:
         for edit, layer in self.pairs():
             # each edit touches only its own statement, so the other pieces found above keep their identity
             mine = [f for e, lay, f in found if e is edit and lay is layer and f.marked]
-            if mine and all(f.current for f in mine):
+            if len(mine) == edit.count(layer) and all(f.current for f in mine):
                 continue
             for f in mine:  # outdated: an older version of the tool inserted something else
                 module = edit.remove(module, layer, f)

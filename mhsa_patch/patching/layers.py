@@ -27,6 +27,7 @@ def _read(name: str) -> str:
 class Layer:
     name: str
     summary: str
+    class_names: tuple[str, ...]  # the classes copied into conv.py, in order; the layer's own class is the last
     class_source: str
     rule_source: str
     rule: str
@@ -39,12 +40,15 @@ class Layer:
             self._cache[key] = cst.parse_module(text, config=host.config_for_parsing)
         return self._cache[key]
 
-    def class_node(self, host: cst.Module) -> cst.ClassDef:
-        """The ``class <name>`` statement of the patch file (its module-level imports are not copied)."""
-        for stmt in self._parse(self.class_source, host).body:
-            if isinstance(stmt, cst.ClassDef) and stmt.name.value == self.name:
-                return stmt
-        raise PatchError(f"class {self.name} not found in the patch source")
+    def class_nodes(self, host: cst.Module) -> list[cst.ClassDef]:
+        """The ``class`` statements the layer inserts, in order (the patch file's module-level imports are not copied)."""
+        by_name = {
+            stmt.name.value: stmt for stmt in self._parse(self.class_source, host).body if isinstance(stmt, cst.ClassDef)
+        }
+        missing = [name for name in self.class_names if name not in by_name]
+        if missing:
+            raise PatchError(f"class {', '.join(missing)} not found in the patch source of {self.name}")
+        return [by_name[name] for name in self.class_names]
 
     def rule_body(self, host: cst.Module) -> list[cst.BaseStatement]:
         """The statements of the parse_model rule function, without its docstring and its ``return``."""
@@ -70,6 +74,7 @@ def _load(spec: LayerSpec) -> Layer:
     return Layer(
         name=spec.name,
         summary=spec.summary,
+        class_names=(*spec.helpers, spec.name),
         class_source=_read(spec.source),
         rule_source=_read(RULES_FILE),
         rule=spec.parse_model_rule,
@@ -79,3 +84,9 @@ def _load(spec: LayerSpec) -> Layer:
 @lru_cache(maxsize=None)
 def layers() -> tuple[Layer, ...]:
     return tuple(_load(s) for s in LAYERS)
+
+
+@lru_cache(maxsize=None)
+def layer_names() -> frozenset[str]:
+    """Every layer's name: what the tool may put into ``__all__``, imports and ``parse_model``."""
+    return frozenset(layer.name for layer in layers())

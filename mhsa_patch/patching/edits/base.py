@@ -1,0 +1,71 @@
+"""What every edit shares: the marker, what ``find`` reports, and the interface (add, its inverse, find)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import libcst as cst
+
+from mhsa_patch.patching.edits.anchors import Anchor
+from mhsa_patch.patching.layers import Layer
+
+MARK = "# mhsa-patch"  # on the physical line of every inserted name, and on the inserted branch's header
+CLASS_MARK = "# mhsa-patch: {name} ({summary}), added by mhsa-patch; 'mhsa-patch revert' removes it"
+MAX_LINE = 120  # ultralytics' line length; wrapped sequences wrap past it
+
+
+@dataclass(frozen=True)
+class Found:
+    """One occurrence of a layer's name that an edit is responsible for."""
+
+    edit: str  # the edit's key, e.g. "class", "__all__", "import", "branch"
+    marked: bool  # carries the tool's marker
+    node: cst.CSTNode  # for line numbers in messages (resolved lazily: positions cost a full metadata pass)
+    current: bool = True  # for marked pieces: identical to what the tool would insert now
+
+
+def is_mark(comment: Optional[cst.Comment]) -> bool:
+    return comment is not None and comment.value.startswith(MARK)
+
+
+def marker_line() -> cst.TrailingWhitespace:
+    return cst.TrailingWhitespace(whitespace=cst.SimpleWhitespace("  "), comment=cst.Comment(MARK))
+
+
+def unmarked_line(tw: cst.TrailingWhitespace) -> cst.TrailingWhitespace:
+    return tw.with_changes(whitespace=cst.SimpleWhitespace(""), comment=None)
+
+
+def replace_body_stmt(module: cst.Module, old: cst.CSTNode, new: Optional[cst.CSTNode]) -> cst.Module:
+    """The module with one top-level statement replaced (or dropped): no whole-tree traversal."""
+    body = [new if stmt is old else stmt for stmt in module.body]
+    return module.with_changes(body=[stmt for stmt in body if stmt is not None])
+
+
+class Edit:
+    """One structural edit of one file: ``add`` and its inverse ``remove``, and ``find`` for what is there.
+
+    ``add`` then ``remove`` on a stock file gives back the stock file, byte for byte; ``add`` never runs when
+    ``find`` already sees the piece (the engine makes that a no-op). Modules in, modules out: no I/O, no printing.
+    """
+
+    key: str
+    anchor: Anchor
+
+    def find(self, module: cst.Module, layer: Layer) -> list[Found]:
+        raise NotImplementedError
+
+    def add(self, module: cst.Module, layer: Layer) -> cst.Module:
+        raise NotImplementedError
+
+    def remove(self, module: cst.Module, layer: Layer, found: Found) -> cst.Module:
+        raise NotImplementedError
+
+    def count(self, layer: Layer) -> int:
+        """How many pieces a complete insertion of ``layer`` has in the file."""
+        return 1
+
+    def check_anchor(self, module: cst.Module) -> None:
+        """Raise ``PatchError`` naming the anchor when it is missing (used before anything is written)."""
+        self.anchor.find(module)

@@ -1,0 +1,163 @@
+"""The layer's branch in ``parse_model``'s if/elif chain, which turns YAML arguments into constructor arguments."""
+
+from __future__ import annotations
+
+import libcst as cst
+import libcst.matchers as m
+
+from mhsa_patch.errors import PatchError
+from mhsa_patch.patching.edits.anchors import Anchor
+from mhsa_patch.patching.edits.base import Edit, Found, is_mark, marker_line, replace_body_stmt
+from mhsa_patch.patching.layers import Layer
+
+# The chain's last branch in every release: ``else: c2 = ch[f]``.
+FINAL_ELSE = m.Else(
+    body=m.IndentedBlock(
+        body=[
+            m.SimpleStatementLine(
+                body=[
+                    m.Assign(
+                        targets=[m.AssignTarget(target=m.Name("c2"))],
+                        value=m.Subscript(value=m.Name("ch"), slice=[m.SubscriptElement(slice=m.Index(value=m.Name("f")))]),
+                    )
+                ]
+            )
+        ]
+    )
+)
+
+
+class ParseModelBranch(Edit):
+    """In ``parse_model``'s if/elif chain that ends with ``else: c2 = ch[f]``, adds before that ``else``::
+
+        elif m is MHSA:  # mhsa-patch
+            c2 = ch[f]
+            args = [c2, *args]
+
+    The chain is found by its shape, not by position: from 8.4.100 an ``if restricted ...: raise`` precedes it.
+    """
+
+    key = "branch"
+    anchor = Anchor("def", "parse_model")
+
+    @staticmethod
+    def _is_final_else(orelse) -> bool:
+        return m.matches(orelse, FINAL_ELSE)
+
+    def _locate(self, module) -> tuple[cst.FunctionDef, cst.For, list[cst.If]]:
+        func = self.anchor.find(module)
+        for stmt in func.body.body:
+            if not isinstance(stmt, cst.For):
+                continue
+            for inner in stmt.body.body:
+                if not isinstance(inner, cst.If):
+                    continue
+                chain = [inner]
+                while isinstance(chain[-1].orelse, cst.If):
+                    chain.append(chain[-1].orelse)
+                if self._is_final_else(chain[-1].orelse):
+                    return func, stmt, chain
+        raise PatchError("the if/elif chain ending in 'else: c2 = ch[f]' not found in parse_model")
+
+    def _chain(self, module) -> tuple[cst.FunctionDef, list[cst.If]]:
+        func, _, chain = self._locate(module)
+        return func, chain
+
+    def _with_chain(self, module: cst.Module, new_head: cst.If) -> cst.Module:
+        """Put a rebuilt chain back along its path (module > parse_model > for > if): no whole-tree traversal,
+        which on a 2,400-line tasks.py costs more than parsing it."""
+        func, loop, chain = self._locate(module)
+
+        def swap(block: cst.IndentedBlock, old, new) -> cst.IndentedBlock:
+            return block.with_changes(body=[new if s is old else s for s in block.body])
+
+        new_loop = loop.with_changes(body=swap(loop.body, chain[0], new_head))
+        new_func = func.with_changes(body=swap(func.body, loop, new_loop))
+        return replace_body_stmt(module, func, new_func)
+
+    @staticmethod
+    def _relink(chain: list[cst.If], index: int, replacement) -> cst.If:
+        """The chain's head after ``chain[index]`` is replaced by ``replacement`` (an If, or the orelse to splice)."""
+        node = replacement
+        for branch in reversed(chain[:index]):
+            node = branch.with_changes(orelse=node)
+        return node
+
+    def check_anchor(self, module):
+        self._chain(module)
+
+    def new_branch(self, module: cst.Module, layer: Layer, orelse) -> cst.If:
+        body = cst.IndentedBlock(body=layer.rule_body(module), header=marker_line())
+        test = cst.Comparison(
+            left=cst.Name("m"), comparisons=[cst.ComparisonTarget(operator=cst.Is(), comparator=cst.Name(layer.name))]
+        )
+        return cst.If(test=test, body=body, orelse=orelse)
+
+    @staticmethod
+    def _names_in(node: cst.CSTNode, name: str) -> list[cst.Name]:
+        hits: list[cst.Name] = []
+
+        class V(cst.CSTVisitor):
+            def visit_Name(self, n: cst.Name) -> None:
+                if n.value == name:
+                    hits.append(n)
+
+        node.visit(V())
+        return hits
+
+    def find(self, module, layer):
+        func, chain = self._chain(module)
+        found, seen = [], set()
+        for branch in chain[1:]:
+            if any(n.value == layer.name for n in self._names_in(branch.test, layer.name)):
+                ours = is_mark(branch.body.header.comment) if isinstance(branch.body, cst.IndentedBlock) else False
+                current = True
+                if ours:
+                    mine = self.new_branch(module, layer, branch.orelse)
+                    current = module.code_for_node(mine.body) == module.code_for_node(branch.body) and (
+                        module.code_for_node(mine.test) == module.code_for_node(branch.test)
+                    )
+                found.append(Found(self.key, ours, branch, current))
+                seen.update(id(n) for n in self._names_in(branch.test, layer.name))
+        for n in self._names_in(func, layer.name):  # e.g. MHSA pasted into a `m in {...}` set
+            if id(n) not in seen:
+                found.append(Found(self.key, False, n))
+        return found
+
+    def add(self, module, layer):
+        func, chain = self._chain(module)
+        last = chain[-1]
+        new_last = last.with_changes(orelse=self.new_branch(module, layer, last.orelse))
+        return self._with_chain(module, self._relink(chain, len(chain) - 1, new_last))
+
+    def remove(self, module, layer, found):
+        func, chain = self._chain(module)
+        if isinstance(found.node, cst.If):
+            for i, branch in enumerate(chain[1:], start=1):
+                if branch is found.node:
+                    return self._with_chain(module, self._relink(chain, i, branch.orelse))
+        # a bare name elsewhere in parse_model: only an element of a set/tuple/list literal can be dropped safely
+        parent = _container_of(func, found.node)
+        if parent is None:
+            raise PatchError(f"cannot remove the hand-written use of {layer.name} in parse_model; edit it by hand")
+        seq, element = parent
+        elements = [e for e in seq.elements if e is not element]
+        if elements and not isinstance(element.comma, cst.Comma):
+            elements[-1] = elements[-1].with_changes(comma=element.comma)
+        return module.deep_replace(seq, seq.with_changes(elements=elements))
+
+
+def _container_of(root: cst.CSTNode, name: cst.Name):
+    """The (set/tuple/list, element) that holds ``name`` directly, if any."""
+    holder = []
+
+    class P(cst.CSTVisitor):
+        def on_visit(self, node: cst.CSTNode) -> bool:
+            if isinstance(node, (cst.Set, cst.Tuple, cst.List)):
+                for el in node.elements:
+                    if el.value is name:
+                        holder.append((node, el))
+            return True
+
+    root.visit(P())
+    return holder[0] if holder else None

@@ -1,0 +1,76 @@
+"""A layer's name in a sequence of names: ``__all__`` entries and ``from x import (...)`` entries."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Callable, Optional
+
+import libcst as cst
+
+from mhsa_patch.errors import PatchError
+from mhsa_patch.patching.edits.anchors import Anchor
+from mhsa_patch.patching.edits.base import Edit, Found, replace_body_stmt
+from mhsa_patch.patching.edits.sequence import NameSequence, all_sequence, import_sequence
+from mhsa_patch.patching.layers import layer_names
+
+
+class NameEntry(Edit):
+    """A name in a bracketed sequence of a module-level statement: ``sequence`` says which statements hold one.
+
+    ``find`` looks at every such statement, so a hand-written ``from x import MHSA`` is seen too; only the anchor
+    statement carries the tool's own name.
+    """
+
+    sequence: Callable[[cst.SimpleStatementLine, frozenset[str]], Optional[NameSequence]]
+    drop_empty = False  # whether a statement left with no name goes (an import) or is refused (an __all__)
+
+    def _lines(self, module) -> Iterator[tuple[cst.SimpleStatementLine, NameSequence]]:
+        ours = layer_names()
+        for stmt in module.body:
+            if isinstance(stmt, cst.SimpleStatementLine):
+                seq = type(self).sequence(stmt, ours)
+                if seq is not None:
+                    yield stmt, seq
+
+    def find(self, module, layer):
+        found = []
+        for stmt, seq in self._lines(module):
+            for i, name in enumerate(seq.names()):
+                if name == layer.name:
+                    marked = seq.is_marked(i) and self.anchor.matches(stmt)
+                    found.append(Found(self.key, marked, seq.elements[i]))
+        return found
+
+    def add(self, module, layer):
+        stmt = self.anchor.find(module)
+        seq = type(self).sequence(stmt, layer_names())
+        return replace_body_stmt(module, stmt, seq.insert(layer.name, module))
+
+    def remove(self, module, layer, found):
+        for stmt, seq in self._lines(module):
+            for i, el in enumerate(seq.elements):
+                if el is found.node:
+                    if len(seq.elements) == 1 and self.drop_empty:  # a hand-written `from x import MHSA`
+                        return replace_body_stmt(module, stmt, None)
+                    return replace_body_stmt(module, stmt, seq.remove(i))
+        raise PatchError(f"{self.key}: the piece to remove is not in the module")
+
+
+class AllEntry(NameEntry):
+    """``__all__ = (..., "Conv")`` -> ``__all__ = (..., "Conv", "MHSA")  # mhsa-patch`` (in the host's style)."""
+
+    key = "__all__"
+    anchor = Anchor("assign", "__all__")
+    sequence = staticmethod(all_sequence)
+
+
+class ImportEntry(NameEntry):
+    """``from .conv import (CBAM, ...)`` -> ``from .conv import (CBAM, ..., MHSA)  # mhsa-patch``."""
+
+    key = "import"
+    sequence = staticmethod(import_sequence)
+    drop_empty = True
+
+    def __init__(self, module_name: str):
+        self.module_name = module_name
+        self.anchor = Anchor("from", module_name)
