@@ -8,6 +8,7 @@ import pytest
 
 import releases
 import trainkit
+from helpers import assert_refused
 
 
 @pytest.mark.training
@@ -67,7 +68,7 @@ def test_refuses_an_unpatched_target():
     p = trainkit.patched()
     site = trainkit.unpatched()
     proc = trainkit.cli("check", str(p["yaml"]), "--target", str(site), site=site)
-    trainkit.one_line_error(proc, "not patched", "status: not-applied", "mhsa-patch apply")
+    assert_refused(proc, "not patched", "status: not-applied", "mhsa-patch apply")
 
 
 @pytest.mark.training
@@ -77,24 +78,24 @@ def test_refuses_a_model_that_does_not_build(tmp_path):
     bad.write_text(p["yaml"].read_text().replace("MHSA, [14, 14, 4]", "MHSA, [14, 14, 3]"))
     assert bad.read_text() != p["yaml"].read_text()
     proc = trainkit.cli("check", str(bad), "--target", str(p["site"]), site=p["site"])
-    trainkit.one_line_error(proc, "the model does not build", "divisible by heads=3")
+    assert_refused(proc, "the model does not build", "divisible by heads=3")
 
 
 def test_refuses_bad_input(tmp_path):
     """Parent-side refusals: no child process, fast."""
     site = releases.copy_release(releases.LATEST, tmp_path / "site").parent
-    trainkit.one_line_error(trainkit.cli("check", str(tmp_path / "none.yaml"), "--target", str(site), site=site),
+    assert_refused(trainkit.cli("check", str(tmp_path / "none.yaml"), "--target", str(site), site=site),
                     "no such model file")
     txt = tmp_path / "model.txt"
     txt.write_text("x")
-    trainkit.one_line_error(trainkit.cli("check", str(txt), "--target", str(site), site=site), "expected a model .yaml")
-    trainkit.one_line_error(trainkit.cli("check", str(txt), "--target", str(tmp_path / "nowhere"), site=site),
+    assert_refused(trainkit.cli("check", str(txt), "--target", str(site), site=site), "expected a model .yaml")
+    assert_refused(trainkit.cli("check", str(txt), "--target", str(tmp_path / "nowhere"), site=site),
                     "no such file or directory")
     usage = trainkit.cli("check", str(txt), "--imgsz", "48", "--target", str(site), site=site)
     assert usage.returncode == 2
     y = tmp_path / "yolov8n-x.yaml"
     y.write_text("nc: 1\n")
-    trainkit.one_line_error(trainkit.cli("check", str(y), "--imgsz", "100", "--target", str(site), site=site),
+    assert_refused(trainkit.cli("check", str(y), "--imgsz", "100", "--target", str(site), site=site),
                     "multiple of 32")
 
 
@@ -103,7 +104,7 @@ def test_refuses_a_yaml_that_is_not_a_model(tmp_path):
     p = trainkit.patched()
     y = tmp_path / "yolov8n-x.yaml"
     y.write_text("nc: 1\n")
-    trainkit.one_line_error(trainkit.cli("check", str(y), "--target", str(p["site"]), site=p["site"]), "not a model YAML")
+    assert_refused(trainkit.cli("check", str(y), "--target", str(p["site"]), site=p["site"]), "not a model YAML")
 
 
 @pytest.mark.training
@@ -130,4 +131,4 @@ def test_check_a_segmentation_model(tmp_path):
     assert r["task"] == "segment" and [m["index"] for m in r["mhsa_layers"]] == [10]
     assert r["train_step"]["loss_kind"].startswith("surrogate") and r["train_step"]["mhsa_grad_norm"] > 0
     proc = trainkit.cli("check", str(cfg), "--train", "--target", str(p["site"]), site=p["site"])
-    trainkit.one_line_error(proc, "check --train draws a detection dataset", "segment model")
+    assert_refused(proc, "check --train draws a detection dataset", "segment model")

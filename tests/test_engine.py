@@ -12,22 +12,16 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 import releases
+from helpers import assert_refused, cli
 from mhsa_patch.patching import atomic, engine, journal
-from mhsa_patch.cli import app
 from mhsa_patch.errors import PatchError
 from mhsa_patch.patching.target import TARGET_FILES, find_target
 
 # The matrix plus one release of each other layout in shared/guides/ultralytics-layouts.md.
 LAYOUTS = (*releases.MATRIX, "8.0.200", "8.1.47", "8.3.253", "8.4.100")
 
-runner = CliRunner()
-
-
-def cli(*args: str):
-    return runner.invoke(app, list(args))
 
 
 def unchanged(pkg: Path, version: str = releases.LATEST) -> bool:
@@ -304,14 +298,6 @@ def test_engine_commands_do_not_import_torch_or_ultralytics(latest_pkg):
 
 
 # -- bad input: one line on stderr, exit 1, no traceback, nothing changed ---------------------------------------------
-
-
-def assert_refused(r, *needles: str) -> None:
-    assert r.exit_code == 1, r.output
-    assert "Traceback" not in r.output
-    assert r.stderr.count("\n") == 1, r.stderr
-    for needle in needles:
-        assert needle in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("command", ["apply", "revert", "status"])

@@ -14,6 +14,7 @@ import yaml
 
 import releases
 import trainkit
+from helpers import assert_refused
 from mhsa_patch.errors import PatchError
 from mhsa_patch.patching.target import find_target
 from mhsa_patch.modelyaml.align import align, mhsa_rows, strip_mhsa
@@ -218,7 +219,7 @@ def test_refuses_another_scale_or_base(tmp_path, cfg, needles):
     out = tmp_path / "out.pt"
     proc = trainkit.cli("port-weights", str(src), str(p["yaml"]), "-o", str(out), "--target", str(p["site"]),
                         site=p["site"])
-    trainkit.one_line_error(proc, *needles)
+    assert_refused(proc, *needles)
     assert list(tmp_path.iterdir()) == []  # nothing written, no temporary file left
 
 
@@ -228,7 +229,7 @@ def test_refuses_an_unpatched_target(tmp_path):
     site = trainkit.unpatched()
     proc = trainkit.cli("port-weights", str(p["stock"]), str(p["yaml"]), "-o", str(tmp_path / "o.pt"),
                         "--target", str(site), site=site)
-    trainkit.one_line_error(proc, "not patched", "mhsa-patch apply")
+    assert_refused(proc, "not patched", "mhsa-patch apply")
     assert not (tmp_path / "o.pt").exists()
 
 
@@ -239,7 +240,7 @@ def test_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
     bad.write_text("not a checkpoint")
     proc = trainkit.cli("port-weights", str(bad), str(p["yaml"]), "-o", str(tmp_path / "o.pt"),
                         "--target", str(p["site"]), site=p["site"])
-    trainkit.one_line_error(proc, "bad.pt")
+    assert_refused(proc, "bad.pt")
     assert not (tmp_path / "o.pt").exists()
 
 
@@ -264,7 +265,7 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path):
     ]
     for args, needle in cases:
         proc = trainkit.cli("port-weights", *args, "--target", str(site), site=site)
-        trainkit.one_line_error(proc, needle)
+        assert_refused(proc, needle)
     usage = trainkit.cli("port-weights", str(src), "--target", str(site), site=site)
     assert usage.returncode == 2
 

@@ -12,18 +12,17 @@ import sys
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
+import helpers
 import releases
+from helpers import absolute, assert_refused, without_row
 from mhsa_patch import __version__
 from mhsa_patch.modelyaml import bases, naming, request
-from mhsa_patch.cli import app
 from mhsa_patch.errors import PatchError
 from mhsa_patch.patching.target import find_target
 from mhsa_patch.modelyaml.emit import generate
 from mhsa_patch.modelyaml.request import Request
 
-runner = CliRunner()
 
 # C = make_divisible(min(1024, max_channels) * width, 8), the channels at P5 (the issue's table for yolov8)
 C_P5 = {
@@ -58,26 +57,11 @@ def layers(d: dict) -> list:
     return d["backbone"] + d["head"]
 
 
-def absolute(f, i: int) -> list[int]:
-    return [x if x >= 0 else i + x for x in ([f] if isinstance(f, int) else f)]
-
-
 def strip_mhsa(new: list, mhsa: int) -> list:
-    """Undo the insertion independently of yamlgen: drop row ``mhsa``, send its readers to its input, renumber."""
+    """Undo the insertion independently of the generator: drop row ``mhsa``, send its readers to its input, renumber."""
     assert new[mhsa][2] == "MHSA" and new[mhsa][0] == -1
-    after = mhsa - 1
-    out = []
-    for k, (f, n, m, args) in enumerate(new):
-        if k == mhsa:
-            continue
-        old_k = k if k < mhsa else k - 1
-        fs = []
-        for x in [f] if isinstance(f, int) else f:
-            b = x if x >= 0 else k + x
-            a = after if b == mhsa else (b if b < mhsa else b - 1)
-            fs.append(a - old_k if x < 0 else a)
-        out.append([fs[0] if isinstance(f, int) else fs, n, m, args])
-    return out
+    kept = [row for k, row in enumerate(new) if k != mhsa]
+    return [[f, *row[1:]] for f, row in zip(without_row([r[0] for r in new], mhsa), kept)]
 
 
 def readers_of(rows: list, index: int) -> list[int]:
@@ -448,16 +432,7 @@ def test_accepted_output_names_and_sibling_warning(tmp_path):
 
 
 def cli(*args: str):
-    return runner.invoke(app, ["gen-yaml", *args])
-
-
-def assert_refused(r, *needles: str, code: int = 1) -> None:
-    assert r.exit_code == code, r.output
-    assert "Traceback" not in r.output
-    assert r.stderr.count("\n") == 1, r.stderr
-    assert r.stderr.startswith("ERROR ❌"), r.stderr
-    for needle in needles:
-        assert needle in r.stderr, r.stderr
+    return helpers.cli("gen-yaml", *args)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import releases
+from helpers import absolute, without_row
 from mhsa_patch.modelyaml import bases, emit, naming, request
 from mhsa_patch.patching.target import find_target, version_tuple
 from mhsa_patch.modelyaml.request import Request
@@ -58,26 +59,11 @@ print("JSON " + json.dumps(out))
 WORDS = {"n": "nano", "s": "small", "m": "medium", "l": "large", "x": "xlarge"}
 
 
-def absolute(f, i: int) -> list[int]:
-    return [x if x >= 0 else i + x for x in ([f] if isinstance(f, int) else f)]
-
-
 def strip_mhsa(layers: list[dict], mhsa: int) -> list[tuple]:
     """The built MHSA model's layers without MHSA, its readers sent to its input: (from, module, params) rows."""
-    after = mhsa - 1
-    out = []
-    for k, layer in enumerate(layers):
-        if k == mhsa:
-            continue
-        old_k = k if k < mhsa else k - 1
-        f = layer["from"]
-        fs = []
-        for x in [f] if isinstance(f, int) else f:
-            b = x if x >= 0 else k + x
-            a = after if b == mhsa else (b if b < mhsa else b - 1)
-            fs.append(a - old_k if x < 0 else a)
-        out.append((fs[0] if isinstance(f, int) else fs, layer["module"], layer["params"]))
-    return out
+    kept = [layer for k, layer in enumerate(layers) if k != mhsa]
+    froms = without_row([layer["from"] for layer in layers], mhsa)
+    return [(f, layer["module"], layer["params"]) for f, layer in zip(froms, kept)]
 
 
 def rows(layers: list[dict]) -> list[tuple]:

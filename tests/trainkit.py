@@ -47,17 +47,6 @@ def cli(*args: str, site: Path | None = None, timeout: float = 600, cwd: Path | 
     )
 
 
-def one_line_error(proc, *needles: str) -> str:
-    """A refusal: exit 1, one ``ERROR`` line on stderr holding every needle, no traceback. Returns the line."""
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("ERROR"), proc.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
-
-
 def ok(proc) -> subprocess.CompletedProcess:
     assert proc.returncode == 0, f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-6000:]}\n--- stderr\n{proc.stderr[-6000:]}"
     return proc
