@@ -384,3 +384,18 @@ def test_lint_only_imports_neither_torch_nor_ultralytics(latest, canonical, tmp_
                        capture_output=True, text=True, env=env)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "lint passed ✅" in r.stdout and "MHSA(n_dims=640," in r.stdout
+
+
+@pytest.mark.parametrize(
+    "old,new,rule",
+    [
+        ("scales: #", "scales: [1, 2]\nold_scales: #", "scales"),
+        ("- [-1, 1, Conv, [64, 3, 2]]", "- [-1, 1, Conv, [64, 3, Conv]]", "lint-failed"),  # the build will tell
+        ("- [-1, 1, Conv, [64, 3, 2]]", "- [-1, Conv, [64, 3, 2]]", "row"),
+        ("- [-1, 1, Conv, [64, 3, 2]]", "- [-1, 1, Conv, 64]", "error"),
+        ("backbone:", "backbone: 3\nold_backbone:", "yaml"),
+    ],
+)
+def test_malformed_files_never_raise(canonical, known, old, new, rule):
+    r = lint(sub(canonical, old, new), known)
+    assert rule in [f.rule for f in r.findings], r.findings

@@ -167,9 +167,13 @@ def _ranges(pairs: list[list[int]]) -> str:
 def _print_lint(result, tgt, *, quiet: bool, lint_only: bool) -> None:
     """The lint's findings: info lines on stdout (none with --json), warnings on stderr."""
     if not quiet:
-        scale = f"scale {result.scale}" if result.scale else "no scale"
-        mhsa = f"{len(result.mhsa)} MHSA layer{'s' * (len(result.mhsa) != 1)}"
-        out.print(f"Lint {result.name}: {result.layers} layers, {scale}, {mhsa}, --imgsz {result.imgsz}", markup=False)
+        if result.error is None:  # an error stops the lint: no scale or MHSA count to tell
+            scale = f"scale {result.scale}" if result.scale else "no scale"
+            mhsa = f"{len(result.mhsa)} MHSA layer{'s' * (len(result.mhsa) != 1)}"
+            what = f"{result.layers} layers, {scale}, {mhsa}"
+        else:
+            what = f"{result.layers} layers"
+        out.print(f"Lint {result.name}: {what}, --imgsz {result.imgsz}", markup=False)
         for m in result.mhsa:
             out.print(f"  {m.describe()}", markup=False)
         if lint_only and result.mhsa and result.patched is False:
