@@ -113,6 +113,32 @@ def run_child(
         return result
 
 
+def check_inputs(
+    model: str | os.PathLike,
+    *,
+    imgsz: int = 640,
+    train: bool = False,
+    runs: int = 10,
+    train_imgsz: int = 128,
+    epochs: int = 1,
+    batch: int = 4,
+    images: int = 16,
+) -> Path:
+    """The model's path once ``check``'s inputs are valid; a one-line :class:`PatchError` otherwise."""
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise PatchError(f"{path}: no such model file")
+    if path.suffix not in (".yaml", ".yml", ".pt"):
+        raise PatchError(f"{path}: expected a model .yaml or a .pt checkpoint")
+    if imgsz < 64 or imgsz % 32:
+        raise PatchError(f"--imgsz {imgsz}: must be a multiple of 32, at least 64")
+    if train and (train_imgsz < 32 or train_imgsz % 32):
+        raise PatchError(f"--train-imgsz {train_imgsz}: must be a multiple of 32, at least 32")
+    if runs < 1 or epochs < 1 or batch < 1 or images < 2:
+        raise PatchError("--runs, --epochs and --batch must be >= 1 and --images >= 2")
+    return path
+
+
 def run_check(
     target: Target,
     model: str | os.PathLike,
@@ -133,17 +159,9 @@ def run_check(
     Raises :class:`PatchError` (one line) when the target is not patched, the model is missing or does not build,
     or any step fails (non-finite outputs or losses, no gradient through MHSA, checkpoints that do not reload).
     """
-    path = Path(model).expanduser()
-    if not path.is_file():
-        raise PatchError(f"{path}: no such model file")
-    if path.suffix not in (".yaml", ".yml", ".pt"):
-        raise PatchError(f"{path}: expected a model .yaml or a .pt checkpoint")
-    if imgsz < 64 or imgsz % 32:
-        raise PatchError(f"--imgsz {imgsz}: must be a multiple of 32, at least 64")
-    if train and (train_imgsz < 32 or train_imgsz % 32):
-        raise PatchError(f"--train-imgsz {train_imgsz}: must be a multiple of 32, at least 32")
-    if runs < 1 or epochs < 1 or batch < 1 or images < 2:
-        raise PatchError("--runs, --epochs and --batch must be >= 1 and --images >= 2")
+    path = check_inputs(
+        model, imgsz=imgsz, train=train, runs=runs, train_imgsz=train_imgsz, epochs=epochs, batch=batch, images=images
+    )
     require_applied(target)
     args = ["--model", str(path.resolve()), "--imgsz", str(imgsz), "--runs", str(runs)]
     if train:

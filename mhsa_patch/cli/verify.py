@@ -164,6 +164,28 @@ def _ranges(pairs: list[list[int]]) -> str:
     return ", ".join(parts)
 
 
+def _print_lint(result, tgt, *, quiet: bool, lint_only: bool) -> None:
+    """The lint's findings: info lines on stdout (none with --json), warnings on stderr."""
+    if not quiet:
+        if result.error is None:  # an error stops the lint: no scale or MHSA count to tell
+            scale = f"scale {result.scale}" if result.scale else "no scale"
+            mhsa = f"{len(result.mhsa)} MHSA layer{'s' * (len(result.mhsa) != 1)}"
+            what = f"{result.layers} layers, {scale}, {mhsa}"
+        else:
+            what = f"{result.layers} layers"
+        out.print(f"Lint {result.name}: {what}, --imgsz {result.imgsz}", markup=False)
+        for m in result.mhsa:
+            out.print(f"  {m.describe()}", markup=False)
+        if lint_only and result.mhsa and result.patched is False:
+            out.print(
+                f"  ultralytics {tgt.version} at {tgt.package} is not patched: "
+                f"run 'mhsa-patch apply' before building or training this model",
+                markup=False,
+            )
+    for f in result.warnings:
+        warn(f.message)
+
+
 def check(
     model: Annotated[str, typer.Argument(help="The MHSA model: a YAML (from gen-yaml) or a .pt checkpoint.")],
     target: TargetOpt = None,
@@ -181,16 +203,44 @@ def check(
         Optional[str], typer.Option("--keep", help="Keep the --train run (dataset, weights) in this folder.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object on stdout.")] = False,
+    lint_only: Annotated[
+        bool,
+        typer.Option("--lint-only", help="Stop after the lint of the YAML: no build, no child process, no patch needed."),
+    ] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Lint warnings fail the command (exit 1), for CI.")] = False,
 ) -> None:
-    """Prove the patched install trains: build, forward (square and rectangular), backward, one optimizer step,
-    layer table, true GFLOPs and CPU latency against the stock model; with --train, a short real training run."""
-    from mhsa_patch.child.launch import run_check
+    """Prove the patched install trains: lint the YAML, then build, forward (square and rectangular), backward, one
+    optimizer step, layer table, true GFLOPs and CPU latency against the stock model; with --train, a short real
+    training run."""
+    from mhsa_patch.child.launch import check_inputs, run_check
 
     steps = _Steps(enabled=not as_json)
+    lint = None
     with steps.running():
         tgt = find_target(target)
         if not as_json:
             header(tgt)
+        path = check_inputs(model, imgsz=imgsz, train=train, runs=runs, train_imgsz=train_imgsz, epochs=epochs,
+                            batch=batch, images=images)
+        if path.suffix == ".pt":
+            if lint_only:
+                raise PatchError(f"{path.name}: --lint-only reads a model YAML (a checkpoint is linted by building it)")
+        else:
+            from mhsa_patch.modelyaml.lint import lint_file
+
+            lint = lint_file(path, tgt, imgsz=imgsz)
+            _print_lint(lint, tgt, quiet=as_json, lint_only=lint_only)
+            if lint.error is not None:
+                raise PatchError(("" if lint.error.rule == "yaml" else "the model does not build: ") + lint.error.message)
+            if strict and lint.warnings:
+                raise PatchError(f"--strict: {len(lint.warnings)} lint warning{'s' * (len(lint.warnings) != 1)}")
+        if lint_only:
+            if as_json:
+                sys.stdout.write(json.dumps({"lint": lint.to_dict()}, indent=2) + "\n")
+            else:
+                n = len(lint.warnings)
+                info(f"[green]lint passed ✅[/] ({'no' if not n else n} warning{'s' * (n != 1)}; nothing built)")
+            return
         report = run_check(
             tgt,
             model,
@@ -206,6 +256,8 @@ def check(
             quiet=as_json,
         )
     if as_json:
+        if lint is not None:
+            report["lint"] = lint.to_dict()
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
     if not report.get("mhsa_layers"):

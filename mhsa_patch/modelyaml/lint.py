@@ -1,0 +1,637 @@
+"""Lint a model YAML as ``parse_model`` would read it, without building it (the first step of ``check``).
+
+Pure logic over the file's text: the layer graph is replayed (:mod:`.graph`: channels, strides, readers); nothing
+is built, torch and ultralytics are never imported. The one exception reads files: :func:`known_modules` takes
+the module names the target's ``nn/tasks.py`` binds (through ``ast``, no import) and those of ``torch.nn``.
+
+The result is a :class:`LintResult`: one :class:`MhsaCall` per MHSA row (the resolved call and the feature map
+it runs on), warnings (the model builds, but not as the file seems to mean) and at most one error (the model would
+not build). Every message names the layer and, for warnings, a fix. Nothing here prints.
+
+Rules (``Finding.rule``):
+
+* ``mhsa-args``: MHSA arguments that cannot mean what they look like (``[1024, 8]``: width and height are ignored
+  without pos_emb, the heads stay 4);
+* ``pos-grid``: pos_emb tables of another size than the feature map at ``imgsz`` (resized on every pass);
+* ``dead-layer``: a layer whose output nothing reads, neither a later layer nor the output head;
+* ``head-input``: an output head (Detect, Segment, ...) reading a layer that a block of the same stride continues
+  (a Concat instead of the C2f after it: the usual trace of a missing renumbering);
+* ``index-comment``: ``# 13`` comments that disagree with the row's position;
+* ``scales``: no ``scales`` section, or a name that selects another scale than the file (or its ``scale:`` key)
+  says; ``sibling``: a scale-less sibling that older releases load in place of the file;
+* errors (``error``): unknown modules, a ``from`` pointing forward or out of range, a Concat of maps with different
+  strides, heads that do not divide the channels, a scale the file lacks, malformed rows.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import yaml
+
+from mhsa_patch.errors import PatchError
+from mhsa_patch.modelyaml.graph import DOWNSAMPLERS, HEAD_MODULES, OPAQUE_MODULES, SCALED_MODULES, replay, stage_label
+from mhsa_patch.modelyaml.naming import guess_scale, unified_path
+from mhsa_patch.modelyaml.rows import FROM_RE, ROW_RE, Row, _bracket_end, _format_from, _froms, load_yaml, parse_base
+
+MHSA_DEFAULTS = {"width": 14, "height": 14, "heads": 4, "pos_emb": False}  # MHSA(n_dims, width, height, heads, pos_emb)
+# Output heads that read several feature maps (Classify reads one and is not checked for stage ends).
+MULTI_HEADS = HEAD_MODULES - {"Classify"}
+# ``# 13``, ``# 0-P1/2``, ``# 15 (P3/8-small)``: a layer index. Not ``# 1024 channels, 8 heads``.
+INDEX_COMMENT_RE = re.compile(r"^#\s*(\d+)(?=\s*$|\s*\(|-|:)")
+MAX_HEADS_LIKE = 32  # a lone small number in an MHSA row reads as a head count; larger ones as channels
+# Layers that work through a side channel, not their output (WorldModel passes ImagePoolingAttn's to the head).
+SIDE_EFFECT_MODULES = frozenset({"ImagePoolingAttn"})
+# Upsampling layers: YAML position of the stride argument and its default (the stride divides by it).
+UPSAMPLERS = {"ConvTranspose": (2, 2), "nn.ConvTranspose2d": (2, 1), "DWConvTranspose2d": (2, 1)}
+POOLS = frozenset({"nn.MaxPool2d", "nn.AvgPool2d"})  # [kernel, stride=kernel, padding]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One message: ``level`` is ``warning`` or ``error``; ``layer`` the row it is about (None: the file)."""
+
+    level: str
+    rule: str
+    message: str
+    layer: int | None = None
+
+
+@dataclass(frozen=True)
+class MhsaCall:
+    """An MHSA row as parse_model calls it: ``MHSA(n_dims, width, height, heads, pos_emb)`` on a ``size`` map."""
+
+    index: int
+    n_dims: int | None
+    width: object
+    height: object
+    heads: object
+    pos_emb: object
+    stride: int | None
+    size: int | None  # the feature map's side at imgsz
+
+    def call(self) -> str:
+        n = "?" if self.n_dims is None else self.n_dims
+        return (
+            f"MHSA(n_dims={n}, width={self.width!r}, height={self.height!r}, heads={self.heads!r}, "
+            f"pos_emb={self.pos_emb!r})"
+        )
+
+    def describe(self) -> str:
+        where = "?" if self.size is None else f"{self.size}×{self.size}"
+        stage = f" ({stage_label(self.stride)})" if self.stride else ""
+        return f"layer {self.index}: {self.call()} on {where}{stage}"
+
+
+@dataclass(frozen=True)
+class LintResult:
+    """What the lint found in one model YAML."""
+
+    name: str
+    imgsz: int
+    scale: str = ""  # the scale parse_model builds ('' without a scales section)
+    layers: int = 0
+    mhsa: tuple[MhsaCall, ...] = ()
+    findings: tuple[Finding, ...] = ()
+    patched: bool | None = None  # whether the target already knows the patch's layers (None: not asked)
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == "warning"]
+
+    @property
+    def error(self) -> Finding | None:
+        """The first reason the model would not build (at most one is reported)."""
+        return next((f for f in self.findings if f.level == "error"), None)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "imgsz": self.imgsz,
+            "scale": self.scale,
+            "layers": self.layers,
+            "mhsa": [{"index": m.index, "call": m.call(), "size": m.size, "stride": m.stride} for m in self.mhsa],
+            "warnings": [{"rule": f.rule, "layer": f.layer, "message": f.message} for f in self.warnings],
+            "error": None if self.error is None else {"rule": self.error.rule, "layer": self.error.layer,
+                                                       "message": self.error.message},
+        }
+
+
+@dataclass(frozen=True)
+class KnownModules:
+    """The module names a release's ``parse_model`` resolves: ``tasks.py``'s globals, the patch's layers, torch.nn.
+
+    ``names`` is None when it cannot be told (a star import in tasks.py); ``nn`` None when torch is not found.
+    """
+
+    version: str
+    names: frozenset | None
+    nn: frozenset | None = None
+    patched: bool | None = None  # whether tasks.py already binds the patch's layers (None: cannot tell)
+
+    def unknown(self, module: str) -> bool:
+        if module.startswith("nn."):
+            return self.nn is not None and module[3:] not in self.nn
+        if module.startswith("torchvision.ops."):
+            return False  # resolved through torchvision at build time; not checked
+        return self.names is not None and module not in self.names
+
+
+def _module_globals(tree: ast.Module) -> frozenset | None:
+    """Names bound at module level (imports, defs, classes, assignments), looking into if/try/with blocks."""
+    names: set[str] = set()
+
+    def visit(body) -> bool:
+        for node in body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                for a in node.names:
+                    if a.name == "*":
+                        return False
+                    names.add(a.asname or a.name.split(".")[0])
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for t in targets:
+                    for n in ast.walk(t):
+                        if isinstance(n, ast.Name):
+                            names.add(n.id)
+            elif isinstance(node, (ast.If, ast.Try, ast.With, ast.For, ast.While)):
+                for part in ("body", "orelse", "finalbody"):
+                    if not visit(getattr(node, part, []) or []):
+                        return False
+                for h in getattr(node, "handlers", []) or []:
+                    if not visit(h.body):
+                        return False
+        return True
+
+    return frozenset(names) if visit(tree.body) else None
+
+
+def _names_in(path: Path) -> frozenset | None:
+    try:
+        return _module_globals(ast.parse(path.read_bytes(), filename=str(path)))
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
+def torch_nn_names() -> frozenset | None:
+    """What ``torch.nn`` exports (``nn.Upsample`` ...), read from torch's sources (found, never imported)."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    nn = Path(next(iter(spec.submodule_search_locations))) / "nn"
+    modules = _names_in(nn / "modules" / "__init__.py")
+    if modules is None:
+        return None
+    try:
+        tree = ast.parse((nn / "__init__.py").read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return modules
+    extra = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    return modules | frozenset(x for x in extra if x != "*")
+
+
+def known_modules(target) -> KnownModules:
+    """The modules ``target``'s parse_model knows, plus the patch's layers (which ``apply`` adds)."""
+    from mhsa_patch.patches import LAYERS
+
+    names = _names_in(target.package / "nn" / "tasks.py")
+    layers = {layer.name for layer in LAYERS}
+    patched = None if names is None else layers <= names
+    if names is not None:
+        names = names | layers
+    return KnownModules(version=target.version, names=names, nn=torch_nn_names(), patched=patched)
+
+
+# ------------------------------------------------------------------------------------------------ the lint
+
+
+def _resolve(a, data: dict):
+    """A string argument as parse_model reads it: a local (``nc``) or a Python literal; else the string."""
+    if not isinstance(a, str):
+        return a
+    local = {"nc": data.get("nc"), "kpt_shape": data.get("kpt_shape")}
+    if a in local and local[a] is not None:
+        return local[a]
+    try:
+        return ast.literal_eval(a)
+    except (ValueError, SyntaxError):
+        return a
+
+
+def _is_num(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _rows_from_data(data: dict) -> list[Row]:
+    """Rows without line numbers, for files whose layout the text reader does not follow (block-style rows)."""
+    rows = []
+    for section in ("backbone", "head"):
+        for r in data[section]:
+            k = len(rows)
+            if not isinstance(r, list) or len(r) != 4:
+                raise _Stop(Finding("error", "row", f"layer {k}: a layer row must be [from, repeats, module, args]", k))
+            f, n, m, args = r
+            rows.append(Row(k, -1, section, f, n, str(m), args))
+    return rows
+
+
+class _Stop(Exception):
+    """A finding that ends the lint (the graph cannot be followed past it)."""
+
+    def __init__(self, finding: Finding):
+        super().__init__(finding.message)
+        self.finding = finding
+
+
+def _row_text(row: Row, lines: list[str] | None, new_from=None, args: list | None = None) -> str:
+    """The row as the file writes it (comment dropped), with its ``from`` (or MHSA's args) replaced."""
+    flow = None
+    if lines is not None and row.line >= 0:
+        line = lines[row.line]
+        m = ROW_RE.match(line)
+        if m:
+            end = _bracket_end(line, m.end())
+            flow = line[m.end() : end] if end > 0 else None
+    if flow is None or args is not None:
+        a = row.args if args is None else args
+        flow = f"[{_format_from(row.from_)}, {row.repeats}, {row.module}, [{', '.join(_fmt(x) for x in a)}]]"
+    if new_from is not None:
+        fm = FROM_RE.match(flow)
+        if fm:
+            flow = flow[: fm.start("from")] + _format_from(new_from) + flow[fm.end("from") :]
+    return f"- {flow}"
+
+
+def _fmt(x) -> str:
+    return "True" if x is True else "False" if x is False else str(x)
+
+
+def _conv_params(c1: int, c2: int, k=1, g=1) -> int | None:
+    if not all(isinstance(v, int) for v in (c1, c2, k, g)) or g < 1:
+        return None
+    return c1 * c2 * k * k // g + 2 * c2  # conv weight (no bias) + BatchNorm weight and bias
+
+
+def _params(row: Row, c1, c2, depth: float) -> int | None:
+    """Parameters of a layer for the few modules whose count is cheap to write down (else None)."""
+    if c1 is None or c2 is None or not _is_num(depth):
+        return None
+    n = max(round(row.repeats * depth), 1) if row.repeats > 1 else row.repeats
+    a = row.args
+    if row.module == "Conv":
+        p = _conv_params(c1, c2, a[1] if len(a) > 1 else 1, a[4] if len(a) > 4 else 1)
+        return None if p is None else p * max(n, 1)
+    if row.module == "C2f":
+        e = a[3] if len(a) > 3 else 0.5
+        c = int(c2 * e)
+        parts = [_conv_params(c1, 2 * c), _conv_params((2 + n) * c, c2)] + [_conv_params(c, c, 3)] * (2 * n)
+        return None if None in parts else sum(parts)
+    if row.module == "MHSA":
+        w, h, heads, pos = (list(a) + [14, 14, 4, False][len(a) :])[:4]
+        extra = c1 * (int(w) + int(h)) if pos and _is_num(w) and _is_num(h) else 0
+        return 3 * (c1 * c1 + c1) + extra
+    return None
+
+
+def lint_text(text: str, name: str, *, imgsz: int = 640, known: KnownModules | None = None) -> LintResult:
+    """Lint the model YAML ``text`` as ultralytics would load it from a file called ``name`` (its scale comes from
+    the name), at ``imgsz``. ``known``: the modules the target resolves (None: not checked)."""
+    findings: list[Finding] = []
+    out = {"name": name, "imgsz": imgsz, "patched": None if known is None else known.patched}
+    try:
+        return _lint(text, name, imgsz, known, findings, out)
+    except _Stop as stop:
+        findings.append(stop.finding)
+    except Exception as e:  # noqa: BLE001 - a file this lint cannot follow: say so, let the build decide
+        findings.append(Finding("warning", "lint-failed", f"{name}: the lint could not follow this file "
+                                                          f"({type(e).__name__}: {e}); the build will tell"))
+    return LintResult(findings=tuple(findings), **out)
+
+
+def _lint(text, name, imgsz, known, findings, out) -> LintResult:
+    def warn(rule: str, msg: str, layer: int | None = None) -> None:
+        findings.append(Finding("warning", rule, msg, layer))
+
+    def stop(msg: str, layer: int | None = None, rule: str = "error"):
+        raise _Stop(Finding("error", rule, msg, layer))
+
+    # --- the file
+    try:
+        data = load_yaml(text)
+    except yaml.YAMLError as e:
+        stop(f"{name}: not a model YAML: not valid YAML ({str(e).splitlines()[0]})", rule="yaml")
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("backbone", "head")):
+        stop(f"{name}: not a model YAML (no backbone and head)", rule="yaml")
+    lines = None
+    try:
+        parsed = parse_base(text, name)
+        rows, lines = parsed.rows, parsed.lines
+    except PatchError:
+        rows = _rows_from_data(data)
+    if not rows:
+        stop(f"{name}: not a model YAML (no layers)", rule="yaml")
+    out["layers"] = len(rows)
+
+    # --- the scale, as ultralytics takes it: from the file name
+    scales = data.get("scales")
+    from_name = guess_scale(name)
+    key = data.get("scale")
+    scale = ""
+    if scales is not None and not isinstance(scales, dict):
+        stop(f"{name}: 'scales' must map each scale to [depth, width, max_channels], got {scales!r}", rule="scales")
+    if isinstance(scales, dict) and scales:
+        have = ", ".join(map(str, scales))
+        if from_name:
+            if from_name not in scales:
+                stop(f"{name}: ultralytics reads scale '{from_name}' from the name but the file's 'scales' has only "
+                     f"{have} (KeyError: '{from_name}'): rename the file or add a row for '{from_name}'", rule="scales")
+            scale = from_name
+        else:
+            scale = str(next(iter(scales)))
+            if len(scales) > 1:
+                warn("scales", f"{name} carries no scale in its name: ultralytics falls back to the first 'scales' "
+                               f"row, '{scale}' (of {have}); fix: name it after the scale you mean "
+                               f"(yolov8n-MHSA.yaml: the scale right after the model number) or keep only that row")
+        if key is not None and str(key) != scale:
+            warn("scales", f"{name}: the 'scale: {key}' key is ignored: ultralytics takes the scale from the file "
+                           f"name and builds '{scale}'; fix: rename the file (or delete the key)")
+    else:
+        if "width_multiple" in data or "depth_multiple" in data:
+            dm, wm = data.get("depth_multiple", 1.0), data.get("width_multiple", 1.0)
+            how = f"depth_multiple={dm}, width_multiple={wm} with no max_channels"
+        else:
+            how = "depth 1.0, width 1.0 with no max_channels: every layer at full width, larger than x"
+        said = f" (its name says '{from_name}')" if from_name else ""
+        warn("scales", f"{name} has no 'scales' section: parse_model builds {how}{said}; fix: copy the 'scales' "
+                       f"block of the config it came from (yolov8.yaml)")
+    out["scale"] = scale
+    scale_row = scales.get(scale) if isinstance(scales, dict) else None
+    if isinstance(scale_row, (list, tuple)) and len(scale_row) == 3 and all(_is_num(x) for x in scale_row):
+        depth = scale_row[0]
+    elif scale_row is not None:
+        stop(f"{name}: the '{scale}' row of 'scales' must be [depth, width, max_channels]", rule="scales")
+    else:
+        depth = data.get("depth_multiple", 1.0)
+
+    # --- unknown modules: parse_model's globals()[m] raises KeyError on the first one
+    if known is not None:
+        unknown: dict[str, list[int]] = {}
+        for r in rows:
+            if known.unknown(r.module):
+                unknown.setdefault(r.module, []).append(r.index)
+        if unknown:
+            listed = ", ".join(
+                f"{m} (layer{'s' * (len(ix) > 1)} {', '.join(map(str, ix))})" for m, ix in unknown.items()
+            )
+            stop(f"unknown modules (not in ultralytics {known.version} or the patch): {listed}",
+                 layer=min(min(ix) for ix in unknown.values()), rule="unknown-module")
+
+    # --- rows parse_model cannot read, and 'from' indices that do not point back
+    resolved: list[Row] = []
+    sources: list[list[int]] = []  # absolute inputs of every layer ([] for the image)
+    for r in rows:
+        i, tag = r.index, f"layer {r.index} {r.module}"
+        f = r.from_
+        if not (isinstance(f, int) and not isinstance(f, bool)) and not (
+            isinstance(f, list) and f and all(isinstance(x, int) and not isinstance(x, bool) for x in f)
+        ):
+            stop(f"{tag}: 'from' must be a layer index or a list of them, got {f!r}", i)
+        if not isinstance(r.repeats, int) or isinstance(r.repeats, bool):
+            stop(f"{tag}: repeats must be an integer, got {r.repeats!r}", i)
+        if not isinstance(r.args, list):
+            stop(f"{tag}: args must be a list, got {r.args!r}", i)
+        src = []
+        for x in _froms(f):
+            if i == 0 and x == -1:
+                continue  # the image
+            a = x if x >= 0 else i + x
+            if a >= i:
+                what = "itself" if a == i else f"layer {a}, which comes later"
+                stop(f"{tag}{' ' + _format_from(f) if isinstance(f, list) else ''}: 'from' {x} points forward to "
+                     f"{what} (a layer reads only earlier layers)", i, "from")
+            if a < 0:
+                stop(f"{tag}: 'from' {x} points before layer 0 (out of range)", i, "from")
+            src.append(a)
+        sources.append(src)
+        args = [_resolve(a, data) for a in r.args]
+        if r.module in SCALED_MODULES and r.module != "Classify" and not (args and _is_num(args[0])):
+            stop(f"{tag}: its first argument, the output channels, must be a number; got {r.args[:1]}", i, "args")
+        if r.module == "Concat" and not isinstance(f, list):
+            stop(f"{tag}: Concat takes a list of inputs ([-1, 6]), got {f}", i, "from")
+        if r.module in MULTI_HEADS and not isinstance(f, list):
+            stop(f"{tag}: an output head takes a list of inputs, got {f}", i, "from")
+        if r.module == "MHSA":
+            if isinstance(f, list):
+                stop(f"{tag}: MHSA takes one input, got {_format_from(f)}", i, "from")
+            if len(args) > 4:
+                stop(f"{tag}: MHSA takes at most 4 arguments [width, height, heads, pos_emb], got {len(args)} "
+                     f"({r.args}): the build fails with a TypeError", i, "args")
+        for a in src:
+            if rows[a].module in HEAD_MODULES:
+                stop(f"{tag}: reads layer {a} ({rows[a].module}), an output head, not a feature map", i, "from")
+        resolved.append(replace(r, args=args))
+
+    try:
+        chans, _ = replay(resolved, data, scale)
+    except PatchError as e:  # pragma: no cover - the checks above catch what replay refuses
+        stop(f"{name}: {e}")
+
+    strides = _strides(resolved, sources)
+
+    # --- maps that cannot be concatenated
+    for r in resolved:
+        if r.module != "Concat":
+            continue
+        ins = [(a, strides[a]) for a in sources[r.index]]
+        if len({s for _, s in ins if s is not None}) > 1:
+            distinct = sorted({s for _, s in ins if s is not None})
+            detail = ", ".join(f"layer {a} {rows[a].module}: {stage_label(s)}" for a, s in ins if s is not None)
+            stop(f"layer {r.index} Concat {_format_from(r.from_)}: "
+                 f"{' and '.join(f'stride {s}' for s in distinct)} inputs ({detail}): torch.cat needs maps of one "
+                 f"size", r.index, "concat")
+
+    # --- MHSA rows: the call parse_model makes, and what its arguments cannot mean
+    calls = []
+    for r in resolved:
+        if r.module != "MHSA":
+            continue
+        i, args = r.index, list(r.args)
+        width, height, heads, pos = (args + [MHSA_DEFAULTS[k] for k in MHSA_DEFAULTS][len(args) :])[:4]
+        n_dims = chans[sources[i][0]] if sources[i] else None
+        stride = strides[sources[i][0]] if sources[i] else 1
+        size = max(1, imgsz // stride) if stride else None
+        call = MhsaCall(i, n_dims, width, height, heads, pos, stride, size)
+        calls.append(call)
+        if not isinstance(heads, int) or isinstance(heads, bool) or heads < 1:
+            stop(f"layer {i} MHSA {rows[i].args}: heads={heads!r} must be a positive integer (the build fails with "
+                 f"ValueError)", i, "mhsa-heads")
+        if n_dims is not None and n_dims % heads:
+            divisors = [h for h in range(1, min(n_dims, 64) + 1) if n_dims % h == 0]
+            stop(f"layer {i} MHSA {rows[i].args}: n_dims={n_dims} is not divisible by heads={heads} "
+                 f"(the build fails with ValueError); choose heads among {', '.join(map(str, divisors))}",
+                 i, "mhsa-heads")
+        if pos and not (_is_num(width) and _is_num(height) and width >= 1 and height >= 1):
+            stop(f"layer {i} MHSA {rows[i].args}: pos_emb needs width >= 1 and height >= 1, got "
+                 f"width={width!r}, height={height!r} (the build fails with ValueError)", i, "mhsa-args")
+        if not pos and len(args) in (1, 2) and not (len(args) == 2 and args[0] == args[1]):
+            nums = [a for a in args if _is_num(a)]
+            trailing = nums[-1] if nums else None
+            heads_like = trailing is not None and 1 <= trailing <= MAX_HEADS_LIKE
+            meant = int(trailing) if heads_like else 4
+            set_ = " and ".join(f"{k}={v!r}" for k, v in zip(("width", "height"), args))
+            verb = "do" if len(args) == 2 else "does"
+            stays = "heads is 4 only by default" if meant == 4 and heads_like else "heads stays 4"
+            chan = f" ({n_dims} here)" if n_dims is not None else ""
+            fix = f"- [-1, 1, MHSA, [14, 14, {meant}]]"
+            if n_dims is not None and n_dims % meant:
+                fix += f" (but {meant} does not divide {n_dims}: pick heads that do)"
+            intent = f"if you meant {meant} heads, write" if heads_like else "write"
+            warn("mhsa-args", f"layer {i} MHSA {rows[i].args}: {set_} {verb} nothing without pos_emb and {stays}: "
+                              f"MHSA takes its channels from its input{chan} and its heads as the third argument; "
+                              f"{intent} {fix}", i)
+        if pos and size is not None and (width, height) != (size, size):
+            fix = _row_text(rows[i], lines, args=[size, size, heads, True])
+            warn("pos-grid", f"layer {i} MHSA: pos_emb tables are {width}×{height} but the feature map is "
+                             f"{size}×{size} at --imgsz {imgsz}: they are resized on every forward pass (it works, "
+                             f"at the cost of a resize); fix for {imgsz}: {fix}", i)
+    out["mhsa"] = tuple(calls)
+
+    last = len(rows) - 1
+    readers: dict[int, list[int]] = {}
+    for i, src in enumerate(sources):
+        for a in src:
+            readers.setdefault(a, []).append(i)
+
+    # --- output heads reading a layer that a block of the same stride continues
+    for r in resolved:
+        if r.module not in MULTI_HEADS:
+            continue
+        h, ins, fixed, flagged = r.index, sources[r.index], [], []
+        for k in ins:
+            j = k
+            while (
+                j + 1 < h
+                and sources[j + 1] == [j]
+                and rows[j + 1].module in SCALED_MODULES
+                and strides[j + 1] == strides[j]
+                and strides[j] is not None
+            ):
+                j += 1
+            fixed.append(j)
+            if j != k:
+                flagged.append(f"{k} ({rows[k].module}) is followed by {j} ({rows[j].module})")
+        if flagged:
+            new_from = [j if x >= 0 else j - h for x, j in zip(_froms(r.from_), fixed)]
+            warn("head-input", f"layer {h} {r.module} {_format_from(r.from_)} reads layers that are not the last of "
+                               f"their stage: {'; '.join(flagged)} at the same stride: the head gets the features "
+                               f"before the stage's last block (a row inserted without renumbering?); fix: "
+                               f"{_row_text(rows[h], lines, new_from=new_from)}", h)
+
+    # --- layers whose output nothing reads (the last layer is the model's output)
+    live = {last}
+    for i in range(last, -1, -1):
+        if i in live:
+            live.update(sources[i])
+    dead = [i for i in range(last) if i not in live]
+    for i in dead:
+        if readers.get(i) or rows[i].module in SIDE_EFFECT_MODULES:
+            continue  # it feeds only dead layers: reported with the layer it feeds
+        feeders = [k for k in dead if k != i and _only_feeds(k, i, readers, dead)]
+        counts = [_params(resolved[k], chans[sources[k][0]] if sources[k] else 3, chans[k], depth) for k in [*feeders, i]]
+        cost = f": about {sum(counts):,} parameters that never train" if None not in counts and sum(counts) else ""
+        also = f" (nor the layers that feed only it: {', '.join(map(str, feeders))})" if feeders else ""
+        head = rows[last].module
+        warn("dead-layer", f"layer {i} {rows[i].module}: nothing reads its output, neither a later layer nor the "
+                           f"{head} head{also}{cost}; fix: point a later layer's 'from' at {i} (renumber the rows "
+                           f"after an insertion) or delete the row", i)
+
+    # --- index comments that disagree with the row's position
+    if lines is not None:
+        stale = []
+        for r in rows:
+            line = lines[r.line]
+            m = ROW_RE.match(line)
+            end = _bracket_end(line, m.end()) if m else -1
+            comment = line[end:].strip() if end > 0 else ""
+            cm = INDEX_COMMENT_RE.match(comment)
+            if cm and int(cm.group(1)) != r.index and int(cm.group(1)) <= len(rows) + 10:
+                stale.append((r.index, int(cm.group(1))))
+        if stale:
+            listed = ", ".join(f"layer {i} says # {n}" for i, n in stale)
+            warn("index-comment", f"index comments disagree with the row positions: {listed} (a row was inserted or "
+                                  f"removed: check the 'from' indices after it too); fix: renumber them "
+                                  f"({', '.join(f'# {i}' for i, _ in stale)})", stale[0][0])
+
+    return LintResult(findings=tuple(findings), **out)
+
+
+def _strides(rows: list[Row], sources: list[list[int]]) -> list:
+    """The stride of every layer's output (None where not followed): downsampling convs and pools multiply it,
+    ``nn.Upsample`` and transposed convs divide it, other layers keep their first input's."""
+    out: list = []
+
+    def num(args, k, default):
+        v = args[k] if len(args) > k and args[k] is not None else default
+        return int(v) if _is_num(v) and v >= 1 else None
+
+    for r, src in zip(rows, sources):
+        s = out[src[0]] if src else 1
+        m, a = r.module, r.args
+        if m in HEAD_MODULES or m in OPAQUE_MODULES:
+            s = None
+        elif s is None:
+            pass
+        elif m in DOWNSAMPLERS:
+            pos = DOWNSAMPLERS[m]
+            f = 2 if pos is None else num(a, pos, 1)
+            s = None if f is None else s * f
+        elif m in UPSAMPLERS:
+            f = num(a, *UPSAMPLERS[m])
+            s = None if f is None else max(1, s // f)
+        elif m == "nn.Upsample":
+            f = num(a, 1, 2)
+            s = None if f is None else max(1, s // f)
+        elif m in POOLS:
+            f = num(a, 1, a[0] if a else None)
+            s = None if f is None else s * f
+        out.append(s)
+    return out
+
+
+def _only_feeds(k: int, i: int, readers: dict, dead: list[int]) -> bool:
+    """Whether dead layer ``k`` reaches dead sink ``i`` and feeds nothing that is alive."""
+    seen, todo = set(), [k]
+    while todo:
+        x = todo.pop()
+        if x == i:
+            return True
+        if x in seen:
+            continue
+        seen.add(x)
+        todo.extend(readers.get(x, []))
+    return False
+
+
+def lint_file(path: str | Path, target, *, imgsz: int = 640) -> LintResult:
+    """Lint the model YAML at ``path`` against ``target`` (its known modules; the sibling its release may load)."""
+    from mhsa_patch.modelyaml.naming import _release_tries_unified_first
+
+    path = Path(path).expanduser()
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise PatchError(f"cannot read {path}: {e}") from None
+    result = lint_text(text, path.name, imgsz=imgsz, known=known_modules(target))
+    sibling = Path(unified_path(path))
+    if sibling != path and sibling.is_file() and _release_tries_unified_first(target):
+        extra = Finding("warning", "sibling", f"{sibling.name} exists next to {path.name}: ultralytics "
+                        f"{target.version} loads it instead (it tries the scale-less name first); fix: delete or "
+                        f"rename {sibling.name}")
+        result = replace(result, findings=(extra, *result.findings))
+    return result
