@@ -1,4 +1,4 @@
-"""BoTNet's CSP block (``BoT3``) and its bottleneck (``BottleneckTransformer``), as the YOLOv5-era BoTNet forks define them.
+"""BoTNet's CSP block (``BoT3``) and its bottleneck (``BottleneckTransformer``), as the YOLOv5-era forks define them.
 
 Only the two ``class`` definitions below are copied into ultralytics' ``nn/modules/conv.py``, after our ``MHSA``
 class. They therefore use no module-level helper of this file: they name ``torch``, ``nn``, ``Conv`` (ultralytics'
@@ -15,7 +15,7 @@ from .mhsa import MHSA
 
 
 class BottleneckTransformer(nn.Module):
-    """BoTNet's bottleneck: a 1x1 ``Conv`` then ``MHSA`` (then a 2x2 average pool when ``stride == 2``), plus a shortcut.
+    """BoTNet's bottleneck: a 1x1 ``Conv``, ``MHSA`` (and a 2x2 average pool when ``stride == 2``), plus a shortcut.
 
     Parameters, attribute names and shapes are those of the forks' class, so their trained checkpoints load:
     ``cv1 = Conv(c1, c2 * expansion, 1, 1)``, ``cv2 = nn.Sequential(MHSA(c2, width=w, height=h, heads=heads)

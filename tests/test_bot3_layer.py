@@ -1,4 +1,4 @@
-"""The inserted BoT3 layer (BoTNet's CSP block): the reference's parameters and numbers, any size, C3's parse_model rule.
+"""The inserted BoT3 layer (BoTNet's CSP block): the reference's parameters and numbers, any size, C3's scaling rule.
 
 The reference (``tests/reference_layers.py``) is written from the layer's spec, literally, on top of the tutorial's
 MHSA and ultralytics' own ``Conv``: the classes a BoTNet fork pastes into its ``conv.py``.
@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import ast
 import builtins
+import copy
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
-
 from reference_layers import reference_module
+from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYER_FILE = ROOT / "patches" / "bot3.py"
@@ -93,10 +93,10 @@ def config_kwargs(config):
 def test_state_dict_and_structure_are_the_references(ref, ours, config):
     args, kwargs = config_kwargs(config)
     reference, layer = pair(ref, ours, *args, **kwargs)
-    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
+    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}
     assert shapes(layer) == shapes(reference)
     assert list(layer.state_dict()) == list(reference.state_dict())  # the same order, too
-    types_of = lambda m: [(k, type(v).__name__) for k, v in m.named_modules()]  # noqa: E731
+    types_of = lambda m: [(k, type(v).__name__) for k, v in m.named_modules()]
     assert types_of(layer) == types_of(reference)
     reference.load_state_dict(layer.state_dict(), strict=True)
     c_ = int(config[1] * config[3])
@@ -112,7 +112,8 @@ def test_bottleneck_state_dict_with_projection_shortcut(ref, ours):
         reference = ref.BottleneckTransformer(16, 32, heads=4, resolution=(8, 8), expansion=1, **kwargs)
         layer = ours.BottleneckTransformer(16, 32, heads=4, resolution=(8, 8), expansion=1, **kwargs)
         layer.load_state_dict(reference.state_dict(), strict=True)
-        assert {"shortcut.0.weight", "shortcut.0.bias", "shortcut.1.running_var", "fc1.weight"} <= set(layer.state_dict())
+        keys = set(layer.state_dict())
+        assert {"shortcut.0.weight", "shortcut.0.bias", "shortcut.1.running_var", "fc1.weight"} <= keys
         assert [type(m).__name__ for m in layer.cv2] == [type(m).__name__ for m in reference.cv2]
 
 
@@ -347,7 +348,8 @@ def test_rule_gives_c3s_numbers_for_yolov8s():
 
     s = dict(nc=80, width=0.5, max_channels=1024, make_divisible=make_divisible)  # yolov8s: [0.33, 0.50, 1024]
     ch = [3, 32, 64, 128, 256, 512]
-    for f, args, n in [(-1, [1024], 3), (-1, [2048], 1), (2, [100, 0.25, 1, 10, 10], 2), (-1, [80], 1), (4, [512, 0.5], 6)]:
+    rows = [(-1, [1024], 3), (-1, [2048], 1), (2, [100, 0.25, 1, 10, 10], 2), (-1, [80], 1), (4, [512, 0.5], 6)]
+    for f, args, n in rows:
         given = list(args)
         got = scale_like_c3(ch, f, args, n, **s)
         assert got == c3_branch(ch, f, given, n, **s)
@@ -359,22 +361,25 @@ def test_rule_gives_c3s_numbers_for_yolov8s():
 
 def test_rule_matches_c3_built_by_the_installed_parse_model():
     """C3 rows through the installed ultralytics' parse_model; the rule, fed the same values, gives C3's c1, c2, n."""
-    from mhsa_patch.patches.parse_model_rules import scale_like_c3
     from ultralytics.nn import tasks
+
+    from mhsa_patch.patches.parse_model_rules import scale_like_c3
 
     depth, width, max_channels = 0.33, 0.50, 1024
     rows = [[-1, 1, "Conv", [64, 3, 2]], [-1, 3, "C3", [128]], [-1, 1, "Conv", [256, 3, 2]],
             [-1, 6, "C3", [2048]], [1, 2, "C3", [200, False, 1, 0.25]], [-1, 9, "C3", [120, True]]]  # fmt: skip
     d = {"nc": 80, "scales": {"s": [depth, width, max_channels]}, "scale": "s", "backbone": rows, "head": []}
-    model, _ = tasks.parse_model({**d, "backbone": [list(r) for r in rows]}, ch=3, verbose=False)
+    model, _ = tasks.parse_model(copy.deepcopy(d), ch=3, verbose=False)  # it may edit the rows it reads
     outs = [m.cv3.conv.out_channels if hasattr(m, "cv3") else m.conv.out_channels for m in model]
     for i, (f, n, name, args) in enumerate(rows):
         if name != "C3":
             continue
         n = max(round(n * depth), 1) if n > 1 else n  # parse_model's depth gain, before the branch
-        c1, c2, new_args, new_n = scale_like_c3(outs[:i], f, list(args), n, 80, width, max_channels, tasks.make_divisible)
+        got = scale_like_c3(outs[:i], f, list(args), n, 80, width, max_channels, tasks.make_divisible)
+        c1, c2, new_args, new_n = got
         built = model[i]
-        assert (c1, c2, new_args[2], new_n) == (built.cv1.conv.in_channels, built.cv3.conv.out_channels, len(built.m), 1)
+        expected = (built.cv1.conv.in_channels, built.cv3.conv.out_channels, len(built.m), 1)
+        assert (c1, c2, new_args[2], new_n) == expected
 
 
 @pytest.mark.releases
