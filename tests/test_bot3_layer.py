@@ -150,7 +150,7 @@ def test_equals_reference_at_trained_grid(ref, ours, config):
     torch.testing.assert_close(layer.state_dict(), reference.state_dict(), rtol=1e-5, atol=1e-6)
 
 
-SIZES = [(7, 9), (3, 2), (1, 1), (28, 20), (9, 31)]
+SIZES = [(7, 9), (3, 2), (1, 1), (16, 13), (5, 23)]
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
@@ -262,7 +262,7 @@ def test_pickled_fork_checkpoint_loads_into_our_classes(ref, ours, tmp_path, mon
     assert type(loaded[1]) is ours.BoT3 and type(loaded[1].m[0]) is ours.BottleneckTransformer
     assert type(loaded[1].m[0].cv2[0]) is ours.MHSA
     torch.testing.assert_close(loaded(x), expected, rtol=1e-12, atol=1e-12)
-    loaded.train()(torch.randn(2, 3, 30, 18, dtype=torch.float64)).sum().backward()  # any size, with gradients
+    loaded.train()(torch.randn(2, 3, 14, 22, dtype=torch.float64)).sum().backward()  # any size, with gradients
 
 
 # ----------------------------------------------------------------------------------------------- drop-in host
