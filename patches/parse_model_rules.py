@@ -15,3 +15,22 @@ def prepend_input_channels(ch, f, args):
     c2 = ch[f]
     args = [c2, *args]
     return c2, args
+
+
+def scale_like_c3(ch, f, args, n, nc, width, max_channels, make_divisible):
+    """A CSP block scaled as parse_model scales C3: width on the output channels, the repeats passed as ``n``.
+
+    YAML ``[-1, 3, BoT3, [1024]]`` in a model with width 0.5, max_channels 1024, and a depth gain that keeps 3
+    repeats, on a 256-channel input, builds ``BoT3(256, 512, 3)`` once (``n`` becomes 1: the block repeats inside).
+    The names are parse_model's own in every supported release (8.0.98 to 8.4.x): ``ch``, ``f``, ``args``, ``n``
+    (its loop variables), ``nc``, ``width``, ``max_channels`` (set at its top) and ``make_divisible`` (imported at
+    module level of ``ultralytics/nn/tasks.py``). ``c2 == nc`` stays unscaled, as C3's branch does up to 8.4.100
+    (8.4.190's C3 branch scales every layer but Classify).
+    """
+    c1, c2 = ch[f], args[0]
+    if c2 != nc:  # as C3: a width equal to the class count is left as is
+        c2 = make_divisible(min(c2, max_channels) * width, 8)
+    args = [c1, c2, *args[1:]]
+    args.insert(2, n)  # number of repeats, built inside the block
+    n = 1
+    return c1, c2, args, n

@@ -21,45 +21,10 @@ import torch
 from torch import nn
 
 from mhsa_patch.patches.mhsa import MHSA
+from reference_layers import TUTORIAL_SOURCE  # the tutorial's class, verbatim: trained checkpoints come from it
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYER_FILE = ROOT / "patches" / "mhsa.py"
-
-# The tutorial's class, verbatim: trained checkpoints come from it.
-TUTORIAL_SOURCE = '''
-class MHSA(nn.Module):
-    def __init__(self, n_dims, width=14, height=14, heads=4, pos_emb=False):
-        super(MHSA, self).__init__()
-        self.heads = heads
-        self.query = nn.Conv2d(n_dims, n_dims, kernel_size=1)
-        self.key = nn.Conv2d(n_dims, n_dims, kernel_size=1)
-        self.value = nn.Conv2d(n_dims, n_dims, kernel_size=1)
-        self.pos = pos_emb
-        if self.pos:
-            self.rel_h_weight = nn.Parameter(torch.randn([1, heads, (n_dims) // heads, 1, int(height)]), requires_grad=True)
-            self.rel_w_weight = nn.Parameter(torch.randn([1, heads, (n_dims) // heads, int(width), 1]), requires_grad=True)
-        self.softmax = nn.Softmax(dim=-1)
-
-    def forward(self, x):
-        n_batch, C, width, height = x.size()
-        q = self.query(x).view(n_batch, self.heads, C // self.heads, -1)
-        k = self.key(x).view(n_batch, self.heads, C // self.heads, -1)
-        v = self.value(x).view(n_batch, self.heads, C // self.heads, -1)
-        content_content = torch.matmul(q.permute(0, 1, 3, 2), k)
-        c1, c2, c3, c4 = content_content.size()
-        if self.pos:
-            content_position = (self.rel_h_weight + self.rel_w_weight).view(1, self.heads, C // self.heads, -1).permute(0, 1, 3, 2)
-            content_position = torch.matmul(content_position, q)
-            content_position = content_position if (content_content.shape == content_position.shape) else content_position[:, :, :c3, ]
-            assert (content_content.shape == content_position.shape)
-            energy = content_content + content_position
-        else:
-            energy = content_content
-        attention = self.softmax(energy)
-        out = torch.matmul(v, attention.permute(0, 1, 3, 2))
-        out = out.view(n_batch, C, width, height)
-        return out
-'''
 
 TUTORIAL_ATTRIBUTES = {"heads", "pos", "softmax", "query", "key", "value", "rel_h_weight", "rel_w_weight"}
 
