@@ -3,7 +3,7 @@
 Each entry names a layer class, the file in this folder that holds its source, and the function in
 ``parse_model_rules.py`` whose body becomes the layer's branch in ``ultralytics.nn.tasks.parse_model``.
 The engine reads these files as text (it never imports torch); tests import them as ordinary modules.
-A second layer from the same tutorial family is added here, as data, without touching the engine.
+A layer is added here, as data, without touching the engine (tests/test_layers_as_data.py proves it).
 """
 
 from __future__ import annotations
@@ -28,5 +28,12 @@ LAYERS = (
         source="mhsa.py",
         parse_model_rule="prepend_input_channels",
         summary="BoTNet multi-head self-attention",
+    ),
+    LayerSpec(
+        name="BoT3",
+        source="bot3.py",
+        parse_model_rule="scale_like_c3",
+        summary="BoTNet CSP block with MHSA bottlenecks",
+        helpers=("BottleneckTransformer",),
     ),
 )
