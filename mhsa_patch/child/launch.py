@@ -7,6 +7,7 @@ file (JSON lines) while ultralytics' own output goes straight to the terminal, a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -17,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mhsa_patch.errors import PatchError
-from mhsa_patch.child.env import target_env
+from mhsa_patch.child.env import child_command
 from mhsa_patch.patching.target import Target
 
 # The child must never reach the network: no fonts, no settings sync, no AMP-check model.
@@ -54,11 +55,13 @@ def run_child(
     are; with ``quiet``, the child's stdout goes to stderr, keeping stdout for a JSON report). Each JSON line the
     child appends to the events file is passed to ``on_event`` as it arrives.
     """
-    with tempfile.TemporaryDirectory(prefix="mhsa-patch-") as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="mhsa-patch-"))
         events_path = Path(tmp) / "events.jsonl"
         events_path.touch()
-        env = target_env(target, {**CHILD_ENV, **(extra_env or {})})
-        cmd = [sys.executable, "-m", module, *args, "--events", str(events_path)]
+        cmd, env = stack.enter_context(
+            child_command(target, module, [*args, "--events", str(events_path)], {**CHILD_ENV, **(extra_env or {})})
+        )
         sys.stdout.flush()
         sys.stderr.flush()
         proc = subprocess.Popen(cmd, env=env, stdout=sys.stderr.fileno() if quiet else None)

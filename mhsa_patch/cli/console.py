@@ -20,7 +20,10 @@ def header(target) -> None:
     """The first line of a command that works on a target, like ultralytics' own ``Ultralytics 8.x 🚀 ...``."""
     from mhsa_patch import __version__
 
-    out.print(f"[bold blue]mhsa-patch[/] {__version__} 🚀 ultralytics {target.version} at {escape(str(target.package))}")
+    by = f" (imported by {escape(target.python)})" if getattr(target, "python", None) else ""
+    out.print(
+        f"[bold blue]mhsa-patch[/] {__version__} 🚀 ultralytics {target.version} at {escape(str(target.package))}{by}"
+    )
 
 
 def info(msg: str) -> None:

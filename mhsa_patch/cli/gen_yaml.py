@@ -20,8 +20,8 @@ from rich.markup import escape
 from mhsa_patch.cli.console import fail, info, out, warn
 from mhsa_patch.errors import PatchError
 from mhsa_patch.patching.atomic import write_atomic
-from mhsa_patch.cli.options import TargetOpt
-from mhsa_patch.patching.target import Target, find_target
+from mhsa_patch.cli.options import PythonOpt, TargetOpt, pick_target, warn_shadow
+from mhsa_patch.patching.target import Target
 
 if TYPE_CHECKING:
     from mhsa_patch.modelyaml import emit
@@ -173,12 +173,14 @@ def gen_yaml(
         ),
     ] = False,
     target: TargetOpt = None,
+    python: PythonOpt = None,
 ) -> None:
     """Write a ready-to-train MHSA model YAML, built from the installed release's own config."""
     from mhsa_patch.modelyaml import emit, graph, naming, request  # here, not at import: every other command would pay for PyYAML
 
     try:
-        tgt = find_target(target)
+        res = pick_target(target, python)
+        tgt = res.target
         req = request.Request(
             scale=scale, base=base, task=task, heads=heads, pos_emb=pos_emb, imgsz=imgsz, at=at, lateral=lateral
         )
@@ -213,6 +215,7 @@ def gen_yaml(
             raise PatchError(f"{path} exists: pass --force to overwrite it") from None
     except PatchError as e:
         fail(e)
+    warn_shadow(res)
     for note in notes:
         warn(note)
     if state != "applied":

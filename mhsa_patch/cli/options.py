@@ -1,8 +1,13 @@
 """Typer options shared by several commands (import them at module level: annotations are evaluated by name)."""
 
+from __future__ import annotations
+
 from typing import Annotated, Optional
 
 import typer
+
+from mhsa_patch.cli.console import fail, warn
+from mhsa_patch.patching.discover import Resolved, resolve
 
 TargetOpt = Annotated[
     Optional[str],
@@ -10,7 +15,33 @@ TargetOpt = Annotated[
         "--target",
         "-t",
         help="ultralytics package folder (holding nn/tasks.py) or a folder containing ultralytics/. "
-        "Default: the ultralytics this Python imports.",
+        "Default: the ultralytics that 'python' started in the current folder imports.",
         show_default=False,
     ),
 ]
+
+PythonOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--python",
+        help="Act on the ultralytics this Python interpreter imports when started in the current folder "
+        "(a conda env, a notebook kernel's venv); its children run under it too. Not with --target.",
+        show_default=False,
+    ),
+]
+
+
+def pick_target(target: Optional[str], python: Optional[str]) -> Resolved:
+    """``--target`` or ``--python`` (or neither) to the copy to act on; both together are a usage error (exit 2).
+
+    Raises :class:`PatchError` for the caller to print.
+    """
+    if target is not None and python is not None:
+        fail("--python and --target cannot be combined: --target names the copy, --python finds it", code=2)
+    return resolve(target, python)
+
+
+def warn_shadow(res: Resolved) -> None:
+    """One line when several copies are visible: which one is acted on, which one it shadows or is shadowed by."""
+    if res.note:
+        warn(res.note)

@@ -12,8 +12,7 @@ from rich.table import Table
 
 from mhsa_patch.cli.console import err, fail, header, info, out, warn
 from mhsa_patch.errors import PatchError
-from mhsa_patch.cli.options import TargetOpt
-from mhsa_patch.patching.target import find_target
+from mhsa_patch.cli.options import PythonOpt, TargetOpt, pick_target, warn_shadow
 
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the unified diff and write nothing.")]
 
@@ -37,6 +36,7 @@ def _print_result(result, done: str) -> None:
 
 def apply(
     target: TargetOpt = None,
+    python: PythonOpt = None,
     force: Annotated[
         bool,
         typer.Option("--force", help="Replace an MHSA pasted by hand (no marker) with the tool's own."),
@@ -47,9 +47,11 @@ def apply(
     from mhsa_patch.patching import engine
 
     try:
-        tgt = find_target(target)
+        res = pick_target(target, python)
+        tgt = res.target
         if not dry_run:
             header(tgt)
+        warn_shadow(res)
         result = engine.apply(tgt, force=force, dry_run=dry_run)
     except PatchError as e:
         fail(e)
@@ -58,14 +60,16 @@ def apply(
         info("[green]MHSA applied ✅[/] next: [bold]mhsa-patch gen-yaml --scale n[/]")
 
 
-def revert(target: TargetOpt = None, dry_run: DryRunOpt = False) -> None:
+def revert(target: TargetOpt = None, python: PythonOpt = None, dry_run: DryRunOpt = False) -> None:
     """Remove what apply inserted: byte for byte if the files are unchanged since, else only the marked pieces."""
     from mhsa_patch.patching import engine
 
     try:
-        tgt = find_target(target)
+        res = pick_target(target, python)
+        tgt = res.target
         if not dry_run:
             header(tgt)
+        warn_shadow(res)
         result = engine.revert(tgt, dry_run=dry_run)
     except PatchError as e:
         fail(e)
@@ -77,19 +81,28 @@ def revert(target: TargetOpt = None, dry_run: DryRunOpt = False) -> None:
 
 def status(
     target: TargetOpt = None,
+    python: PythonOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Report whether the patch is applied, per file, and any drift since apply."""
+    """Report whether the patch is applied, per file, and any drift since apply; list every visible copy."""
     from mhsa_patch.patching import engine
+    from mhsa_patch.patching.discover import copy_states
 
     try:
-        st = engine.status(find_target(target))
+        res = pick_target(target, python)
+        st = engine.status(res.target)
+        copies = None if res.discovery is None else copy_states(res.discovery, {st.target.package: st.state})
     except PatchError as e:
         fail(e)
     if as_json:
-        sys.stdout.write(json.dumps(st.to_dict(), indent=2) + "\n")
+        warn_shadow(res)
+        data = st.to_dict()
+        data["python"] = None if res.discovery is None else res.discovery.python
+        data["copies"] = None if copies is None else [c.to_dict() for c in copies]
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
     header(st.target)
+    warn_shadow(res)
     table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
     table.add_column("file")
     table.add_column("state")
@@ -103,3 +116,12 @@ def status(
     for note in st.notes:
         warn(note)
     out.print(f"state: [bold {STATE_STYLE[st.state]}]{st.state}[/]")
+    if copies and len(copies) > 1:
+        d = res.discovery
+        out.print(f"\ncopies of ultralytics visible to {escape(d.python)} run in {escape(str(d.cwd))}, in import order:")
+        vw = max(len(c.copy.version or "?") for c in copies)
+        sw = max(len(c.state) for c in copies)
+        for c in copies:  # plain lines, not a Table: a path is never cut to the terminal's width
+            mark = "imported" if c.copy.imported else "shadowed"
+            state = f"[{STATE_STYLE.get(c.state, 'red')}]{c.state:<{sw}}[/]"
+            out.print(f"  {mark}  {c.copy.version or '?':<{vw}}  {state}  {escape(str(c.copy.package))}")

@@ -15,8 +15,7 @@ from rich.markup import escape
 
 from mhsa_patch.cli.console import fail, header, info, out, warn
 from mhsa_patch.errors import PatchError
-from mhsa_patch.cli.options import TargetOpt
-from mhsa_patch.patching.target import find_target
+from mhsa_patch.cli.options import PythonOpt, TargetOpt, pick_target, warn_shadow
 
 
 class _Steps:
@@ -189,6 +188,7 @@ def _print_lint(result, tgt, *, quiet: bool, lint_only: bool) -> None:
 def check(
     model: Annotated[str, typer.Argument(help="The MHSA model: a YAML (from gen-yaml) or a .pt checkpoint.")],
     target: TargetOpt = None,
+    python: PythonOpt = None,
     train: Annotated[
         bool,
         typer.Option("--train", help="Also train briefly with ultralytics' own trainer on a synthetic dataset."),
@@ -217,9 +217,11 @@ def check(
     steps = _Steps(enabled=not as_json)
     lint = None
     with steps.running():
-        tgt = find_target(target)
+        res = pick_target(target, python)
+        tgt = res.target
         if not as_json:
             header(tgt)
+        warn_shadow(res)
         path = check_inputs(model, imgsz=imgsz, train=train, runs=runs, train_imgsz=train_imgsz, epochs=epochs,
                             batch=batch, images=images)
         if path.suffix == ".pt":
@@ -271,6 +273,7 @@ def port_weights(
     model: Annotated[str, typer.Argument(help="The MHSA model YAML (from gen-yaml) of the same base and scale.")],
     output: Annotated[str, typer.Option("--output", "-o", help="Where to write the MHSA checkpoint (.pt).")],
     target: TargetOpt = None,
+    python: PythonOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUTPUT if it exists.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object on stdout.")] = False,
 ) -> None:
@@ -279,11 +282,13 @@ def port_weights(
 
     steps = _Steps(enabled=not as_json)
     with steps.running():
-        tgt = find_target(target)
+        res = pick_target(target, python)
+        tgt = res.target
         if Path(output).expanduser().exists() and not force:
             raise PatchError(f"{output} exists; pass --force to overwrite it")
         if not as_json:
             header(tgt)
+        warn_shadow(res)
         report = run_port(tgt, src, model, output, on_event=steps, quiet=as_json)
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")

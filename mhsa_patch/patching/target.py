@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ class Target:
 
     package: Path
     version: str
+    python: str | None = None  # the interpreter that imports it, when given with --python (else this one)
 
     @property
     def site(self) -> Path:
@@ -55,21 +55,16 @@ def version_tuple(version: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def _installed_package() -> Path:
-    spec = importlib.util.find_spec("ultralytics")  # finds without importing
-    if spec is None or not spec.submodule_search_locations:
-        raise PatchError("ultralytics is not installed for this Python; install it or pass --target PATH")
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
 def find_target(path: str | Path | None = None) -> Target:
-    """Resolve ``--target`` (or the ultralytics this Python would import) to a supported package folder.
+    """Resolve ``--target`` (or the ultralytics ``python`` run in the current folder imports) to a supported package.
 
     ``path`` may be the package folder itself (holding ``nn/tasks.py``) or a folder that contains ``ultralytics/``
-    (a git checkout, a site-packages).
+    (a git checkout, a site-packages). Without it, :func:`mhsa_patch.patching.discover.resolve` picks the copy.
     """
     if path is None:
-        package = _installed_package()
+        from mhsa_patch.patching.discover import resolve  # it imports this module
+
+        return resolve().target
     else:
         if str(path).strip() == "":
             raise PatchError("--target is empty; pass the ultralytics package folder or a folder containing it")
