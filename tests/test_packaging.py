@@ -20,7 +20,10 @@ def test_wheel_install_applies_and_reverts(tmp_path):
     (wheel,) = wheels.glob("mhsa_patch-*.whl")
     site = tmp_path / "installed"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)], check=True)
-    assert (site / "mhsa_patch" / "patches" / "mhsa.py").is_file()
+    source = {p.relative_to(ROOT).as_posix() for p in (ROOT / "mhsa_patch").rglob("*.py")}
+    source |= {"mhsa_patch/patches/" + p.name for p in (ROOT / "patches").glob("*.py")}
+    installed = {p.relative_to(site).as_posix() for p in (site / "mhsa_patch").rglob("*.py")}
+    assert source == installed, (source ^ installed)  # every subpackage listed in pyproject.toml, nothing stale
 
     pkg = releases.copy_release(releases.LATEST, tmp_path / "target")
     env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}
