@@ -1,0 +1,1 @@
+"""Code that runs inside a child interpreter against the target's ultralytics."""

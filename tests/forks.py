@@ -1,0 +1,324 @@
+"""Fork-shaped ultralytics packages for the tests, built from real release copies (no third-party fork code).
+
+Checkpoints trained on ultralytics forks pickle the fork's own classes under the fork's module paths, e.g. the
+tutorial's MHSA as ``ultralytics.nn.modules.MHSA.MHSA`` or ``ultralytics.nn.Addmodules.Attention.MHSA``. To get
+such checkpoints without any fork, :func:`build_fork` copies a release and adds what a fork adds, with plain text
+edits: module files inside the package, an import of their classes in ``nn/tasks.py`` (after its imports) and a
+``parse_model`` branch per class (before the chain's final ``else: c2 = ch[f]``). :func:`save_checkpoint` then
+builds a model from a YAML in a child against the fork and saves a checkpoint in ultralytics' trainer format plus
+the model's output on a fixed input.
+
+The builder is generic: any files (a module imported by name, a package whose ``__init__`` star-imports its
+modules, a module that ``nn/modules/__init__.py`` imports ...), any import lines, any classes with branches.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import os
+import pickletools
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import releases
+from test_layer import TUTORIAL_SOURCE
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# The tutorial's class in a module file of its own, as forks keep it.
+TUTORIAL_MODULE = "import torch\nimport torch.nn as nn\n\n" + TUTORIAL_SOURCE.lstrip("\n")
+
+# A class also named MHSA, as other forks write it: torch's nn.MultiheadAttention over the flattened positions plus
+# an output projection. Same YAML arguments, other parameters: it must not be mistaken for the tutorial's.
+MULTIHEAD_MODULE = '''import torch
+import torch.nn as nn
+
+
+class MHSA(nn.Module):
+    def __init__(self, n_dims, width=14, height=14, heads=4, pos_emb=False):
+        super().__init__()
+        self.heads = heads
+        self.attn = nn.MultiheadAttention(n_dims, heads, batch_first=True)
+        self.proj = nn.Linear(n_dims, n_dims)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        t = x.flatten(2).transpose(1, 2)
+        t = self.proj(self.attn(t, t, t, need_weights=False)[0])
+        return t.transpose(1, 2).reshape(b, c, h, w)
+'''
+
+# Two custom blocks of the kind forks add (channel-preserving, written here for the tests).
+SHUFFLE_ATTENTION_MODULE = '''import torch
+import torch.nn as nn
+
+
+class ShuffleAttention(nn.Module):
+    def __init__(self, channel, groups=4):
+        super().__init__()
+        self.groups = groups
+        self.gate = nn.Conv2d(channel, channel, 1, groups=groups)
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.gate(x))
+'''
+
+BIFPN_MODULE = '''import torch
+import torch.nn as nn
+
+
+class BiFPN(nn.Module):
+    def __init__(self, length):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(length, dtype=torch.float32))
+        self.epsilon = 1e-4
+
+    def forward(self, xs):
+        w = torch.relu(self.weight)
+        w = w / (w.sum() + self.epsilon)
+        return sum(wi * xi for wi, xi in zip(w, xs))
+'''
+
+# parse_model branch for a layer whose first argument is its input channel count (MHSA's n_dims).
+CHANNELS_FIRST = "c2 = ch[f]\nargs = [c2, *args]"
+
+
+def module_file(module: str) -> str:
+    """``ultralytics.nn.Addmodules.Attention`` -> ``nn/Addmodules/Attention.py`` (relative to the package)."""
+    parts = module.split(".")
+    assert parts[0] == "ultralytics" and len(parts) > 1, module
+    return "/".join(parts[1:]) + ".py"
+
+
+def _insert_imports(text: str, lines: list[str]) -> str:
+    """``lines`` after the last top-level import that precedes the first def/class of ``nn/tasks.py``."""
+    tree = ast.parse(text)
+    last = None
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)):
+            break
+        if isinstance(node, (ast.Import, ast.ImportFrom)) or (
+            isinstance(node, ast.Try) and all(isinstance(n, (ast.Import, ast.ImportFrom)) for n in node.body)
+        ):
+            last = node
+    assert last is not None, "nn/tasks.py: no top-level import"
+    src = text.splitlines(keepends=True)
+    return "".join(src[: last.end_lineno] + [ln + "\n" for ln in lines] + src[last.end_lineno :])
+
+
+def _insert_branches(text: str, branches: dict[str, str]) -> str:
+    """One ``elif m is NAME:`` per entry, before ``parse_model``'s final ``else: c2 = ch[f]``."""
+    tree = ast.parse(text)
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "parse_model")
+    src = text.splitlines(keepends=True)
+    hits = [
+        i
+        for i in range(fn.lineno - 1, fn.end_lineno - 1)
+        if re.fullmatch(r"\s*else:\s*", src[i]) and re.fullmatch(r"\s*c2 = ch\[f\]\s*", src[i + 1])
+    ]
+    assert len(hits) == 1, f"parse_model: {len(hits)} 'else: c2 = ch[f]' lines"
+    at = hits[0]
+    indent = src[at][: len(src[at]) - len(src[at].lstrip())]
+    new = []
+    for name, body in branches.items():
+        new.append(f"{indent}elif m is {name}:\n")
+        new += [f"{indent}    {ln}\n" for ln in body.splitlines()]
+    return "".join(src[:at] + new + src[at:])
+
+
+def build_fork(
+    version: str,
+    root: Path,
+    files: dict[str, str],
+    tasks_imports: list[str],
+    branches: dict[str, str] | None = None,
+    edits: dict[str, list[tuple[str, str]]] | None = None,
+) -> Path:
+    """A copy of release ``version`` under ``root/site`` turned into a fork; returns the site (holds ultralytics/).
+
+    ``files``: package-relative path -> text (new folders get an empty ``__init__.py`` unless given one);
+    ``tasks_imports``: lines added to ``nn/tasks.py`` after its imports; ``branches``: class name -> the body of its
+    ``parse_model`` branch (see :data:`CHANNELS_FIRST`); ``edits``: package-relative path -> ``(old, new)``
+    replacements, each of which must match exactly once (e.g. an import added to ``nn/modules/__init__.py``).
+    Every file touched is checked to compile.
+    """
+    pkg = releases.copy_release(version, Path(root) / "site")
+    touched = []
+    for rel, text in files.items():
+        path = pkg / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        touched.append(path)
+        folder = path.parent
+        while folder != pkg:
+            init = folder / "__init__.py"
+            if not init.exists() and str(init.relative_to(pkg)) not in files:
+                init.write_text("")
+            folder = folder.parent
+    for rel, pairs in (edits or {}).items():
+        path = pkg / rel
+        text = path.read_text()
+        for old, new in pairs:
+            assert text.count(old) == 1, f"{rel}: {old!r} occurs {text.count(old)} times"
+            text = text.replace(old, new)
+        path.write_text(text)
+        touched.append(path)
+    tasks = pkg / "nn" / "tasks.py"
+    text = _insert_imports(tasks.read_text(), tasks_imports)
+    if branches:
+        text = _insert_branches(text, branches)
+    tasks.write_text(text)
+    touched.append(tasks)
+    for path in touched:
+        compile(path.read_text(), str(path), "exec")
+    return pkg.parent
+
+
+def mhsa_files(module: str, source: str = TUTORIAL_MODULE, star: bool = False) -> tuple[dict[str, str], str]:
+    """``(files, import line)`` for an MHSA class in ``module``. ``star``: the module's package ``__init__``
+    star-imports it and ``nn/tasks.py`` star-imports the package (the Addmodules style); otherwise tasks imports
+    MHSA from the module by name."""
+    files = {module_file(module): source}
+    package, _, leaf = module.rpartition(".")
+    if star:
+        files[module_file(package)[: -len(".py")] + "/__init__.py"] = f"from .{leaf} import *\n"
+        return files, f"from {package} import *"
+    return files, f"from {module} import MHSA"
+
+
+def mhsa_fork(version: str, root: Path, shapes: list[tuple[str, bool]], source: str = TUTORIAL_MODULE,
+              files: dict[str, str] | None = None) -> Path:
+    """A fork of ``version`` holding an MHSA module for each ``(module, star)`` of ``shapes`` (see
+    :func:`mhsa_files`), plus ``files``; ``nn/tasks.py`` imports MHSA the first shape's way and gets its branch.
+    A checkpoint of another shape comes from :func:`save_checkpoints` with ``"layer"`` (parse_model then uses that
+    module's class, as it would in a fork importing from there), so one site, imported once, serves every shape."""
+    all_files, first_import = {}, None
+    for module, star in shapes:
+        more, line = mhsa_files(module, source, star)
+        all_files.update(more)
+        first_import = first_import or line
+    all_files.update(files or {})
+    return build_fork(version, root, all_files, [first_import], {"MHSA": CHANNELS_FIRST})
+
+
+def write_mhsa_yaml(site: Path, dest_dir: Path, pos_emb: bool = False, imgsz: int = 256) -> Path:
+    """yolov8n with MHSA after SPPF, written by the tool's generator from the site's own ``yolov8.yaml``."""
+    try:  # the restructured package
+        from mhsa_patch.modelyaml.generate import Request, generate
+        from mhsa_patch.patching.target import find_target
+    except ImportError:
+        from mhsa_patch.target import find_target
+        from mhsa_patch.yamlgen import Request, generate
+
+    res = generate(find_target(site), Request(scale="n", pos_emb=pos_emb, imgsz=imgsz))
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    path = dest_dir / res.file_name
+    path.write_text(res.text)
+    return path
+
+
+SAVE = r"""
+import importlib
+import json
+import sys
+from copy import deepcopy
+from datetime import datetime
+
+import numpy as np
+import torch
+import ultralytics
+import ultralytics.nn.tasks as tasks
+from ultralytics.nn.tasks import DetectionModel
+
+try:
+    from ultralytics.cfg import get_cfg
+except ImportError:  # releases before 8.0.1xx
+    from ultralytics.yolo.cfg import get_cfg
+
+done = []
+for job in json.loads(sys.argv[1]):
+    if job.get("layer"):  # what parse_model finds when nn/tasks.py imports MHSA from this module
+        tasks.MHSA = importlib.import_module(job["layer"]).MHSA
+    torch.manual_seed(job["seed"])
+    model = DetectionModel(job["cfg"], nc=3, verbose=False)
+    exec(job["extra"])  # the caller's changes to `model` (e.g. a fork's extra blocks)
+    args = get_cfg()
+    model.args = args  # what the trainer attaches: an IterableSimpleNamespace
+    model.names = {0: "a", 1: "b", 2: "c"}
+    model = model.half().float().eval()  # the numbers the FP16 checkpoint holds, run in FP32
+    s, out = job["imgsz"], job["out"]
+    x = torch.rand(1, 3, s, s, generator=torch.Generator().manual_seed(job["seed"] + 1))
+    with torch.no_grad():
+        y = model(x)
+    y = y[0] if isinstance(y, (list, tuple)) else y
+    np.save(out + ".input.npy", x.numpy())
+    np.save(out + ".output.npy", y.numpy())
+    # ultralytics' trainer format (save_model): the model and its EMA in FP16, train_args as a dict, numpy metrics
+    ckpt = {
+        "epoch": 0,
+        "best_fitness": np.float64(0.5),
+        "model": deepcopy(model).half(),
+        "ema": deepcopy(model).half(),
+        "updates": 1,
+        "optimizer": None,
+        "train_args": vars(args),
+        "train_metrics": {"fitness": np.float64(0.5)},
+        "date": datetime.now().isoformat(),
+        "version": ultralytics.__version__,
+    }
+    torch.save(ckpt, out)
+    done.append({type(m).__name__: type(m).__module__ for m in model.model}.get("MHSA"))
+print(json.dumps(done))
+"""
+
+
+def save_checkpoints(site: Path, jobs: list[dict]) -> list[dict]:
+    """Build models against the ultralytics under ``site`` and save each in ultralytics' trainer format, with its
+    reference output: one child for all jobs (importing a fresh release copy costs seconds).
+
+    A job: ``{"cfg": YAML path or name, "out": checkpoint path}`` and optionally ``"layer"`` (the module whose
+    ``MHSA`` parse_model uses: what a fork gets when ``nn/tasks.py`` imports it from there), ``"extra"`` (Python run
+    with the built ``model`` in scope), ``"imgsz"`` (256) and ``"seed"`` (0). Returns per job ``{"ckpt", "input",
+    "output", "layer_module"}``: the checkpoint, the ``.npy`` input (1x3xSxS, seeded) and the model's first output
+    on it in eval mode (FP32 from the FP16-rounded weights the checkpoint holds), and the module of its MHSA class.
+    """
+    full = [{"layer": None, "extra": "", "imgsz": 256, "seed": 0, **j, "cfg": str(j["cfg"]), "out": str(j["out"])}
+            for j in jobs]
+    proc = releases.run_python(SAVE, site, json.dumps(full), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    modules = json.loads(proc.stdout.strip().splitlines()[-1])
+    return [
+        {"ckpt": Path(j["out"]), "input": Path(j["out"] + ".input.npy"), "output": Path(j["out"] + ".output.npy"),
+         "layer_module": m}
+        for j, m in zip(full, modules)
+    ]
+
+
+def pickle_globals(path: Path) -> set[str]:
+    """The ``module.name`` globals a ``torch.save`` file's pickle names (protocol 2's GLOBAL opcodes), unexecuted."""
+    with zipfile.ZipFile(path) as zf:
+        data = zf.read(next(n for n in zf.namelist() if n.endswith("data.pkl")))
+    return {arg.replace(" ", ".") for op, arg, _ in pickletools.genops(io.BytesIO(data)) if op.name == "GLOBAL"}
+
+
+def child_env(site: Path) -> dict:
+    """The offline test environment for ``site`` with this checkout's mhsa_patch first on the path."""
+    env = releases.release_env(site)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env["PYTHONPATH"]])
+    return env
+
+
+def run_child(code: str, site: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], env=child_env(site), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def last_json(proc: subprocess.CompletedProcess):
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
