@@ -485,3 +485,13 @@ def test_three_mhsa_layers_build_on_the_latest_release(tmp_path):
         assert mhsa["from"] == [row[0] for row in new_rows]
         assert [ty for j, ty in enumerate(mhsa["types"]) if j not in mhsa_indices(res.data)] == stock["types"]
     assert [i.channels for i in cases[2].insertions] == [64, 128, 512]  # scale s: P2, P3, P5
+    # the command, with --check: both models built by the patched release, the delta explained
+    work = tmp_path / "work"
+    work.mkdir()
+    write(work, "mine.yaml", src.read_text())
+    cmd = ["gen-yaml", "--from", "mine.yaml", "-s", "s", "--at", "P2,P5", "--check", "-t", str(site)]
+    r = subprocess.run([sys.executable, "-m", "mhsa_patch", *cmd], capture_output=True, text=True, env=env, cwd=work)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "MHSA adds 800,448 parameters = 3·(C²+C) for each of 2 layers with C = 64, 512" in r.stdout
+    assert any(ln.split()[:2] == ["difference", "+2"] for ln in r.stdout.splitlines()), r.stdout
+    assert (work / "mine-MHSA.yaml").is_file() and "WARNING" not in r.stderr, r.stderr
