@@ -23,6 +23,7 @@ from mhsa_patch.patching.target import Target
 
 # The child must never reach the network: no fonts, no settings sync, no AMP-check model.
 CHILD_ENV = {"YOLO_OFFLINE": "1"}
+PROBE_TIMEOUT = 900
 
 
 def require_applied(target: Target) -> None:
@@ -173,3 +174,29 @@ def run_check(
         if keep is not None:
             args += ["--keep", str(Path(keep).expanduser().resolve())]
     return run_child(target, "mhsa_patch.child.check", args, on_event=on_event, quiet=quiet)
+
+
+def run_probe(target: Target, cfgs: Sequence[str], imgsz: int, *, timeout: float = PROBE_TIMEOUT) -> dict:
+    """Build the configs with the target's ultralytics in a child (:mod:`mhsa_patch.child.probe`); its JSON report.
+
+    Raises :class:`PatchError` (one line) when the child crashes, runs past ``timeout`` or a model does not build.
+    """
+    from mhsa_patch.child.env import run_module
+
+    try:
+        proc = run_module(target, "mhsa_patch.child.probe", [*cfgs, "--imgsz", str(imgsz)], timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise PatchError(f"--check: building the models took more than {timeout:.0f} s") from None
+    lines = [ln for ln in (proc.stdout or "").splitlines() if ln.strip()]
+    try:
+        result = json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:
+        result = None
+    if not isinstance(result, dict):
+        tail = [ln for ln in (proc.stderr or "").splitlines() if ln.strip()]
+        why = tail[-1].strip() if tail else f"exit code {proc.returncode}"
+        raise PatchError(f"--check: the model build crashed: {why}")
+    if not result.get("ok"):
+        cfg = Path(str(result.get("cfg") or "?")).name
+        raise PatchError(f"--check: {cfg} does not build with ultralytics {target.version}: {result.get('error')}")
+    return result

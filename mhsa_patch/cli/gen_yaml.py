@@ -1,68 +1,25 @@
-"""``gen-yaml``: write a ready-to-train MHSA model YAML built from the target release's own config.
+"""``gen-yaml``: write a ready-to-train MHSA model YAML built from the target release's own config or the user's.
 
 Exit codes: 0 written; 1 refused (bad choice or value, existing output, unpatched target with ``--check``, a
-model that does not build), one ``ERROR ❌`` line on stderr and nothing written; 2 usage errors found by the
-parser itself (a missing ``--scale``, ``--heads abc``). Unknown scale, base, task or lateral names are refusals
-(exit 1), not usage errors, so that every bad value gets the same one-line message.
+model that does not build, an unreadable ``--from`` file), one ``ERROR ❌`` line on stderr and nothing written; 2
+usage errors found by the parser itself (a missing ``--scale`` without ``--from``, ``--heads abc``). Unknown scale,
+base, task or lateral names are refusals (exit 1), not usage errors, so that every bad value gets the same one-line
+message. The work is :func:`mhsa_patch.modelyaml.write.write_model_yaml`; this module parses and prints.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.markup import escape
 
 from mhsa_patch.cli.console import fail, info, out, warn
-from mhsa_patch.errors import PatchError
-from mhsa_patch.patching.atomic import write_atomic
 from mhsa_patch.cli.options import PythonOpt, TargetOpt, pick_target, warn_shadow
-from mhsa_patch.patching.target import Target
+from mhsa_patch.errors import PatchError
 
 if TYPE_CHECKING:
     from mhsa_patch.modelyaml import emit
-
-PROBE_TIMEOUT = 900
-
-
-def patch_state(target: Target) -> tuple[str, str]:
-    """``(state, why)``: the engine's status ("applied", "not-applied", "partial", "conflict") or "unknown"."""
-    from mhsa_patch.patching import engine
-
-    try:
-        st = engine.status(target)
-    except PatchError as e:
-        return "unknown", str(e)
-    return st.state, "; ".join(st.notes)
-
-
-def run_probe(target: Target, cfgs: list[str], imgsz: int) -> dict:
-    """Build the configs with the target's ultralytics in a child process (see :mod:`mhsa_patch.child.probe`)."""
-    import subprocess
-
-    from mhsa_patch.child.env import run_module
-
-    try:
-        proc = run_module(target, "mhsa_patch.child.probe", [*cfgs, "--imgsz", str(imgsz)], timeout=PROBE_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        raise PatchError(f"--check: building the models took more than {PROBE_TIMEOUT} s") from None
-    lines = [ln for ln in (proc.stdout or "").splitlines() if ln.strip()]
-    try:
-        result = json.loads(lines[-1]) if lines else None
-    except json.JSONDecodeError:
-        result = None
-    if not isinstance(result, dict):
-        tail = [ln for ln in (proc.stderr or "").splitlines() if ln.strip()]
-        why = tail[-1].strip() if tail else f"exit code {proc.returncode}"
-        raise PatchError(f"--check: the model build crashed: {why}")
-    if not result.get("ok"):
-        cfg = Path(str(result.get("cfg") or "?")).name
-        raise PatchError(f"--check: {cfg} does not build with ultralytics {target.version}: {result.get('error')}")
-    return result
 
 
 def _fmt_gflops(value) -> str:
@@ -84,8 +41,7 @@ def print_check(result: emit.Result, name: str, probe: dict, imgsz: int) -> None
             f"{_fmt_gflops(layer['gflops']):>8}  {layer['arguments'] or ''}"
         )
         out.print(f"[bold]{escape(line)}[/]" if layer["index"] in mhsa["mhsa"] else escape(line))
-    c = result.channels
-    expected = 3 * (c * c + c) + (c * (result.grid * 2) if len(result.mhsa_args) > 3 else 0)
+    expected = result.params
     delta = mhsa["parameters"] - stock["parameters"]
     rows = [
         (result.stock_name, stock),
@@ -116,23 +72,54 @@ def print_check(result: emit.Result, name: str, probe: dict, imgsz: int) -> None
         "attention (its cost grows with the square of the grid).",
         markup=False,
     )
+    cs = ", ".join(str(ins.channels) for ins in result.insertions)
+    c_is = f"C={cs}" if len(result.insertions) == 1 else f"C = {cs}"
     if delta != expected:
-        warn(f"MHSA added {delta:,} parameters, expected {expected:,} for C={c}")
+        warn(f"MHSA added {delta:,} parameters, expected {expected:,} for {c_is}")
     else:
         positions = " + C·(w+h) positions" if len(result.mhsa_args) > 3 else ""
-        info(f"MHSA adds {delta:,} parameters = 3·(C²+C) with C={c}{positions}")
+        each = "" if len(result.insertions) == 1 else f" for each of {len(result.insertions)} layers"
+        info(f"MHSA adds {delta:,} parameters = 3·(C²+C){positions}{each} with {c_is}")
+
+
+def _describe(ins: emit.Insertion, pos_emb: bool, heads: int) -> str:
+    from mhsa_patch.modelyaml.graph import stage_label
+
+    given = " from --channels" if ins.channels_given else ""
+    positions = f", {ins.grid}x{ins.grid} positions" if pos_emb else ""
+    return (
+        f"MHSA after layer {ins.after} as layer {ins.index} ({stage_label(ins.stride)}, C={ins.channels}{given}, "
+        f"{heads} heads{positions}), read by layers {', '.join(map(str, ins.readers))}"
+    )
 
 
 def gen_yaml(
     scale: Annotated[
-        str, typer.Option("--scale", "-s", help="Model scale: n, s, m, l or x.", show_default=False)
-    ],
+        Optional[str],
+        typer.Option(
+            "--scale",
+            "-s",
+            help="Model scale: n, s, m, l or x. Required, except with --from (default: the file's name or only "
+            "scale; refused for a file without 'scales').",
+            show_default=False,
+        ),
+    ] = None,
     output: Annotated[
         Optional[str],
         typer.Option(
             "--output",
             "-o",
-            help="File (or folder) to write. Default: <base><scale>[-task]-MHSA.yaml in the working directory.",
+            help="File (or folder) to write. Default: <base><scale>[-task]-MHSA.yaml (with --from: "
+            "<stem>-MHSA.yaml, its scale letter set to --scale) in the working directory.",
+            show_default=False,
+        ),
+    ] = None,
+    from_yaml: Annotated[
+        Optional[str],
+        typer.Option(
+            "--from",
+            help="Your own model YAML as the base (custom modules, P2 heads ...), in place of the release's config. "
+            "Excludes --base and --task.",
             show_default=False,
         ),
     ] = None,
@@ -144,14 +131,28 @@ def gen_yaml(
     imgsz: Annotated[
         int, typer.Option("--imgsz", help="Training image size: the grid of --pos-emb, the GFLOPs of --check.")
     ] = 640,
-    base: Annotated[str, typer.Option("--base", help="Model family: yolov8, yolo11 or yolo26.")] = "yolov8",
-    task: Annotated[str, typer.Option("--task", help="detect, segment, pose or obb.")] = "detect",
+    base: Annotated[
+        Optional[str], typer.Option("--base", help="Model family: yolov8, yolo11 or yolo26. [default: yolov8]")
+    ] = None,
+    task: Annotated[
+        Optional[str], typer.Option("--task", help="detect, segment, pose or obb. [default: detect]")
+    ] = None,
     at: Annotated[
         Optional[str],
         typer.Option(
             "--at",
             help="Insert after a backbone stage (P3, P4, P5: the stage's last layer), a backbone module "
-            "(SPPF, C2PSA) or a layer index. Default: P5.",
+            "(SPPF, C2PSA) or a layer index; several, comma-separated (P3,P4,P5), insert one MHSA after each. "
+            "Default: P5.",
+            show_default=False,
+        ),
+    ] = None,
+    channels: Annotated[
+        Optional[str],
+        typer.Option(
+            "--channels",
+            help="The channels C MHSA gets, where a module gen-yaml does not know feeds it: one value, or one per "
+            "--at point (comma-separated).",
             show_default=False,
         ),
     ] = None,
@@ -175,61 +176,38 @@ def gen_yaml(
     target: TargetOpt = None,
     python: PythonOpt = None,
 ) -> None:
-    """Write a ready-to-train MHSA model YAML, built from the installed release's own config."""
-    from mhsa_patch.modelyaml import emit, graph, naming, request  # here, not at import: every other command would pay for PyYAML
+    """Write a ready-to-train MHSA model YAML, built from the installed release's own config or from yours."""
+    # here, not at import: every other command would pay for PyYAML
+    from mhsa_patch.modelyaml import request, write
 
+    if scale is None and from_yaml is None:
+        raise typer.BadParameter("missing: n, s, m, l or x (only --from can do without)", param_hint="'--scale' / '-s'")
     try:
         res = pick_target(target, python)
         tgt = res.target
         req = request.Request(
-            scale=scale, base=base, task=task, heads=heads, pos_emb=pos_emb, imgsz=imgsz, at=at, lateral=lateral
-        )
-        result = emit.generate(tgt, req)
-        path = Path.cwd() / result.file_name if output is None else Path(output).expanduser()
-        if output is not None and (path.is_dir() or output.endswith(("/", os.sep))):
-            if not path.is_dir():
-                raise PatchError(f"{output}: no such directory")
-            path = path / result.file_name
-        path = path.absolute()
-        notes = list(result.warnings) + naming.check_output(path, req, tgt, force=force)
-        state, why = patch_state(tgt)
-        if check and state != "applied":
-            detail = f" ({why})" if state == "unknown" and why else ""
-            raise PatchError(
-                f"--check needs the patch: ultralytics {tgt.version} at {tgt.package} is not patched "
-                f"(status: {state}{detail}); run 'mhsa-patch apply' first"
-            )
-        probe = None
-        if check:
-            with tempfile.TemporaryDirectory(prefix="mhsa-gen-yaml-") as tmp:
-                # both by path, each in its own folder: a stock name alone would resolve against the cwd first
-                trial = Path(tmp) / "mhsa" / path.name
-                stock = Path(tmp) / "stock" / result.stock_name
-                for file, data in ((trial, result.text.encode("utf-8")), (stock, result.base_file.read_bytes())):
-                    file.parent.mkdir()
-                    file.write_bytes(data)
-                probe = run_probe(tgt, [str(trial), str(stock)], imgsz)
-        try:
-            write_atomic(path, result.text.encode("utf-8"), exclusive=not force)
-        except FileExistsError:
-            raise PatchError(f"{path} exists: pass --force to overwrite it") from None
+            scale=scale, base=base, task=task, heads=heads, pos_emb=pos_emb, imgsz=imgsz, at=at, lateral=lateral,
+            from_yaml=from_yaml, channels=channels,
+        )  # fmt: skip
+        done = write.write_model_yaml(tgt, req, output, force=force, check=check)
     except PatchError as e:
         fail(e)
+    result = done.result
     warn_shadow(res)
-    for note in notes:
+    for note in done.warnings:
         warn(note)
-    if state != "applied":
+    if done.state != "applied":
         warn(
-            f"ultralytics {tgt.version} at {tgt.package} is not patched (status: {state}): run 'mhsa-patch apply' "
-            "before building or training this model"
+            f"ultralytics {tgt.version} at {tgt.package} is not patched (status: {done.state}): run 'mhsa-patch "
+            "apply' before building or training this model"
         )
-    info(
-        f"wrote {escape(str(path))}: MHSA after layer {result.after} as layer {result.index} "
-        f"({graph.stage_label(result.stride)}, C={result.channels}, {req.heads} heads"
-        f"{f', {result.grid}x{result.grid} positions' if req.pos_emb else ''}), read by layers "
-        f"{', '.join(map(str, result.readers))}"
-    )
-    if probe is not None:
-        print_check(result, path.name, probe, imgsz)
-    task_word = {"detect": "detect", "segment": "segment", "pose": "pose", "obb": "obb"}[req.task]
-    info(f"next: [bold]yolo {task_word} train model={escape(str(path))} data=...[/]")
+    where = escape(str(done.path))
+    if len(result.insertions) == 1:
+        info(f"wrote {where}: {_describe(result.insertions[0], req.pos_emb, req.heads)}")
+    else:
+        info(f"wrote {where}: {len(result.insertions)} MHSA layers")
+        for ins in result.insertions:
+            info(f"  {_describe(ins, req.pos_emb, req.heads)}")
+    if done.probe is not None:
+        print_check(result, done.path.name, done.probe, imgsz)
+    info(f"next: [bold]yolo {result.task} train model={where} data=...[/]")

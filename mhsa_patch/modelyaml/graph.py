@@ -39,6 +39,8 @@ HEAD_MODULES = frozenset(
 )  # fmt: skip
 # Modules whose output channels parse_model computes in ways this replay does not follow.
 OPAQUE_MODULES = frozenset({"HGStem", "HGBlock", "ResNetLayer", "CBLinear", "CBFuse", "TorchVision", "Index", "AIFI"})
+# Modules that keep their input's channels and are not torch.nn modules (parse_model's final ``else``).
+PASSTHROUGH_MODULES = frozenset({"MHSA"})
 # Modules that change the stride: stride argument position (None: always 2).
 DOWNSAMPLERS = {"Conv": 2, "GhostConv": 2, "DWConv": 2, "SCDown": 2, "Focus": None, "ADown": None, "AConv": None}
 
@@ -50,7 +52,31 @@ def make_divisible(x: float, divisor: int = 8) -> int:
 
 def replay(rows: list[Row], data: dict, scale: str, imgsz_stride: bool = True) -> tuple[list, list]:
     """Output channels and stride of every layer, as ``parse_model`` builds them (None where not a feature map)."""
-    depth_width = (data.get("scales") or {}).get(scale)
+    chans, strides, _ = trace(rows, data, scale)
+    return chans, strides
+
+
+def is_known(module: str) -> bool:
+    """Whether ``module`` is one whose output channels this replay follows (a stock ultralytics module or MHSA)."""
+    return (
+        module in SCALED_MODULES
+        or module in HEAD_MODULES
+        or module in OPAQUE_MODULES
+        or module in PASSTHROUGH_MODULES
+        or module.startswith("nn.")
+    )
+
+
+def trace(rows: list[Row], data: dict, scale: str | None) -> tuple[list, list, list]:
+    """:func:`replay` plus, per layer, the first layer of a module this replay does not know (a user's ``BiFPN``,
+    ``CBAM`` ...) that its channel count depends on, or None when it depends on none.
+
+    An unknown module is taken to keep its first input's channels and stride (what stock ``parse_model`` records for
+    a module without a branch of its own), but its channels are marked as a guess, and so are the channels of every
+    layer that inherits them (through ``Concat`` or a width-keeping module). A scaled module (``Conv``, ``C2f`` ...)
+    sets its own width from its args, so the mark stops there.
+    """
+    depth_width = (data.get("scales") or {}).get(scale) if scale is not None else None
     if depth_width is not None:
         _, width, max_channels = depth_width
     else:
@@ -59,6 +85,7 @@ def replay(rows: list[Row], data: dict, scale: str, imgsz_stride: bool = True) -
     ch_in, stride_in = 3, 1
     chans: list = []
     strides: list = []
+    unknown: list = []
 
     def get(lst, k, i):
         j = k if k >= 0 else i + k
@@ -71,10 +98,12 @@ def replay(rows: list[Row], data: dict, scale: str, imgsz_stride: bool = True) -
     for row in rows:
         i, f, m, args = row.index, row.from_, row.module, row.args
         if i == 0:
-            c_src, s_src = [ch_in], [stride_in]
+            c_src, s_src, u_src = [ch_in], [stride_in], [None]
         else:
             c_src = [get(chans, k, i) for k in _froms(f)]
             s_src = [get(strides, k, i) for k in _froms(f)]
+            u_src = [get(unknown, k, i) for k in _froms(f)]
+        u2 = None
         if m in HEAD_MODULES and m != "Classify":
             c2, s2 = None, None
         elif m in SCALED_MODULES:
@@ -90,16 +119,19 @@ def replay(rows: list[Row], data: dict, scale: str, imgsz_stride: bool = True) -
         elif m == "Concat":
             c2 = None if None in c_src else sum(c_src)
             s2 = s_src[0]
+            u2 = next((u for u in u_src if u is not None), None)
         elif m in OPAQUE_MODULES:
             c2, s2 = None, None
         else:  # parse_model's final ``else: c2 = ch[f]``
             c2, s2 = c_src[0], s_src[0]
+            u2 = u_src[0] if is_known(m) else i
             if m == "nn.Upsample" and s2 is not None:
                 factor = args[1] if len(args) > 1 else 2
                 s2 = max(1, int(s2 // factor))
         chans.append(c2)
         strides.append(s2)
-    return chans, strides
+        unknown.append(u2 if c2 is not None else None)
+    return chans, strides, unknown
 
 
 def stage_label(stride: int) -> str:
@@ -143,25 +175,41 @@ def resolve_at(at: str | None, rows: list[Row], chans: list, strides: list, n_ba
 
 def remap(rows: list[Row], after: int, lateral: str) -> tuple[list, dict, list]:
     """New ``from`` of every base row, the index map, and the new indices of the layers that read MHSA."""
-    mhsa = after + 1
-    index_map = {r.index: r.index + (1 if r.index > after else 0) for r in rows}
+    new_froms, index_map, mhsa_at, readers = remap_many(rows, [after], lateral)
+    return new_froms, index_map, readers[after]
+
+
+def remap_many(rows: list[Row], afters, lateral: str) -> tuple[list, dict, dict, dict]:
+    """:func:`remap` for one MHSA row after each base layer of ``afters`` (distinct indices).
+
+    Returns the new ``from`` of every base row, the index map (base index -> new index), the new index of each
+    MHSA row (keyed by the base layer it follows) and the new indices of the layers that read it (same keys).
+    """
+    points = sorted(set(afters))
+    if len(points) != len(list(afters)):
+        raise PatchError("two MHSA rows cannot follow the same layer")
+    index_map = {}
+    shift = 0
+    for row in rows:
+        index_map[row.index] = row.index + shift
+        if row.index in points:
+            shift += 1
+    mhsa_at = {a: index_map[a] + 1 for a in points}
     new_froms: list = []
-    readers: list[int] = []
+    readers: dict = {a: set() for a in points}
     for row in rows:
         o, n_o = row.index, index_map[row.index]
         out = []
         for x in _froms(row.from_):
             a = x if x >= 0 else o + x
-            if a < after:
-                b = a
-            elif a > after:
-                b = a + 1
-            elif lateral == "attention" or (o == after + 1 and x == -1):
-                b = mhsa  # the serial successor always reads MHSA; laterals too with "attention"
+            if a < 0:  # the stem's -1: the input image
+                out.append(x)
+                continue
+            if a in mhsa_at and (lateral == "attention" or (o == a + 1 and x == -1)):
+                b = mhsa_at[a]  # the serial successor always reads MHSA; laterals too with "attention"
+                readers[a].add(n_o)
             else:
-                b = after
-            if b == mhsa:
-                readers.append(n_o)
+                b = index_map[a]
             out.append(b - n_o if x < 0 else b)
         new_froms.append(out[0] if isinstance(row.from_, int) else out)
-    return new_froms, index_map, sorted(set(readers))
+    return new_froms, index_map, mhsa_at, {a: sorted(r) for a, r in readers.items()}

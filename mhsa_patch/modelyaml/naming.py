@@ -35,21 +35,49 @@ def unified_path(path: str | Path) -> str:
 
 
 def output_name(req: Request) -> str:
-    """``yolov8n-MHSA.yaml``, ``yolo11s-seg-MHSA.yaml``: the scale right after the model number (ultralytics' rule)."""
+    """``yolov8n-MHSA.yaml``, ``yolo11s-seg-MHSA.yaml``: the scale right after the model number (ultralytics' rule).
+
+    With ``--from my-model.yaml``: ``my-model-MHSA.yaml``, the scale letter set to ``req.scale`` where the name
+    carries one (``yolov8n-p2.yaml --scale s`` -> ``yolov8s-p2-MHSA.yaml``) or names a model family without one
+    (``yolov8-bifpn.yaml`` -> ``yolov8n-bifpn-MHSA.yaml``), so that ultralytics reads the scale the file builds.
+    """
+    if req.from_yaml is not None:
+        return f"{_scaled_stem(Path(req.from_yaml).stem, req.scale)}-MHSA.yaml"
     return f"{req.base}{req.scale}{TASKS[req.task]}-MHSA.yaml"
 
 
 def stock_name(req: Request) -> str:
+    """The unmodified model of the same scale: ``yolov8n.yaml``; with ``--from``, the source's name, scale set."""
+    if req.from_yaml is not None:
+        return f"{_scaled_stem(Path(req.from_yaml).stem, req.scale)}.yaml"
     return f"{req.base}{req.scale}{TASKS[req.task]}.yaml"
 
 
-def check_output(path: Path, req: Request, target: Target, force: bool = False) -> list[str]:
+def _scaled_stem(stem: str, scale: str | None) -> str:
+    if scale is None:  # a file without 'scales': the name's scale is not read
+        return stem
+    for pattern in SCALE_RES:
+        m = pattern.search(stem)
+        if m:
+            k = m.lastindex
+            return stem[: m.start(k)] + scale + stem[m.end(k) :]
+    m = MODEL_NAME_RE.search(stem)
+    if m:
+        return stem[: m.end()] + scale + stem[m.end() :]
+    return stem
+
+
+def check_output(
+    path: Path, req: Request, target: Target, force: bool = False, *, chosen: bool = True
+) -> list[str]:
     """Refuse output names that would not build the requested scale; return warnings for risky surroundings.
 
     Refused: an existing file (without ``force``), a directory, a missing parent folder, a suffix other than
     .yaml/.yml, a name whose scale differs from ``req.scale``, a scale-less name of a model family
     (``yolov8-MHSA.yaml``) that ultralytics would load in place of the scaled files, a name that resolves to the
-    release's own config (``yolov8n.yaml``) in releases that try the scale-less name first.
+    release's own config (``yolov8n.yaml``) in releases that try the scale-less name first. ``req.scale`` None (a
+    ``--from`` file without ``scales``, whose size the name does not change) skips the two scale rules.
+    ``chosen=False`` (the default name, not the user's) leaves out the warning about a name without a scale.
     """
     warnings: list[str] = []
     name = path.name
@@ -63,12 +91,14 @@ def check_output(path: Path, req: Request, target: Target, force: bool = False) 
         raise PatchError(f"{path} exists: pass --force to overwrite it")
     guessed = guess_scale(name)
     stem = Path(name).stem
-    if guessed and guessed != req.scale:
+    if req.scale is None:
+        pass
+    elif guessed and guessed != req.scale:
         raise PatchError(
             f"{name}: ultralytics reads scale '{guessed}' from this name but the file is scale '{req.scale}': "
             f"name it {output_name(req)}"
         )
-    if not guessed and MODEL_NAME_RE.search(stem):
+    elif not guessed and MODEL_NAME_RE.search(stem):
         raise PatchError(
             f"{name}: a scale-less model name is loaded in place of the scaled files next to it "
             f"(ultralytics <= 8.4.100): name it {output_name(req)}"
@@ -86,7 +116,7 @@ def check_output(path: Path, req: Request, target: Target, force: bool = False) 
                 f"{name}: ultralytics {target.version} would load its own {sibling.name} instead "
                 f"(it tries the scale-less name first): name it {output_name(req)}"
             )
-    elif not guessed:
+    elif not guessed and req.scale is not None and chosen:
         warnings.append(f"{name} carries no scale: it still builds scale {req.scale} (its only 'scales' row)")
     return warnings
 

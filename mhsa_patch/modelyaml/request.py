@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 
 from mhsa_patch.errors import PatchError
@@ -13,32 +14,57 @@ TASKS = {"detect": "", "segment": "-seg", "pose": "-pose", "obb": "-obb"}
 LATERALS = ("attention", "pre-attention")
 
 
+def _positive(value, what: str) -> int:
+    if isinstance(value, bool):
+        raise PatchError(f"{what} must be a positive integer, got {value}")
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        value = int(value)
+    if not isinstance(value, int) or value <= 0:
+        raise PatchError(f"{what} must be a positive integer, got {value}")
+    return value
+
+
 @dataclass(frozen=True)
 class Request:
     """What ``gen-yaml`` was asked for. ``at=None`` means ``P5``; ``imgsz`` matters only with ``pos_emb``.
 
     Spelling is normalised and unknown choices are refused on construction, so every ``Request`` is valid.
+
+    * ``at``: one insertion point or several, comma-separated (``"P3,P4,P5"``); one MHSA row goes after each.
+    * ``from_yaml``: the user's own model YAML as the base, in place of the release's ``base``/``task`` config (so
+      ``base`` and ``task`` must not be given with it; they stay ``None``). ``scale`` may then be ``None``: it is
+      settled from the file (see :func:`mhsa_patch.modelyaml.emit.generate`).
+    * ``channels``: the channels MHSA gets, one value per insertion point or one for all; needed where they come
+      from a module gen-yaml does not know.
     """
 
-    scale: str
-    base: str = "yolov8"
-    task: str = "detect"
+    scale: str | None
+    base: str | None = None
+    task: str | None = None
     heads: int = 4
     pos_emb: bool = False
     imgsz: int = 640
     at: str | None = None
     lateral: str = "attention"
+    from_yaml: str | None = None
+    channels: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        scale = str(self.scale).strip().lower()
-        base = str(self.base).strip().lower()
-        task = str(self.task).strip().lower()
+        from_yaml = None if self.from_yaml is None or str(self.from_yaml) == "" else str(self.from_yaml)
+        if from_yaml is not None and (self.base is not None or self.task is not None):
+            given = " and ".join(f"--{k}" for k in ("base", "task") if getattr(self, k) is not None)
+            raise PatchError(f"--from {from_yaml}: the model comes from that file, {given} cannot apply: drop {given}")
+        scale = None if self.scale is None else str(self.scale).strip().lower()
+        base = None if from_yaml else str(self.base or "yolov8").strip().lower()
+        task = None if from_yaml else str(self.task or "detect").strip().lower()
         lateral = str(self.lateral).strip().lower()
-        if scale not in SCALES:
+        if scale is None and from_yaml is None:
+            raise PatchError("--scale is required (n, s, m, l or x)")
+        if scale is not None and scale not in SCALES:
             raise PatchError(f"unknown scale '{self.scale}': choose one of {', '.join(SCALES)}")
-        if base not in BASES:
+        if base is not None and base not in BASES:
             raise PatchError(f"unknown base '{self.base}': choose one of {', '.join(BASES)}")
-        if task not in TASKS:
+        if task is not None and task not in TASKS:
             raise PatchError(f"unknown task '{self.task}': choose one of {', '.join(TASKS)}")
         if lateral not in LATERALS:
             raise PatchError(f"unknown lateral '{self.lateral}': choose one of {', '.join(LATERALS)}")
@@ -47,22 +73,56 @@ class Request:
         if not isinstance(self.imgsz, int) or isinstance(self.imgsz, bool) or self.imgsz <= 0:
             raise PatchError(f"--imgsz must be a positive integer, got {self.imgsz}")
         at = None if self.at is None or str(self.at).strip() == "" else str(self.at).strip()
-        if at is not None and re.fullmatch(r"[pP]\d+", at):
-            at = at.upper()
-        for name, value in (("scale", scale), ("base", base), ("task", task), ("lateral", lateral), ("at", at)):
+        if at is not None:
+            points = [p.strip() for p in at.split(",")]
+            if "" in points:
+                raise PatchError(f"--at {at}: an empty insertion point (write --at P3,P4,P5)")
+            points = [p.upper() if re.fullmatch(r"[pP]\d+", p) else p for p in points]
+            seen = [p for k, p in enumerate(points) if p.lower() in (q.lower() for q in points[:k])]
+            if seen:
+                raise PatchError(f"--at {at}: {seen[0]} is given twice")
+            at = ",".join(points)
+        channels = self.channels
+        if channels is not None:
+            raw = channels
+            if isinstance(channels, str):
+                channels = [c for c in channels.split(",")] if channels.strip() else []
+            elif isinstance(channels, int):
+                channels = [channels]
+            text = raw if isinstance(raw, str) else ",".join(map(str, channels))
+            channels = tuple(_positive(c, f"--channels {text}:") for c in channels)
+            n_points = len(at.split(",")) if at else 1
+            if len(channels) not in (1, n_points):
+                raise PatchError(
+                    f"--channels {text}: give one value, or one per --at point ({n_points}: {at or 'P5'}), in order"
+                )
+        values = {"scale": scale, "base": base, "task": task, "lateral": lateral, "at": at}
+        values.update(from_yaml=from_yaml, channels=channels)
+        for name, value in values.items():
             object.__setattr__(self, name, value)
         object.__setattr__(self, "pos_emb", bool(self.pos_emb))
+
+    @property
+    def points(self) -> tuple[str, ...]:
+        """The insertion points as given, in order (``("P5",)`` by default)."""
+        return tuple(self.at.split(",")) if self.at else ("P5",)
 
 
 def command_line(req: Request) -> str:
     """The canonical command that produces this file's content (options that change nothing are left out)."""
-    parts = ["mhsa-patch gen-yaml", f"--scale {req.scale}"]
-    if req.base != "yolov8":
+    parts = ["mhsa-patch gen-yaml"]
+    if req.scale is not None:
+        parts.append(f"--scale {req.scale}")
+    if req.from_yaml is not None:
+        parts.append(f"--from {shlex.quote(req.from_yaml)}")
+    if req.base not in (None, "yolov8"):
         parts.append(f"--base {req.base}")
-    if req.task != "detect":
+    if req.task not in (None, "detect"):
         parts.append(f"--task {req.task}")
     if req.at is not None and str(req.at) != "P5":
         parts.append(f"--at {req.at}")
+    if req.channels is not None:
+        parts.append(f"--channels {','.join(map(str, req.channels))}")
     if req.heads != 4:
         parts.append(f"--heads {req.heads}")
     if req.pos_emb:

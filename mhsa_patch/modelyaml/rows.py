@@ -50,7 +50,7 @@ def _bracket_end(text: str, start: int) -> int:
 
 
 ROW_RE = re.compile(r"^(?P<indent>\s*)-\s*(?=\[)")
-KEY_RE = re.compile(r"^(?P<key>[A-Za-z_][\w-]*)\s*:(?P<rest>.*)$")
+KEY_RE = re.compile(r"""^(?P<q>["']?)(?P<key>[A-Za-z_][\w-]*)(?P=q)\s*:(?P<rest>.*)$""")  # a top-level key, quoted or not
 FROM_RE = re.compile(r"^\[\s*(?P<from>\[[^\[\]]*\]|-?\d+)\s*,")
 
 
