@@ -117,3 +117,27 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` with its bytes, for byte-for-byte comparisons of a package tree."""
     root = Path(root)
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def tree_state(root: Path) -> dict[str, tuple]:
+    """Every entry under ``root`` (itself included, links not followed): kind, bytes or link target, mtime in ns.
+
+    Equal before and after a command means it wrote nothing there: no file changed, none appeared or went (a folder's
+    mtime changes when an entry is created or removed in it, a temporary file included).
+    """
+    import stat
+
+    root = Path(root)
+    out: dict[str, tuple] = {}
+    for folder, dirs, files in os.walk(root):
+        for name in [".", *dirs, *files]:
+            p = Path(folder) / name
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                content: object = os.readlink(p)
+            elif stat.S_ISREG(st.st_mode):
+                content = p.read_bytes() if st.st_size < 2**24 else st.st_size  # a planted huge file: its size
+            else:
+                content = None
+            out[str(p.relative_to(root))] = (stat.S_IFMT(st.st_mode), content, st.st_mtime_ns)
+    return out

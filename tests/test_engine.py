@@ -221,12 +221,27 @@ class Killed(BaseException):
     """Stands for the process dying: nothing after it runs (BaseException skips `except Exception`)."""
 
 
+def interrupted_state_is_reported_without_writing(pkg: Path) -> bool:
+    """status after a killed run: it writes nothing, and reports an interrupted run (True) or a whole state."""
+    before = releases.tree_state(pkg)
+    st = engine.status(find_target(pkg))
+    assert releases.tree_state(pkg) == before  # status never writes, not even to recover
+    interrupted = st.journal is not None and st.journal.state in ("applying", "reverting")
+    if interrupted:
+        verb = "apply" if st.journal.state == "applying" else "revert"
+        assert any(n.startswith(f"an interrupted {verb} was found") for n in st.notes), st.notes
+    else:
+        assert st.state in ("applied", "not-applied"), st.state
+    return interrupted
+
+
 @pytest.mark.parametrize("action", ["apply", "revert"])
 def test_killed_at_any_write_leaves_applied_or_not_applied(latest_pkg, monkeypatch, action):
-    """Kill before each os.replace in turn (journal writes and file writes); status and revert must cope."""
+    """Kill before each os.replace in turn (journal writes and file writes); status reports, apply or revert recover."""
     target = find_target(latest_pkg)
     real_replace = os.replace
     k = 0
+    seen = set()
     while True:
         k += 1
         if action == "revert":
@@ -246,26 +261,35 @@ def test_killed_at_any_write_leaves_applied_or_not_applied(latest_pkg, monkeypat
         except Killed:
             finished = False
         monkeypatch.setattr(atomic.os, "replace", real_replace)
-        state = engine.status(target).state  # recovers an interrupted run
-        assert state in ("applied", "not-applied"), (action, k, state)
+        interrupted = interrupted_state_is_reported_without_writing(latest_pkg)
+        seen.add(interrupted)
         if finished:
-            assert state == ("applied" if action == "apply" else "not-applied")
-        engine.revert(target)
+            assert not interrupted
+            assert engine.status(target).state == ("applied" if action == "apply" else "not-applied")
+        if interrupted and k % 2:  # apply recovers (rolls back), then applies
+            result = engine.apply(target)
+            assert any(n.startswith("recovered from an interrupted") for n in result.notes)
+            assert engine.status(target).state == "applied"
+        result = engine.revert(target)  # recovers, or reverts what apply finished
+        assert not interrupted or k % 2 or any(n.startswith("recovered from") for n in result.notes)
         assert unchanged(latest_pkg), (action, k)
         if finished:
             break
     assert k >= 4  # journal + 3 files (+ journal) were each interrupted once
+    assert seen == {True, False}  # some kills left a journal applying/reverting behind, for status to report
 
 
 @pytest.mark.parametrize("delay", [0.3, 0.45, 0.6, 0.75, 0.9])
 def test_sigkill_during_apply(latest_pkg, delay):
-    """A real SIGKILL at several instants of a real `mhsa-patch apply` process."""
+    """A real SIGKILL at several instants of a real `mhsa-patch apply` process; status reports, revert recovers."""
     proc = subprocess.Popen([sys.executable, "-m", "mhsa_patch", "apply", "-t", str(latest_pkg)])
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     target = find_target(latest_pkg)
-    assert engine.status(target).state in ("applied", "not-applied")
+    if interrupted_state_is_reported_without_writing(latest_pkg) and delay > 0.5:
+        engine.apply(target)  # finishing the interrupted apply
+        assert engine.status(target).state == "applied"
     engine.revert(target)
     assert unchanged(latest_pkg)
 

@@ -1,23 +1,36 @@
-"""A non-editable install carries everything the tool reads at run time (patches/ included)."""
+"""A non-editable install carries everything the tool reads at run time (patches/ included), from any clone."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
+
+import pytest
 
 import releases
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_wheel_install_applies_and_reverts(tmp_path):
-    wheels = tmp_path / "wheels"
+def build_wheel(src: Path, dest: Path) -> Path:
+    """``pip wheel`` of the project at ``src``; checks the layers are in it as mhsa_patch/patches/ only."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dest), str(src)],
         check=True,
     )
-    (wheel,) = wheels.glob("mhsa_patch-*.whl")
+    (wheel,) = dest.glob("mhsa_patch-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+    assert "mhsa_patch/patches/__init__.py" in names and "mhsa_patch/patches/mhsa.py" in names
+    assert not [n for n in names if n.startswith("patches/")], "a top-level patches package in the wheel"
+    return wheel
+
+
+def install_apply_revert(wheel: Path, tmp_path: Path) -> None:
+    """Install the wheel with --target, then apply and revert a release copy with it (nothing else on the path)."""
     site = tmp_path / "installed"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)], check=True)
     source = {p.relative_to(ROOT).as_posix() for p in (ROOT / "mhsa_patch").rglob("*.py")}
@@ -37,3 +50,22 @@ def test_wheel_install_applies_and_reverts(tmp_path):
             cwd=tmp_path, env=env, capture_output=True, text=True,
         ).stdout
     assert releases.tree_bytes(pkg) == releases.tree_bytes(releases.pristine(releases.LATEST))
+
+
+def test_wheel_install_applies_and_reverts(tmp_path):
+    install_apply_revert(build_wheel(ROOT, tmp_path / "wheels"), tmp_path)
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="needs git and a git checkout")
+def test_clone_without_symlinks_builds_a_wheel_that_applies(tmp_path):
+    """A clone made as on Windows (core.symlinks=false, git's default there) builds the same working wheel.
+
+    It clones the committed HEAD: the repository tracks no symbolic link, so nothing depends on one.
+    """
+    tracked = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-s"], capture_output=True, text=True, check=True)
+    assert not [line for line in tracked.stdout.splitlines() if line.startswith("120000")], "a tracked symlink"
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", "-c", "core.symlinks=false", str(ROOT), str(clone)], check=True)
+    cloned = subprocess.run(["git", "-C", str(clone), "ls-files", "-s"], capture_output=True, text=True, check=True)
+    assert not [line for line in cloned.stdout.splitlines() if line.startswith("120000")]
+    install_apply_revert(build_wheel(clone, tmp_path / "wheels"), tmp_path)

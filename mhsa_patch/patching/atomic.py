@@ -1,4 +1,11 @@
-"""Crash-safe file writes: atomic replacement, directory fsync, and the lock that serializes runs on one package."""
+"""Crash-safe file access confined to one package folder: atomic replacement, bounded no-follow reads, the lock.
+
+The package folder is untrusted input (a fork cloned from anywhere can ship anything in it), so every read and write
+of a file in it goes through ``confine``: the file's folder must resolve (symbolic links followed) inside the package
+folder, and the file itself must not be a symbolic link. The final component is opened with ``O_NOFOLLOW`` where the
+system has it; writes never open the destination at all (a new temporary file, then ``os.replace``, which replaces
+a directory entry and follows no link).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +13,26 @@ import contextlib
 import errno
 import hashlib
 import os
+import stat
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Optional
+
+from mhsa_patch.errors import PatchError
 
 TMP_PREFIX = ".mhsa-patch-"
 TMP_SUFFIX = ".tmp"
+
+# How long a run waits for another one working on the same package before giving up (seconds). An apply or revert
+# takes about a second; a long wait means a stuck process. MHSA_PATCH_LOCK_TIMEOUT overrides it (a negative value
+# waits forever).
+LOCK_TIMEOUT = 120.0
+
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a planted FIFO must not block the open; no effect on regular files
+_O_BINARY = getattr(os, "O_BINARY", 0)
 
 
 def sha256(data: bytes) -> str:
@@ -24,13 +45,90 @@ def _new_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def write_atomic(path: Path, data: bytes, *, exclusive: bool = False) -> None:
+def _key(path: Path | str) -> str:
+    return os.path.normcase(os.path.realpath(path))
+
+
+def _inside(root: Path, path: Path | str) -> bool:
+    """Whether ``path``, resolved, is ``root`` (resolved) or below it."""
+    root_key, key = _key(root), _key(path)
+    return key == root_key or key.startswith(root_key.rstrip(os.sep) + os.sep)
+
+
+class Unsafe(PatchError):
+    """A file the tool will not read or write (a link, a folder resolving outside the package, a huge file)."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"{path}: {reason}; nothing was changed")
+
+
+def confine(root: Path, path: Path) -> Path:
+    """``path`` if reading or writing it stays inside the package folder ``root``; else ``Unsafe`` (one line).
+
+    Its folder must resolve inside ``root`` (a symlinked ``nn/`` pointing elsewhere is refused) and the file itself
+    must not be a symbolic link, wherever it points (``os.replace`` would swap the link for a file, and a read would
+    follow it).
+    """
+    if not _inside(root, path.parent):
+        raise Unsafe(
+            path,
+            f"its folder resolves to {os.path.realpath(path.parent)}, outside the package {root} (a symbolic link); "
+            "mhsa-patch reads and writes only inside the package",
+        )
+    if os.path.islink(path):
+        try:
+            where = f" to {os.readlink(path)}"
+        except OSError:
+            where = ""
+        raise Unsafe(path, f"a symbolic link{where}; mhsa-patch reads and writes only regular files, never through links")
+    return path
+
+
+def read_confined(root: Path, path: Path, limit: int) -> bytes:
+    """The bytes of the regular file ``path`` inside ``root``, opened without following a link, at most ``limit``.
+
+    Raises ``FileNotFoundError`` if it is missing, ``Unsafe`` (one line) for a link, a non-regular file or a file
+    over ``limit`` bytes (at most ``limit + 1`` bytes are ever read), ``OSError`` for the rest.
+    """
+    confine(root, path)
+    try:
+        fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_BINARY)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.EMLINK) and os.path.islink(path):  # swapped for a link since confine
+            raise Unsafe(path, "a symbolic link; mhsa-patch reads and writes only regular files, never through links") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise Unsafe(path, "not a regular file")
+        if st.st_size > limit:
+            raise Unsafe(path, f"{st.st_size} bytes, over the {_size(limit)} limit")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise Unsafe(path, f"over the {_size(limit)} limit")
+    return data
+
+
+def _size(n: int) -> str:
+    return f"{n // 2**20} MiB" if n % 2**20 == 0 else f"{n} bytes"
+
+
+def write_atomic(path: Path, data: bytes, *, exclusive: bool = False, root: Optional[Path] = None) -> None:
     """Replace ``path`` by ``data`` in one step, keeping its permission bits (a new file gets the umask's).
 
-    With ``exclusive``, raise ``FileExistsError`` instead if ``path`` appeared meanwhile.
+    With ``exclusive``, raise ``FileExistsError`` instead if ``path`` appeared meanwhile. With ``root``, the write
+    must stay inside that folder (see ``confine``): a ``PatchError`` otherwise, before anything is created.
     """
+    if root is not None:
+        confine(root, path)
     try:
-        mode = path.stat().st_mode & 0o7777
+        st = os.lstat(path)
+        mode = st.st_mode & 0o7777 if stat.S_ISREG(st.st_mode) else _new_file_mode()
     except FileNotFoundError:
         mode = _new_file_mode()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX + path.name + ".", suffix=TMP_SUFFIX)
@@ -40,7 +138,7 @@ def write_atomic(path: Path, data: bytes, *, exclusive: bool = False) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
-        if exclusive and path.exists():
+        if exclusive and os.path.lexists(path):
             raise FileExistsError(errno.EEXIST, "exists", str(path))
         os.replace(tmp, path)
     except BaseException:
@@ -59,27 +157,96 @@ def fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def remove_stale_temporaries(folders: list[Path]) -> None:
-    """Temporary files left by a process killed between mkstemp and os.replace."""
+def remove_stale_temporaries(root: Path, folders: list[Path]) -> None:
+    """Temporary files left by a process killed between mkstemp and os.replace (regular files, inside ``root``)."""
     for folder in folders:
+        if not _inside(root, folder):
+            continue
         with contextlib.suppress(OSError):
             for entry in os.scandir(folder):
-                if entry.name.startswith(TMP_PREFIX) and entry.name.endswith(TMP_SUFFIX):
+                if (
+                    entry.name.startswith(TMP_PREFIX)
+                    and entry.name.endswith(TMP_SUFFIX)
+                    and entry.is_file(follow_symlinks=False)
+                ):
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
 
 
+# ----------------------------------------------------------------------------------------------------------------------
+# The lock
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _lock_folders() -> Iterator[Path]:
+    """Where lock files may go: the user's cache folder, else a per-user folder in the temporary folder."""
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA")
+        if base:
+            yield Path(base) / "mhsa-patch" / "locks"
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME", "")
+        if os.path.isabs(xdg):
+            yield Path(xdg) / "mhsa-patch" / "locks"
+        with contextlib.suppress(RuntimeError, KeyError):
+            home = Path.home()
+            yield home / ("Library/Caches" if sys.platform == "darwin" else ".cache") / "mhsa-patch" / "locks"
+    user = str(os.getuid()) if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+    yield Path(tempfile.gettempdir()) / f"mhsa-patch-locks-{user}"
+
+
+def lock_file(package: Path) -> Path:
+    """The lock file for a package folder, named by the hash of its resolved path.
+
+    Not in the package: filelock needs a file and leaves it behind on release (deleting it would race with a waiter
+    holding the old inode), and ``revert`` must leave the package byte-identical to the stock one, with no extra
+    file. Not in a shared folder such as /tmp either, where another user could plant or lock the name. The cost:
+    two different users patching one shared install do not serialize (each takes their own lock); only a user who
+    can write the package can patch it, and every write stays atomic.
+    """
+    name = sha256(_key(package).encode("utf-8", "surrogateescape"))[:32] + ".lock"
+    problems = []
+    for folder in _lock_folders():
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if folder.is_dir() and os.access(folder, os.W_OK):
+                return folder / name
+            problems.append(f"{folder}: not writable")
+        except OSError as e:
+            problems.append(f"{folder}: {e.strerror or e}")
+    raise PatchError(f"no folder for the lock file of {package} ({'; '.join(problems)}); nothing was changed")
+
+
+def lock_timeout() -> float:
+    raw = os.environ.get("MHSA_PATCH_LOCK_TIMEOUT", "")
+    try:
+        return float(raw) if raw.strip() else LOCK_TIMEOUT
+    except ValueError:
+        raise PatchError(f"MHSA_PATCH_LOCK_TIMEOUT={raw!r}: not a number of seconds") from None
+
+
 @contextlib.contextmanager
 def locked(package: Path) -> Iterator[None]:
-    """Exclusive lock on the package folder itself, so no lock file is left behind."""
+    """Exclusive lock on a package folder, on every platform (``filelock``: flock on POSIX, msvcrt on Windows).
+
+    Waits up to ``lock_timeout()`` seconds for another run, then refuses with one line. The lock goes with the
+    process: a killed run never leaves it held.
+    """
+    import filelock
+
+    path = lock_file(package)
+    timeout = lock_timeout()
+    lock = filelock.FileLock(str(path), timeout=timeout)
     try:
-        import fcntl
-    except ImportError:  # Windows: no flock; atomic writes still keep every file whole
-        yield
-        return
-    fd = os.open(package, os.O_RDONLY)
+        lock.acquire()
+    except filelock.Timeout:
+        raise PatchError(
+            f"another mhsa-patch is working on {package} (lock held, waited {timeout:g} s; lock file {path}); "
+            "nothing was changed"
+        ) from None
+    except OSError as e:
+        raise PatchError(f"{path}: cannot take the lock ({e.strerror or e}); nothing was changed") from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)  # closing releases the lock
+        lock.release()

@@ -14,13 +14,14 @@ from typing import Optional
 
 from mhsa_patch import __version__
 from mhsa_patch.errors import PatchError
-from mhsa_patch.patching.atomic import locked, remove_stale_temporaries, sha256, write_atomic
+from mhsa_patch.patching.atomic import confine, locked, read_confined, remove_stale_temporaries, sha256, write_atomic
 from mhsa_patch.patching.filemodel import TargetFile
-from mhsa_patch.patching.journal import Journal
+from mhsa_patch.patching.journal import FileEntry, Journal, Record
 from mhsa_patch.patching.results import Change, PieceState, Result, State, Status, combine
 from mhsa_patch.patching.target import TARGET_FILES, Target
 
 MARK_BYTES = b"# mhsa-patch"  # a cheap pre-check before parsing a file for marked pieces
+MAX_SOURCE_BYTES = 4 * 2**20  # ultralytics' largest target file is ~70 KB; the journal must hold three originals
 
 
 
@@ -49,7 +50,7 @@ def _patch_digest() -> str:
 def _read(target: Target, rel: str) -> bytes:
     path = target.file(rel)
     try:
-        return path.read_bytes()
+        return read_confined(target.package, path, MAX_SOURCE_BYTES)  # no link followed out of the package
     except FileNotFoundError:
         raise PatchError(f"{rel} not found in {target.package} (ultralytics {target.version})") from None
     except OSError as e:
@@ -64,8 +65,11 @@ def _compile_check(target: Target, rel: str, text: str) -> None:
 
 
 def _check_writable(target: Target, changes: list[Change]) -> None:
+    """Before any write: every file written stays inside the package (no link followed out), and can be written."""
     import os
 
+    for path in [*(c.path for c in changes), Journal(target.package).path]:
+        confine(target.package, path)
     for path in [target.package, *(c.path for c in changes), *{c.path.parent for c in changes}]:
         if not os.access(path, os.W_OK):
             raise PatchError(f"{path}: read-only install, nothing was changed; use an environment you can write to")
@@ -80,15 +84,15 @@ def _folders(target: Target) -> list[Path]:
     return sorted({target.package, *(target.file(rel).parent for rel in TARGET_FILES)})
 
 
-def _revert_plan(target: Target, journal: Optional[dict]) -> list[Change]:
+def _revert_plan(target: Target, journal: Optional[Record]) -> list[Change]:
     """Byte-exact originals where files are as apply left them; otherwise the marked pieces removed, edits kept."""
-    entries = (journal or {}).get("files", {})
+    entries = journal.files if journal is not None else {}
     changes = []
     for rel in TARGET_FILES:
         data = _read(target, rel)
         entry = entries.get(rel)
-        if entry is not None and sha256(data) == entry.get("patched_sha256"):
-            new = entry["original"].encode("utf-8")
+        if entry is not None and sha256(data) == entry.patched_sha256:
+            new = entry.original.encode("utf-8")
         elif MARK_BYTES not in data:
             continue
         else:
@@ -103,39 +107,50 @@ def _write_changes(target: Target, changes: list[Change]) -> None:
     done: list[Change] = []
     try:
         for c in changes:
-            write_atomic(c.path, c.new)
+            write_atomic(c.path, c.new, root=target.package)
             done.append(c)
     except OSError as e:
         for c in reversed(done):
-            write_atomic(c.path, c.old)
+            write_atomic(c.path, c.old, root=target.package)
         raise PatchError(f"{e.filename or target.package}: {e.strerror or e}; nothing was changed") from None
 
 
-def _journal_write(target: Target, journal: Journal, data: dict) -> None:
+def _journal_write(target: Target, journal: Journal, record: Record) -> None:
     try:
-        journal.write(data)
+        journal.write(record)
     except OSError as e:
         raise PatchError(f"{e.filename or journal.path}: {e.strerror or e}; nothing was changed") from None
 
 
 def _recover(target: Target, journal: Journal) -> list[str]:
-    """Finish what a killed process left: an interrupted apply or revert ends as not applied. Call under the lock."""
-    data = journal.read()
-    if data is None or data.get("state") == "applied":
+    """Finish what a killed process left: an interrupted apply or revert ends as not applied. Call under the lock.
+
+    Both are rolled back the way revert works: a file still as that run's apply wrote it gets its original bytes
+    back, a file with marked pieces loses them, anything else is left alone. Only apply and revert call this.
+    """
+    record = journal.read()
+    if record is None or record.state == "applied":
         return []
-    state = data.get("state")
-    changes: list[Change] = []
-    if state == "applying":
-        for rel, entry in data.get("files", {}).items():
-            cur = _read(target, rel)
-            if sha256(cur) != entry["original_sha256"]:
-                changes.append(Change(rel, target.file(rel), cur, entry["original"].encode("utf-8")))
-    else:  # reverting
-        changes = _revert_plan(target, data)
+    changes = _revert_plan(target, record)
     _check_writable(target, changes)
     _write_changes(target, changes)
     journal.delete()
-    return [f"recovered from an interrupted {'apply' if state == 'applying' else 'revert'}: the patch is not applied"]
+    what = "apply" if record.state == "applying" else "revert"
+    return [f"recovered from an interrupted {what}: the patch is not applied"]
+
+
+def _interrupted(record: Optional[Record]) -> list[str]:
+    if record is None or record.state == "applied":
+        return []
+    if record.state == "applying":
+        return [
+            "an interrupted apply was found (journal state 'applying'): run 'mhsa-patch apply' to finish it or "
+            "'mhsa-patch revert' to roll it back"
+        ]
+    return [
+        "an interrupted revert was found (journal state 'reverting'): run 'mhsa-patch revert' to finish it or "
+        "'mhsa-patch apply' to apply the patch again"
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -144,24 +159,20 @@ def _recover(target: Target, journal: Journal) -> list[str]:
 
 
 def status(target: Target) -> Status:
-    """Which pieces are where, per file, and what that adds up to. Recovers an interrupted run first."""
-    journal = Journal(target.package)
-    notes: list[str] = []
-    data = journal.read()
-    if data is not None and data.get("state") in ("applying", "reverting"):
-        try:
-            with locked(target.package):
-                notes += _recover(target, journal)
-        except PatchError as e:
-            notes.append(f"an interrupted {data.get('state')} could not be recovered: {e}")
-        data = journal.read()
-    entries = (data or {}).get("files", {})
+    """Which pieces are where, per file, and what that adds up to. Writes nothing, ever, and takes no lock.
+
+    An interrupted run (journal state applying or reverting) is reported with the command that finishes it; only
+    apply and revert recover. A status running while another process applies may see that run's journal.
+    """
+    data = Journal(target.package).read()
+    notes = _interrupted(data)
+    entries = data.files if data is not None else {}
     files = tuple(TargetFile(target, rel, _read(target, rel)).status(entries.get(rel)) for rel in TARGET_FILES)
     state = combine(f.state for f in files)
-    if data is not None:
-        if data.get("ultralytics_version") != target.version:
+    if data is not None and data.state == "applied":
+        if data.ultralytics_version != target.version:
             notes.append(
-                f"drift: the patch was applied to ultralytics {data.get('ultralytics_version')}, the files now say "
+                f"drift: the patch was applied to ultralytics {data.ultralytics_version}, the files now say "
                 f"{target.version} (reinstalled or upgraded?); run 'mhsa-patch apply' again"
             )
         elif state is not State.APPLIED:
@@ -176,14 +187,21 @@ def status(target: Target) -> Status:
 
 @contextlib.contextmanager
 def _session(target: Target, dry_run: bool):
-    """Under the package lock: clear what a killed run left (unless dry); yields the journal, its contents, the notes."""
+    """Under the package lock: clear what a killed run left (unless dry); yields the journal, its record, the notes.
+
+    The journal is validated and every target file confined to the package before anything is written.
+    """
     journal = Journal(target.package)
     notes: list[str] = []
     with locked(target.package):
+        record = journal.read()
+        for rel in TARGET_FILES:
+            confine(target.package, target.file(rel))
         if not dry_run:
-            remove_stale_temporaries(_folders(target))
+            remove_stale_temporaries(target.package, _folders(target))
             notes += _recover(target, journal)
-        yield journal, journal.read(), notes
+            record = journal.read()
+        yield journal, record, notes
 
 
 def apply(target: Target, *, force: bool = False, dry_run: bool = False) -> Result:
@@ -191,23 +209,23 @@ def apply(target: Target, *, force: bool = False, dry_run: bool = False) -> Resu
     changes: list[Change] = []
     with _session(target, dry_run) as (journal, data, notes):
         digest = _patch_digest()
-        entries = (data or {}).get("files", {}) if (data or {}).get("state") == "applied" else {}
+        entries = data.files if data is not None and data.state == "applied" else {}
         current = {rel: _read(target, rel) for rel in TARGET_FILES}
         if (
             not force
             and entries
-            and data.get("patch_digest") == digest
-            and all(sha256(current[rel]) == entries.get(rel, {}).get("patched_sha256") for rel in TARGET_FILES)
+            and data.patch_digest == digest
+            and all(rel in entries and sha256(current[rel]) == entries[rel].patched_sha256 for rel in TARGET_FILES)
         ):
             # exactly as this version's apply left it: nothing to parse, nothing to do
             return Result("apply", target, notes=tuple(notes), dry_run=dry_run)
-        files: dict[str, dict[str, str]] = {}
+        files: dict[str, FileEntry] = {}
         for rel in TARGET_FILES:
             model = TargetFile(target, rel, current[rel])
             new_text = model.applied_text(force=force)
             entry = entries.get(rel)
-            if entry is not None and sha256(current[rel]) == entry.get("patched_sha256"):
-                original = entry["original"]  # as the last apply left it: keep the stock bytes saved then
+            if entry is not None and sha256(current[rel]) == entry.patched_sha256:
+                original = entry.original  # as the last apply left it: keep the stock bytes saved then
             elif MARK_BYTES in current[rel] or force:
                 # patched but edited since (the edits must survive a revert), patched without a journal, or pieces
                 # pasted by hand: the original is this text without them
@@ -216,32 +234,22 @@ def apply(target: Target, *, force: bool = False, dry_run: bool = False) -> Resu
                 original = model.text
             _compile_check(target, rel, new_text)
             new = new_text.encode("utf-8")
-            files[rel] = {
-                "original": original,
-                "original_sha256": sha256(original.encode("utf-8")),
-                "patched_sha256": sha256(new),
-            }
+            files[rel] = FileEntry.of(original, new)
             if new != current[rel]:
                 changes.append(Change(rel, target.file(rel), current[rel], new))
         result = Result("apply", target, tuple(changes), tuple(notes), dry_run)
         if dry_run:
             return result
         _check_writable(target, changes)
-        record = {
-            "tool_version": __version__,
-            "patch_digest": digest,
-            "ultralytics_version": target.version,
-            "layers": _layer_names(),
-            "files": files,
-        }
-        if changes or data is None or data.get("patch_digest") != digest:
-            _journal_write(target, journal, {**record, "state": "applying"})
+        record = Record("applying", __version__, digest, target.version, tuple(_layer_names()), files)
+        if changes or data is None or data.patch_digest != digest:
+            _journal_write(target, journal, record)
             try:
                 _write_changes(target, changes)
             except PatchError:
                 journal.delete()
                 raise
-            journal.write({**record, "state": "applied"})
+            journal.write(record.with_state("applied"))
     return result
 
 
@@ -254,7 +262,9 @@ def revert(target: Target, *, dry_run: bool = False) -> Result:
             return result
         _check_writable(target, changes)
         if changes:
-            _journal_write(target, journal, {**(data or {}), "state": "reverting"})
+            # without a journal (deleted by hand): one that names no files, so recovery removes the marked pieces
+            record = data or Record("reverting", __version__, _patch_digest(), target.version, tuple(_layer_names()), {})
+            _journal_write(target, journal, record.with_state("reverting"))
             try:
                 _write_changes(target, changes)
             except PatchError:

@@ -151,7 +151,7 @@ class TargetFile:
         pos = self._lines.get(node)
         return pos.start.line if pos is not None else None
 
-    def status(self, entry: Optional[dict]) -> FileStatus:
+    def status(self, entry) -> FileStatus:  # entry: journal.FileEntry or None
         pieces: list[Piece] = []
         found = self.find()
         for edit, layer in self.pairs():
@@ -165,7 +165,7 @@ class TargetFile:
         state = combine(_PIECE_TO_FILE[p.state] for p in pieces)
         modified = None
         if entry is not None and state is not State.NOT_APPLIED:
-            modified = sha256(self.data) != entry.get("patched_sha256")
+            modified = sha256(self.data) != entry.patched_sha256
         return FileStatus(self.rel, state, tuple(pieces), modified)
 
     def without_pieces(self, *, unmarked: bool) -> str:

@@ -103,7 +103,7 @@ class Status:
     state: State
     files: tuple[FileStatus, ...]
     notes: tuple[str, ...] = ()
-    journal: Optional[dict[str, Any]] = field(default=None, compare=False)
+    journal: Optional[Any] = field(default=None, compare=False)  # journal.Record, validated
     layers: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,9 +116,9 @@ class Status:
             "journal": None
             if self.journal is None
             else {
-                "state": self.journal.get("state"),
-                "ultralytics_version": self.journal.get("ultralytics_version"),
-                "tool_version": self.journal.get("tool_version"),
+                "state": self.journal.state,
+                "ultralytics_version": self.journal.ultralytics_version,
+                "tool_version": self.journal.tool_version,
             },
             "files": {
                 f.rel: {
