@@ -208,12 +208,9 @@ def mhsa_fork(version: str, root: Path, shapes: list[tuple[str, bool]], source: 
 
 def write_mhsa_yaml(site: Path, dest_dir: Path, pos_emb: bool = False, imgsz: int = 256) -> Path:
     """yolov8n with MHSA after SPPF, written by the tool's generator from the site's own ``yolov8.yaml``."""
-    try:  # the restructured package
-        from mhsa_patch.modelyaml.generate import Request, generate
-        from mhsa_patch.patching.target import find_target
-    except ImportError:
-        from mhsa_patch.target import find_target
-        from mhsa_patch.yamlgen import Request, generate
+    from mhsa_patch.modelyaml.emit import generate
+    from mhsa_patch.modelyaml.request import Request
+    from mhsa_patch.patching.target import find_target
 
     res = generate(find_target(site), Request(scale="n", pos_emb=pos_emb, imgsz=imgsz))
     dest_dir.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import releases
+from mhsa_patch.patches import LAYERS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,9 +121,10 @@ def test_a_third_layer_needs_only_files_in_patches(tmp_path):
     r = tool(checkout, "apply", "--target", str(pkg))
     assert r.returncode == 0, r.stdout + r.stderr
     st = json.loads(tool(checkout, "status", "--target", str(pkg), "--json").stdout)
-    assert st["state"] == "applied" and st["layers"] == ["MHSA", "ChannelScale"]
+    expected = [spec.name for spec in LAYERS] + ["ChannelScale"]
+    assert st["state"] == "applied" and st["layers"] == expected
     layers_per_file = {rel: {p["layer"] for p in f["pieces"] if p["state"] == "marked"} for rel, f in st["files"].items()}
-    assert all(found == {"MHSA", "ChannelScale"} for found in layers_per_file.values()), layers_per_file
+    assert all(found == set(expected) for found in layers_per_file.values()), layers_per_file
     for rel in ("nn/modules/conv.py", "nn/modules/__init__.py", "nn/tasks.py"):
         compile((pkg / rel).read_bytes(), rel, "exec")
 

@@ -145,7 +145,8 @@ def world(tmp_path_factory):
         if c["name"] in ("multihead", "custom", "forbidden"):
             c.pop("input", None)
     results = forks.last_json(forks.run_child(LOAD, target, json.dumps(wanted), str(root / "stock-target.pt")))
-    return {"cases": cases, "results": results}
+    cfgs = {version: str(forks.write_mhsa_yaml(target, root / "cfg-target" / version)) for version in FORK_RELEASES}
+    return {"cases": cases, "results": results, "target": target, "cfgs": cfgs}
 
 
 @pytest.mark.training
@@ -383,3 +384,37 @@ def test_load_checkpoint_needs_a_model(tmp_path):
     torch.save({"model": None, "ema": None, "epoch": 3, "when": np.float64(1.0)}, path)
     with pytest.raises(CheckpointRefused, match="no 'ema' or 'model' module"):
         load_checkpoint(path, OWN)
+
+
+PORTED_OUTPUTS = """
+import json, sys
+import numpy as np, torch
+from ultralytics import YOLO
+model = YOLO(sys.argv[1]).model.float().eval()
+x = torch.from_numpy(np.load(sys.argv[2]))
+with torch.no_grad():
+    y = model(x)
+y = (y[0] if isinstance(y, (list, tuple)) else y).numpy()
+ref = np.load(sys.argv[3])
+print(json.dumps({"rel": float(np.abs(y - ref).max() / np.abs(ref).max()), "cls": type(model.model[10]).__module__}))
+"""
+
+
+@pytest.mark.training
+@pytest.mark.parametrize("version", FORK_RELEASES)
+def test_port_weights_brings_a_fork_checkpoint_to_the_patched_stock_release(world, version, tmp_path):
+    """port-weights on a checkpoint trained on a fork (MHSA pickled under the fork's path): every tensor carried,
+    and the result loads with ultralytics' own YOLO(path) on the patched stock release, with the fork's outputs."""
+    module = SHAPES[0][0]
+    case, target = world["cases"][f"{version}:{module}"], world["target"]
+    out = tmp_path / "ported.pt"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mhsa_patch", "port-weights", case["ckpt"], world["cfgs"][version], "-o", str(out),
+         "--target", str(target), "--json"],
+        env=forks.child_env(target), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert report["transferred"] == report["total"] and report["left_at_init"] == []
+    r = forks.last_json(forks.run_child(PORTED_OUTPUTS, target, str(out), case["input"], case["output"]))
+    assert r["cls"] == "ultralytics.nn.modules.conv" and r["rel"] <= 1e-4, r

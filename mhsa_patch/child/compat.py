@@ -100,20 +100,18 @@ def require_patched() -> None:
 
 
 def load_checkpoint(path: str):
-    """``(model, ckpt)`` from a ``.pt`` file: FP32, eval mode, as ultralytics itself loads it."""
-    import ultralytics.nn.tasks as tasks
+    """``(model, ckpt)`` from a ``.pt`` file: FP32, eval mode, as ultralytics itself loads it, but unpickled through
+    :mod:`mhsa_patch.child.safe_load`'s allow-list (checkpoints are code). A layer pickled under a fork's module path
+    (``ultralytics.nn.modules.MHSA.MHSA``, ...) is mapped to the patched class after its state is checked."""
+    from mhsa_patch.child.safe_load import CheckpointRefused
+    from mhsa_patch.child.safe_load import load_checkpoint as safe_load
+    from mhsa_patch.patches import LAYERS
 
-    loader = getattr(tasks, "load_checkpoint", None) or tasks.attempt_load_one_weight
+    classes = {name: "ultralytics.nn.modules.conv" for spec in LAYERS for name in (*spec.helpers, spec.name)}
     try:
-        model, ckpt = loader(path)
-    except ModuleNotFoundError as e:
-        raise ChildError(f"{path}: cannot unpickle it, module {e.name!r} is missing") from None
-    except (AttributeError, KeyError) as e:
-        if "MHSA" in str(e):
-            raise ChildError(
-                f"{path} holds an MHSA model but this ultralytics has no MHSA; run 'mhsa-patch apply' first"
-            ) from None
-        raise ChildError(f"{path} is not an ultralytics checkpoint: {one_line(e)}") from None
+        model, ckpt, _ = safe_load(path, classes)
+    except CheckpointRefused as e:
+        raise ChildError(str(e)) from None
     except Exception as e:  # noqa: BLE001
         raise ChildError(f"{path} is not an ultralytics checkpoint: {one_line(e)}") from None
     return model, ckpt

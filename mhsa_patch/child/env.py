@@ -53,7 +53,14 @@ def child_command(
 ) -> Iterator[tuple[list[str], dict[str, str]]]:
     """``(argv, env)`` that run ``python -m module args...`` against ``target``; valid inside the ``with`` only."""
     with tempfile.TemporaryDirectory(prefix="mhsa-patch-tool-") as tool:
-        shutil.copytree(TOOL_PACKAGE, Path(tool) / "mhsa_patch", ignore=shutil.ignore_patterns("__pycache__"))
+        ignore = shutil.ignore_patterns("__pycache__")
+        shutil.copytree(TOOL_PACKAGE, Path(tool) / "mhsa_patch", ignore=ignore)
+        layers = Path(tool) / "mhsa_patch" / "patches"
+        if not layers.is_dir():  # a source checkout maps the top-level patches/ folder (see mhsa_patch/__init__.py)
+            import importlib
+
+            source = Path(importlib.import_module("mhsa_patch.patches").__file__).parent
+            shutil.copytree(source, layers, ignore=ignore)
         entries = [tool, str(target.site)]
         env = target_env(target, extra_env, first=[tool])
         yield [interpreter(target), "-c", BOOT, os.pathsep.join(entries), module, *args], env

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from mhsa_patch.errors import PatchError
 
-MHSA_NAMES = frozenset({"MHSA"})
+MHSA_NAMES = frozenset({"MHSA"})  # the layers inserted as rows; BoT3 replaces a row instead
 
 
 def _module_name(row) -> str:
@@ -97,6 +97,8 @@ def align(
     MHSA layers of ``dst`` are looked through: what feeds on an MHSA row is taken to feed on that row's input.
     Raises :class:`PatchError` naming the first layer that differs in type or wiring.
     """
+    if [(t, list(f)) for t, f in src] == [(t, list(f)) for t, f in dst]:
+        return list(range(len(dst)))  # the same architecture (a checkpoint trained on a fork): every layer in place
     keep = [j for j, (t, _) in enumerate(dst) if t not in MHSA_NAMES]
     if any(t in MHSA_NAMES for t, _ in src):
         raise PatchError("the source already has an MHSA layer; port-weights takes a stock checkpoint (yolov8n.pt ...)")
