@@ -58,12 +58,12 @@ def guarded(tmp_path: Path) -> tuple[dict[str, str], Path]:
     return env, log
 
 
-def cli(env: dict[str, str], *args: str, site: Path):
+def cli(env: dict[str, str], *args: str, site: Path, cwd: Path | None = None):
     # trainkit.cli puts site first on PYTHONPATH, then ours: prepend the hook again so it stays first
     full = trainkit.env(site)
     full.update(env)
-    full["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(site), str(releases.side_packages())])
-    return trainkit.cli(*args, site=site, env_extra=full, timeout=900)
+    full["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(trainkit.ROOT), str(site), str(releases.side_packages())])
+    return trainkit.cli(*args, site=site, env_extra=full, timeout=900, cwd=cwd)
 
 
 def assert_offline(log: Path, proc) -> None:
@@ -89,7 +89,7 @@ def test_gen_yaml_check_and_port_weights_stay_offline(tmp_path):
     env, log = guarded(tmp_path)
     out = tmp_path / "yaml"
     out.mkdir()
-    proc = cli(env, "gen-yaml", "--scale", "n", "--check", "--target", str(kit["site"]), site=kit["site"])
+    proc = cli(env, "gen-yaml", "--scale", "n", "--check", "--target", str(kit["site"]), site=kit["site"], cwd=out)
     assert_offline(log, proc)
     out_pt = tmp_path / "ported.pt"
     assert_offline(log, cli(env, "port-weights", str(kit["stock"]), str(kit["yaml"]), "-o", str(out_pt),
