@@ -228,6 +228,14 @@ def test_heads_are_checked_against_the_channels_of_each_scale(version):
         generate(t, Request(scale="n", heads=9))
 
 
+def test_heads_error_lists_every_divisor():
+    t = target(releases.LATEST)
+    with pytest.raises(PatchError) as err:
+        generate(t, Request(scale="n", heads=3))  # 256 channels at P5
+    assert str(err.value).endswith("choose one of 1, 2, 4, 8, 16, 32, 64, 128, 256")
+    assert generate(t, Request(scale="n", heads=256)).data["backbone"][10][3][2] == 256
+
+
 # -- the text: ultralytics' own style ---------------------------------------------------------------------------------
 
 

@@ -27,9 +27,11 @@ from mhsa_patch.patching.target import Target
 
 TOOL_PACKAGE = Path(__file__).resolve().parents[1]  # this tool's mhsa_patch/ folder
 
-# sys.argv of the child is ['-c', ENTRIES, MODULE, *args]: prepend ENTRIES to sys.path, run MODULE as __main__.
+# sys.argv of the child is ['-c', ENTRIES, MODULE, *args]: prepend ENTRIES to sys.path, take the process off the
+# network (mhsa_patch.child.offline), run MODULE as __main__.
 BOOT = (
     "import os, runpy, sys; sys.path[0:0] = sys.argv.pop(1).split(os.pathsep); "
+    "import mhsa_patch.child.offline as _o; _o.install(); del _o; "
     "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)"
 )
 
@@ -44,6 +46,11 @@ def target_env(target: Target, extra: dict[str, str] | None = None, first: Seque
     env["PYTHONPATH"] = os.pathsep.join(parts)
     env.setdefault("YOLO_VERBOSE", "True")
     env.update(extra or {})
+    # Every child is offline, whatever the caller passed: no DNS probes, PyPI checks, font downloads or events
+    # (mhsa_patch.child.offline does the rest in the child). torch's forced weights-only loading breaks the
+    # custom unpickler of ported checkpoints.
+    env["YOLO_OFFLINE"] = "1"
+    env.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
     return env
 
 

@@ -21,7 +21,8 @@ from mhsa_patch.errors import PatchError
 from mhsa_patch.child.env import child_command
 from mhsa_patch.patching.target import Target
 
-# The child must never reach the network: no fonts, no settings sync, no AMP-check model.
+# The child must never reach the network: no fonts, no settings sync, no AMP-check model. target_env sets it for
+# every child (and mhsa_patch.child.offline enforces it); kept here for callers that import it.
 CHILD_ENV = {"YOLO_OFFLINE": "1"}
 PROBE_TIMEOUT = 900
 

@@ -217,7 +217,7 @@ def generate(target: Target, req: Request) -> Result:
             )
         c = chans[i] if c is None else c
         if c % req.heads:
-            divisors = [h for h in range(1, min(c, 64) + 1) if c % h == 0]
+            divisors = [h for h in range(1, c + 1) if c % h == 0]
             raise PatchError(
                 f"--heads {req.heads} does not divide the {c} channels MHSA gets{at_scale} "
                 f"(after layer {i}, {rows[i].module}): choose one of {', '.join(map(str, divisors))}"
