@@ -86,9 +86,12 @@ def test_align_refuses_another_model(dst, message):
     assert message in str(e.value)
 
 
-def test_align_refuses_an_mhsa_source():
+def test_align_maps_a_source_of_the_same_architecture_in_place_and_refuses_another_mhsa_source():
+    """A checkpoint trained on a fork already has the model's architecture: every layer stays where it is."""
+    same = [("Conv", []), ("MHSA", [0]), ("Conv", [1])]
+    assert align(same, same) == [0, 1, 2]
     with pytest.raises(PatchError, match="already has an MHSA layer"):
-        align([("Conv", []), ("MHSA", [0])], [("Conv", []), ("MHSA", [0])])
+        align([("Conv", []), ("MHSA", [0])], [("Conv", []), ("MHSA", [0]), ("MHSA", [1])])
 
 
 # ------------------------------------------------------------------------------------------------ slow: real port

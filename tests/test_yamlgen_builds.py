@@ -32,21 +32,21 @@ pytestmark = pytest.mark.releases
 CHILD = r"""
 import copy, json, sys
 import torch
-from mhsa_patch.child import probe
+from mhsa_patch.child import compat, probe
 from ultralytics.nn import tasks
 
 class Parsed(torch.nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.yaml = tasks.yaml_model_load(cfg)
-        with probe._captured_table() as lines:
+        with probe.captured_table() as lines:
             self.model, self.save = tasks.parse_model(copy.deepcopy(self.yaml), ch=3, verbose=True)
         self.lines = list(lines)
 
 out = []
 for cfg, mode, flops in json.loads(sys.argv[1]):
     if mode == "model":
-        model, lines = probe.build(cfg)
+        model, lines = compat.build(cfg, table=True)
     else:
         model = Parsed(cfg)
         lines = model.lines

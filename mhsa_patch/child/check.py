@@ -21,22 +21,18 @@ import time
 from pathlib import Path
 
 from mhsa_patch.child.compat import (
-    ChildError,
-    build_errors,
-    build_from_yaml,
-    is_mhsa,
+    build,
+    is_layer,
     layer_type,
     load_checkpoint,
     loss_fn,
     loss_floats,
     model_task,
-    one_line,
     require_patched,
-    run_main,
     synthetic_batch,
     ultralytics_info,
-    yaml_task,
 )
+from mhsa_patch.child.protocol import ChildError, one_line, run_main
 
 
 def _tensors(out):
@@ -56,7 +52,7 @@ def _nc(model) -> int:
     return int(nc if nc is not None else (getattr(model, "yaml", None) or {}).get("nc", 80))
 
 
-def build(model_path: str):
+def model_of(model_path: str):
     """``(model, table_lines)``: a model YAML built fresh (with parse_model's layer table, as ultralytics logs it),
     or a checkpoint's model (FP32, trainable again; no table)."""
     if model_path.endswith(".pt"):
@@ -65,11 +61,7 @@ def build(model_path: str):
         for p in model.parameters():
             p.requires_grad = True
         return model, None
-    from mhsa_patch.child import probe
-
-    yaml_task(model_path)  # refuses a file that is not a model YAML
-    with build_errors():
-        return probe.build(model_path)
+    return build(model_path, table=True)
 
 
 def stock_of(model):
@@ -81,7 +73,7 @@ def stock_of(model):
         raise ChildError("the model carries no YAML (model.yaml); cannot derive its stock counterpart")
     stock_cfg = strip_mhsa(cfg)
     stock_cfg.pop("yaml_file", None)
-    return build_from_yaml(stock_cfg, nc=_nc(model))
+    return build(stock_cfg, nc=_nc(model))[0]
 
 
 def forward(model, h: int, w: int) -> dict:
@@ -138,7 +130,7 @@ def train_step(model, h: int, w: int) -> dict:
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     if not all(bool(torch.isfinite(g).all()) for g in grads):
         raise ChildError(f"training step at {w}x{h}: non-finite gradients")
-    mhsa = [m for m in model.modules() if is_mhsa(m)]
+    mhsa = [m for m in model.modules() if is_layer(m)]
     mhsa_norm = 0.0
     for m in mhsa:
         for name, p in m.named_parameters():
@@ -270,9 +262,9 @@ def train(events, model_path: str, imgsz: int, epochs: int, batch: int, images: 
                 res = YOLO(str(ckpt)).predict(str(image), imgsz=imgsz, device="cpu", verbose=False)
             except Exception as e:  # noqa: BLE001
                 raise ChildError(f"{name} does not reload and predict: {one_line(e)}") from None
-            mhsa_in = any(is_mhsa(m) for m in YOLO(str(ckpt)).model.modules())
+            mhsa_in = any(is_layer(m) for m in YOLO(str(ckpt)).model.modules())
             reloaded[name] = {"boxes": len(res[0].boxes), "mhsa": mhsa_in, "bytes": ckpt.stat().st_size}
-            if not mhsa_in and any(is_mhsa(m) for m in yolo.model.modules()):
+            if not mhsa_in and any(is_layer(m) for m in yolo.model.modules()):
                 raise ChildError(f"{name} reloaded without its MHSA layer")
         return {
             "iterations": len(losses),
@@ -298,8 +290,8 @@ def check(events, a) -> dict:
     require_patched()
     name = Path(a.model).name
     events.step("build", f"Building {name}")
-    model, table = build(a.model)
-    mhsa = [{"index": i, "type": layer_type(m)} for i, m in enumerate(model.model) if is_mhsa(m)]
+    model, table = model_of(a.model)
+    mhsa = [{"index": i, "type": layer_type(m)} for i, m in enumerate(model.model) if is_layer(m)]
     report = {
         "ultralytics": version,
         "site": str(where.parent),

@@ -1,9 +1,4 @@
-"""What the child processes of ``check`` and ``port-weights`` share: talking to the parent, and ultralytics' API.
-
-These children run ``python -m mhsa_patch.<name>_child`` with the target's ``ultralytics/`` first on ``sys.path``
-(see :mod:`mhsa_patch.child.env`), so they import exactly the copy that was patched. They report to the parent through
-an events file of JSON lines (``{"step": ...}``, ``{"result": ...}`` or ``{"error": "one line"}``) and leave stdout
-and stderr to ultralytics, whose own logs and progress bars then reach the user unchanged.
+"""Ultralytics' API as every supported release has it, for the child processes (build, load, loss, layers).
 
 Ultralytics moved things between releases (``ultralytics.yolo.cfg`` became ``ultralytics.cfg`` in 8.0.1xx, the
 loss moved from the trainer into the model, ``attempt_load_one_weight`` became ``load_checkpoint``); the helpers
@@ -13,70 +8,11 @@ below paper over that for every release the tool supports (8.0.98 and later).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
-import time
-import traceback
 from pathlib import Path
 
-DEBUG_ENV = "MHSA_PATCH_DEBUG"  # set to 1 to get the child's traceback on stderr as well as the one line
-
-
-class ChildError(Exception):
-    """A failure the parent prints as one line."""
-
-
-class Events:
-    """Append-only JSON-lines channel to the parent (flushed after every event)."""
-
-    def __init__(self, path: str | os.PathLike | None):
-        self._f = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115 (kept open for the run)
-        self._t0 = time.monotonic()
-
-    def emit(self, **event) -> None:
-        if self._f is None:
-            return
-        event["t"] = round(time.monotonic() - self._t0, 3)
-        self._f.write(json.dumps(event, default=str) + "\n")
-        self._f.flush()
-
-    def step(self, name: str, msg: str) -> None:
-        self.emit(step=name, msg=msg)
-
-    def done(self, name: str, msg: str) -> None:
-        self.emit(done=name, msg=msg)
-
-
-def run_main(work, events_path: str | None) -> int:
-    """Run ``work(events)``; turn any exception into one ``error`` event (and exit code 1), never a bare traceback."""
-    events = Events(events_path)
-    try:
-        result = work(events)
-    except ChildError as e:
-        events.emit(error=str(e))
-        return 1
-    except KeyboardInterrupt:
-        events.emit(error="interrupted")
-        return 130
-    except BaseException as e:  # noqa: BLE001 - the parent shows one line; MHSA_PATCH_DEBUG=1 shows the rest
-        if os.environ.get(DEBUG_ENV):
-            traceback.print_exc()
-        events.emit(error=one_line(e))
-        return 1
-    events.emit(result=result)
-    return 0
-
-
-def one_line(e: BaseException) -> str:
-    """``Type: first line of the message``, ANSI colours and ultralytics' emoji prefixes removed."""
-    import re
-
-    msg = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
-    msg = msg.splitlines()[0] if msg else ""
-    msg = re.sub(r"^(ERROR|WARNING)\s*\S*\s*", "", msg)
-    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
-
+from mhsa_patch.child.protocol import ChildError, one_line
 
 # ----------------------------------------------------------------------------------------------- ultralytics API
 
@@ -87,14 +23,22 @@ def ultralytics_info() -> tuple[str, Path]:
     return ultralytics.__version__, Path(ultralytics.__file__).parent
 
 
+def layer_names() -> tuple[str, ...]:
+    """The layers the patch inserts (from ``mhsa_patch.patches``, the one place that names them)."""
+    from mhsa_patch.patches import LAYERS
+
+    return tuple(spec.name for spec in LAYERS)
+
+
 def require_patched() -> None:
-    """Refuse with one line when the imported ultralytics has no MHSA (not patched, or only half of it)."""
+    """Refuse with one line when the imported ultralytics lacks a layer of the patch (not patched, or half of it)."""
     version, where = ultralytics_info()
     import ultralytics.nn.tasks as tasks
 
-    if getattr(tasks, "MHSA", None) is None:
+    missing = [name for name in layer_names() if getattr(tasks, name, None) is None]
+    if missing:
         raise ChildError(
-            f"ultralytics {version} at {where} is not patched (nn/tasks.py does not know MHSA); "
+            f"ultralytics {version} at {where} is not patched (nn/tasks.py does not know {', '.join(missing)}); "
             f"run 'mhsa-patch apply --target {where}' first"
         )
 
@@ -118,11 +62,19 @@ def load_checkpoint(path: str):
 
 
 def yaml_task(path: str | dict) -> str:
-    """The task of a model YAML (detect, segment, ...), from its head, as ultralytics guesses it."""
+    """The task of a model YAML (a dict, a file, or a stock name such as ``yolov8n.yaml``), as ultralytics guesses it."""
     import ultralytics.nn.tasks as tasks
 
     try:
-        cfg = path if isinstance(path, dict) else tasks.yaml_model_load(path)
+        if isinstance(path, dict):
+            cfg = path
+        elif os.path.exists(path):  # the file itself, never a scale-less sibling that yaml_model_load may prefer
+            import yaml
+
+            with open(path, encoding="utf-8") as fh:
+                cfg = yaml.safe_load(fh)
+        else:
+            cfg = tasks.yaml_model_load(path)
     except Exception as e:  # noqa: BLE001
         raise ChildError(f"{path}: not a model YAML: {one_line(e)}") from None
     if not isinstance(cfg, dict) or not cfg.get("backbone") or not cfg.get("head"):
@@ -132,14 +84,17 @@ def yaml_task(path: str | dict) -> str:
 
 @contextlib.contextmanager
 def build_errors():
-    """Turn what parse_model raises into one line (an unknown MHSA says to run apply)."""
+    """Turn what parse_model raises into one line (a layer of the patch that ultralytics does not know says to apply)."""
     try:
         yield
     except ChildError:
         raise
     except KeyError as e:
-        if "MHSA" in str(e):
-            raise ChildError("the model uses MHSA but this ultralytics does not know it; run 'mhsa-patch apply'") from None
+        unknown = [name for name in layer_names() if repr(name) in str(e) or str(e) == name]
+        if unknown:
+            raise ChildError(
+                f"the model uses {unknown[0]} but this ultralytics does not know it; run 'mhsa-patch apply'"
+            ) from None
         raise ChildError(f"the model does not build: {one_line(e)}") from None
     except Exception as e:  # noqa: BLE001
         raise ChildError(f"the model does not build: {one_line(e)}") from None
@@ -153,11 +108,19 @@ def model_class(task: str):
     return getattr(tasks, name.get(task, "DetectionModel"), None) or tasks.DetectionModel
 
 
-def build_from_yaml(path: str | dict, nc: int | None = None):
-    """The model a YAML (a path or a dict) describes, built by ultralytics' own ``parse_model``."""
-    cls = model_class(yaml_task(path))
+def build(cfg: str | dict, nc: int | None = None, *, table: bool = False):
+    """``(model, lines)``: the model a YAML (a dict, a file or a stock name) describes, built as ``YOLO(cfg)`` would,
+    by ultralytics' own ``parse_model``. With ``table``, ``lines`` is parse_model's layer table as ultralytics logs
+    it (captured, not printed); else empty. The one way every child builds a model."""
+    cls = model_class(yaml_task(cfg))
     with build_errors():
-        return cls(path, nc=nc, verbose=False)
+        if not table:
+            return cls(cfg, ch=3, nc=nc, verbose=False), []
+        from mhsa_patch.child.probe import captured_table
+
+        with captured_table() as lines:
+            model = cls(cfg, ch=3, nc=nc, verbose=True)
+        return model, list(lines)
 
 
 def model_task(model) -> str:
@@ -220,8 +183,9 @@ def synthetic_batch(imgsz_hw: tuple[int, int], batch_size: int, nc: int, seed: i
     return {"img": img, "cls": cls, "bboxes": torch.cat([xy, wh], 1), "batch_idx": batch_idx}
 
 
-def is_mhsa(module) -> bool:
-    return type(module).__name__ == "MHSA"
+def is_layer(module) -> bool:
+    """Whether ``module`` is one of the patch's layers (built here or unpickled)."""
+    return type(module).__name__ in layer_names()
 
 
 def layer_type(module) -> str:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from mhsa_patch.child.protocol import DEBUG_ENV
 from mhsa_patch.errors import PatchError
 from mhsa_patch.child.env import child_command
 from mhsa_patch.patching.target import Target
@@ -50,11 +51,13 @@ def run_child(
     extra_env: dict[str, str] | None = None,
     timeout: float | None = None,
     quiet: bool = False,
+    silent: bool = False,
 ) -> dict:
     """``python -m module args... --events FILE`` against ``target``; return its result or raise its one-line error.
 
     The child's stdout and stderr are the parent's (ultralytics' logs and progress bars reach the user as they
-    are; with ``quiet``, the child's stdout goes to stderr, keeping stdout for a JSON report). Each JSON line the
+    are; with ``quiet``, the child's stdout goes to stderr, keeping stdout for a JSON report; with ``silent``, neither is
+    shown unless ``MHSA_PATCH_DEBUG`` is set, the result or the one-line error being all that counts). Each JSON line the
     child appends to the events file is passed to ``on_event`` as it arrives.
     """
     with contextlib.ExitStack() as stack:
@@ -66,7 +69,11 @@ def run_child(
         )
         sys.stdout.flush()
         sys.stderr.flush()
-        proc = subprocess.Popen(cmd, env=env, stdout=sys.stderr.fileno() if quiet else None)
+        if silent and not os.environ.get(DEBUG_ENV):
+            streams = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        else:
+            streams = {"stdout": sys.stderr.fileno() if quiet or silent else None}
+        proc = subprocess.Popen(cmd, env=env, **streams)
         result: dict | None = None
         error: str | None = None
         start = time.monotonic()
@@ -178,26 +185,17 @@ def run_check(
 
 
 def run_probe(target: Target, cfgs: Sequence[str], imgsz: int, *, timeout: float = PROBE_TIMEOUT) -> dict:
-    """Build the configs with the target's ultralytics in a child (:mod:`mhsa_patch.child.probe`); its JSON report.
+    """Build the configs with the target's ultralytics in a child (:mod:`mhsa_patch.child.probe`); its report.
 
-    Raises :class:`PatchError` (one line) when the child crashes, runs past ``timeout`` or a model does not build.
+    Raises :class:`PatchError` (one line) when the child fails, runs past ``timeout`` or a model does not build.
     """
-    from mhsa_patch.child.env import run_module
-
     try:
-        proc = run_module(target, "mhsa_patch.child.probe", [*cfgs, "--imgsz", str(imgsz)], timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise PatchError(f"--check: building the models took more than {timeout:.0f} s") from None
-    lines = [ln for ln in (proc.stdout or "").splitlines() if ln.strip()]
-    try:
-        result = json.loads(lines[-1]) if lines else None
-    except json.JSONDecodeError:
-        result = None
-    if not isinstance(result, dict):
-        tail = [ln for ln in (proc.stderr or "").splitlines() if ln.strip()]
-        why = tail[-1].strip() if tail else f"exit code {proc.returncode}"
-        raise PatchError(f"--check: the model build crashed: {why}")
-    if not result.get("ok"):
-        cfg = Path(str(result.get("cfg") or "?")).name
-        raise PatchError(f"--check: {cfg} does not build with ultralytics {target.version}: {result.get('error')}")
-    return result
+        return run_child(
+            target,
+            "mhsa_patch.child.probe",
+            [*cfgs, "--imgsz", str(imgsz), "--release", target.version],
+            timeout=timeout,
+            silent=True,
+        )
+    except PatchError as e:
+        raise PatchError(f"--check: {e}") from None

@@ -10,16 +10,8 @@ import os
 import re
 from pathlib import Path
 
-from mhsa_patch.child.compat import (
-    ChildError,
-    build_from_yaml,
-    layer_type,
-    load_checkpoint,
-    model_task,
-    require_patched,
-    run_main,
-    ultralytics_info,
-)
+from mhsa_patch.child.compat import build, layer_type, load_checkpoint, model_task, require_patched, ultralytics_info
+from mhsa_patch.child.protocol import ChildError, run_main
 from mhsa_patch.errors import PatchError
 from mhsa_patch.modelyaml.align import align
 
@@ -65,7 +57,7 @@ def port(events, src: str, model_yaml: str, out: str) -> dict:
     import yaml as _yaml
 
     yaml_nc = (_yaml.safe_load(Path(model_yaml).read_text()) or {}).get("nc")
-    dmodel = build_from_yaml(model_yaml, nc=nc)
+    dmodel = build(model_yaml, nc=nc)[0]
 
     events.step("map", "Matching layers")
     try:

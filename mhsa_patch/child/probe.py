@@ -3,10 +3,9 @@
 Runs in a child interpreter whose ``sys.path`` starts with the target's site folder (see :mod:`mhsa_patch.child.env`),
 so it imports torch and ultralytics; the rest of the tool never does. Works on ultralytics 8.0.98 - 8.4.x.
 
-``python -m mhsa_patch.child.probe CFG [CFG ...] [--imgsz 640] [--no-flops]`` prints one JSON object on stdout:
-``{"ok": true, "ultralytics": "8.4.190", "torch": "...", "models": [summary, ...]}`` or, when a model does not
-build, ``{"ok": false, "error": "one line", "cfg": "..."}`` (exit code 1). Everything ultralytics prints goes to
-stderr. A ``summary`` is what :func:`summarize` returns, plus ``cfg``.
+Run by :func:`mhsa_patch.child.launch.run_probe` through the children's one protocol (:mod:`.protocol`); its result
+is ``{"ultralytics": "8.4.190", "torch": "...", "models": [summary, ...]}``, a ``summary`` being what
+:func:`summarize` returns, plus ``cfg``; a model that does not build is one ``error`` line naming it.
 
 True GFLOPs: ``torch.utils.flop_counter.FlopCounterMode`` over one forward pass at ``imgsz`` x ``imgsz``, run on the
 meta device (shapes only, no arithmetic, so it takes a fraction of a second even for a 258-GFLOP model). It counts
@@ -20,10 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 import os
 import sys
+
+from mhsa_patch.child.compat import is_layer
+from mhsa_patch.child.protocol import ChildError, one_line, run_main
 
 
 def ultralytics_version() -> str:
@@ -43,7 +44,7 @@ class _Capture(logging.Handler):
 
 
 @contextlib.contextmanager
-def _captured_table():
+def captured_table():
     """Collect what ultralytics logs while building (parse_model's table) without printing it; skip model.info()."""
     from ultralytics.nn import tasks
 
@@ -60,36 +61,6 @@ def _captured_table():
     finally:
         tasks.BaseModel.info = info
         logger.handlers[:], logger.level, logger.propagate = saved
-
-
-def model_class(cfg: str):
-    """The ultralytics model class for a config (a path or a stock name), for the task ultralytics guesses."""
-    from ultralytics.nn import tasks
-
-    if os.path.exists(cfg):
-        import yaml
-
-        with open(cfg, encoding="utf-8") as fh:
-            d = yaml.safe_load(fh)
-    else:  # a stock name such as yolov8n.yaml: resolve it the way ultralytics does
-        d = tasks.yaml_model_load(cfg)
-    from mhsa_patch.child.compat import model_class as for_task
-
-    return for_task(tasks.guess_model_task(d))
-
-
-def build(cfg: str, *, verbose_table: bool = True):
-    """Build ``cfg`` (a YAML path or a stock name such as ``yolov8n.yaml``) as ``YOLO(cfg)`` would.
-
-    Returns ``(model, lines)``: ``lines`` is what ultralytics logged while building (parse_model's layer table) when
-    ``verbose_table``, else empty. The scale comes from the file name, exactly as in ultralytics.
-    """
-    cls = model_class(cfg)
-    if verbose_table:
-        with _captured_table() as lines:
-            model = cls(cfg=cfg, ch=3, verbose=True)
-        return model, list(lines)
-    return cls(cfg=cfg, ch=3, verbose=False), []
 
 
 def _cpu_attention_mapping():
@@ -235,7 +206,7 @@ def summarize(model, imgsz: int = 640, table_lines: list[str] | None = None, flo
         "scale": yaml_d.get("scale"),
         "yaml_file": yaml_d.get("yaml_file"),
         "stride": [float(s) for s in stride] if stride is not None else None,
-        "mhsa": [int(layer.i) for layer in model.model if str(layer.type).endswith(".MHSA") or layer.type == "MHSA"],
+        "mhsa": [int(layer.i) for layer in model.model if is_layer(layer)],
         "mhsa_args": [
             [int(m.query.in_channels), int(m.heads), bool(m.pos)]
             + ([int(m.rel_w_weight.shape[3]), int(m.rel_h_weight.shape[4])] if m.pos else [])
@@ -247,16 +218,29 @@ def summarize(model, imgsz: int = 640, table_lines: list[str] | None = None, flo
 
 def probe_yaml(cfg: str, imgsz: int = 640, flops: bool = True) -> dict:
     """Build ``cfg`` and summarize it (see :func:`summarize`); adds ``cfg`` and ``task_model`` (the model class)."""
-    model, lines = build(cfg)
+    from mhsa_patch.child.compat import build
+
+    model, lines = build(cfg, table=True)
     out = summarize(model, imgsz, lines, flops=flops)
     out["cfg"] = cfg
     out["task_model"] = type(model).__name__
     return out
 
 
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return f"{type(e).__name__}: {text}" if not isinstance(e, RuntimeError) else text
+def probe(events, cfgs: list[str], imgsz: int, flops: bool, release: str) -> dict:
+    """Build and summarize each config; the first that fails is one error line naming it (``release``: the version
+    the parent read from the target's files, for messages even when ultralytics does not import)."""
+    models = []
+    for cfg in cfgs:
+        events.step("build", f"Building {os.path.basename(cfg)}")
+        try:
+            models.append(probe_yaml(cfg, imgsz, flops=flops))
+        except Exception as e:  # noqa: BLE001 - one line to the parent, naming the config
+            why = str(e).removeprefix("the model does not build: ") if isinstance(e, ChildError) else one_line(e)
+            raise ChildError(f"{os.path.basename(cfg)} does not build with ultralytics {release}: {why}") from None
+    import torch
+
+    return {"ultralytics": ultralytics_version(), "torch": torch.__version__, "models": models}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,33 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("cfg", nargs="+", help="model YAML paths (or stock names such as yolov8n.yaml)")
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP counts (faster)")
-    args = parser.parse_args(argv)
-
-    # Only the JSON goes to stdout: ultralytics' logging handlers write to sys.stdout, so point fd 1 at stderr.
-    sys.stdout.flush()
-    real_stdout = os.dup(1)
-    os.dup2(2, 1)
-    result: dict
-    code = 0
-    current = None
-    try:
-        models = []
-        for cfg in args.cfg:
-            current = cfg
-            models.append(probe_yaml(cfg, args.imgsz, flops=not args.no_flops))
-        import torch
-
-        result = {"ok": True, "ultralytics": ultralytics_version(), "torch": torch.__version__, "models": models}
-    except Exception as e:  # reported as one line to the parent
-        result = {"ok": False, "error": _one_line(e), "cfg": current}
-        code = 1
-    finally:
-        sys.stdout.flush()
-        os.dup2(real_stdout, 1)
-        os.close(real_stdout)
-    sys.stdout.write(json.dumps(result) + "\n")
-    sys.stdout.flush()
-    return code
+    parser.add_argument("--release", default="?", help="the target's version, for messages")
+    parser.add_argument("--events")
+    a = parser.parse_args(argv)
+    return run_main(lambda events: probe(events, a.cfg, a.imgsz, not a.no_flops, a.release), a.events)
 
 
 if __name__ == "__main__":
