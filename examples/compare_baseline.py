@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"{'':<14}{'parameters':>14}{'true GFLOPs':>14}{'CPU latency':>14}")
     print(f"{stock_name:<14}{st['parameters']:>14,}{st['gflops']:>14.2f}{lat['stock_ms']:>11.1f} ms")
-    print(f"{name:<14}{s['parameters']:>14,}{s['gflops']:>14.2f}{lat['mhsa_ms']:>11.1f} ms")
+    print(f"{name:<14}{s['parameters']:>14,}{s['gflops']:>14.2f}{lat['model_ms']:>11.1f} ms")
     print(f"{'MHSA adds':<14}{dp:>+14,}{dg:>+14.2f}{'×' + format(lat['ratio'], '.2f'):>14}")
     print(f"{'':<14}{dp / st['parameters']:>+14.1%}{dg / st['gflops']:>+14.1%}")
     print(

@@ -22,6 +22,11 @@ class LayerSpec:
     helpers: tuple[str, ...] = ()  # other classes of the same file the layer's class uses, inserted before it
 
 
+def layer_names() -> tuple[str, ...]:
+    """The layers' names, in the order apply inserts them (read at call time: ``LAYERS`` is the one list)."""
+    return tuple(spec.name for spec in LAYERS)
+
+
 LAYERS = (
     LayerSpec(
         name="MHSA",

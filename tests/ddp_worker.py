@@ -63,14 +63,14 @@ def main():
     report = {
         "rank": rank,
         "ultralytics_file": ultralytics.__file__,
-        "mhsa_layers": mhsa,
+        "added_layers": mhsa,
         "loss": float(loss.sum().detach()),
         "n": grads.numel(),
         "ddp_max_diff_across_ranks": max(float((g - gathered[0]).abs().max()) for g in gathered),
         "local_max_diff_across_ranks": max(float((g - locals_[0]).abs().max()) for g in locals_),
         "ddp_vs_mean_of_local": float((grads - mean_local).abs().max()),
         "grad_scale": float(mean_local.abs().max()),
-        "mhsa_grad_norm": float(mhsa_slice.norm()),
+        "added_grad_norm": float(mhsa_slice.norm()),
         "finite": bool(torch.isfinite(grads).all()),
     }
     with open(out, "w") as f:

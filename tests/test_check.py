@@ -49,7 +49,7 @@ def test_check_json_on_a_checkpoint():
     r = trainkit.json_report(trainkit.cli("check", str(trainkit.ported()), "--json", "--imgsz", "320", "--runs", "2",
                                           "--target", str(p["site"]), site=p["site"]))
     assert r["source"] == "checkpoint" and r["ultralytics"] == releases.LATEST
-    assert [m["index"] for m in r["mhsa_layers"]] == [10] and r["scale"] == "n"
+    assert [m["index"] for m in r["added_layers"]] == [10] and r["scale"] == "n"
     assert [f["input"] for f in r["forward"]] == [[1, 3, 320, 320], [1, 3, 224, 320]]
     assert [f["output"] for f in r["forward"]] == [[1, 84, 2100], [1, 84, 1470]]
     s, st = r["summary"], r["stock"]
@@ -59,7 +59,7 @@ def test_check_json_on_a_checkpoint():
     # true GFLOPs: the MHSA layer costs its projections and its attention, which ultralytics' own count misses
     assert s["gflops"] > st["gflops"] and s["layers"][10]["gflops"] > 0
     assert r["latency"]["ratio"] > 0 and r["latency"]["runs"] == 2
-    assert r["train_step"]["mhsa_grad_norm"] > 0 and r["train_step"]["mhsa_updated"]
+    assert r["train_step"]["added_grad_norm"] > 0 and r["train_step"]["added_updated"]
     assert "train" not in r
 
 
@@ -116,9 +116,9 @@ def test_check_on_the_first_supported_release(tmp_path):
     cfg = trainkit.gen_yaml(site, tmp_path / "cfg")
     r = trainkit.json_report(trainkit.cli("check", str(cfg), "--json", "--imgsz", "256", "--runs", "2",
                                           "--target", str(site), site=site))
-    assert r["ultralytics"] == "8.0.98" and [m["index"] for m in r["mhsa_layers"]] == [10]
+    assert r["ultralytics"] == "8.0.98" and [m["index"] for m in r["added_layers"]] == [10]
     assert r["stock"]["parameters"] == 3157200 and r["summary"]["parameters"] > r["stock"]["parameters"]
-    assert r["train_step"]["mhsa_grad_norm"] > 0
+    assert r["train_step"]["added_grad_norm"] > 0
 
 
 @pytest.mark.training
@@ -128,7 +128,7 @@ def test_check_a_segmentation_model(tmp_path):
     cfg = trainkit.gen_yaml(p["site"], tmp_path / "seg", "n", "--task", "segment")
     r = trainkit.json_report(trainkit.cli("check", str(cfg), "--json", "--imgsz", "256", "--runs", "1",
                                           "--target", str(p["site"]), site=p["site"]))
-    assert r["task"] == "segment" and [m["index"] for m in r["mhsa_layers"]] == [10]
-    assert r["train_step"]["loss_kind"].startswith("surrogate") and r["train_step"]["mhsa_grad_norm"] > 0
+    assert r["task"] == "segment" and [m["index"] for m in r["added_layers"]] == [10]
+    assert r["train_step"]["loss_kind"].startswith("surrogate") and r["train_step"]["added_grad_norm"] > 0
     proc = trainkit.cli("check", str(cfg), "--train", "--target", str(p["site"]), site=p["site"])
     assert_refused(proc, "check --train draws a detection dataset", "segment model")

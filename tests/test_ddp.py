@@ -58,7 +58,7 @@ def test_ddp_gradients_agree_across_ranks(tmp_path):
     for r in reports:
         # each worker imported the patched copy, not the ultralytics installed in the environment
         assert Path(r["ultralytics_file"]).resolve().is_relative_to(Path(p["site"]).resolve())
-        assert r["mhsa_layers"] == [10] and r["finite"] and r["mhsa_grad_norm"] > 0
+        assert r["added_layers"] == [10] and r["finite"] and r["added_grad_norm"] > 0
     r0 = reports[0]
     assert reports[0]["n"] == reports[1]["n"]
     # different data per rank: the gradients each rank computes alone differ ...

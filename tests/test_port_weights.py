@@ -155,7 +155,7 @@ def test_port_output_and_json():
     r = trainkit.json_report(proc)
     assert (r["transferred"], r["total"]) == (355, 361)
     assert r["kept"] == [0, 9] and r["moved"][0] == [10, 11] and r["moved"][-1] == [22, 23]
-    assert [m["index"] for m in r["mhsa_layers"]] == [10]
+    assert [m["index"] for m in r["added_layers"]] == [10]
     assert out.is_file() and r["bytes"] == out.stat().st_size
     assert [f.name for f in out.parent.iterdir() if f.name.startswith(".")] == []  # no temporary file left
 
@@ -171,7 +171,7 @@ def test_port_at_another_insertion_point(tmp_path):
                      site=p["site"])
     )
     assert (r["transferred"], r["total"]) == (355, 361) and r["kept"] == [0, 6]
-    assert r["moved"][0] == [7, 8] and [m["index"] for m in r["mhsa_layers"]] == [7]
+    assert r["moved"][0] == [7, 8] and [m["index"] for m in r["added_layers"]] == [7]
     proc = trainkit.run_python(COMPARE, p["site"], str(p["stock"]), str(out), "7")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1])["same"] == 355

@@ -3,9 +3,9 @@
 ``python -m mhsa_patch.child.check --model M.yaml|M.pt [--imgsz 640] [--runs 10] [--train ...] --events FILE``
 
 Steps: build; forward at ``imgsz x imgsz`` and at a rectangular ``imgsz x 3/4 imgsz``; one training step
-(ultralytics' loss, backward, one SGD step) with a check that MHSA got a gradient; the model summary (layers,
+(ultralytics' loss, backward, one SGD step) with a check that the patch's layers got a gradient; the model summary (layers,
 parameters, true GFLOPs with attention); CPU latency against the stock model of the same scale (the same YAML
-without its MHSA rows), measured in this process. With ``--train``: a short run of ultralytics' own trainer on a
+without the rows the patch added), measured in this process. With ``--train``: a short run of ultralytics' own trainer on a
 synthetic dataset drawn on the spot, then ``last.pt`` and ``best.pt`` reloaded and run on an image.
 """
 
@@ -65,7 +65,7 @@ def model_of(model_path: str):
 
 
 def stock_of(model):
-    """The stock model the MHSA model was made from: its own YAML without the MHSA rows, same scale and classes."""
+    """The stock model this one was made from: its own YAML without the added rows, same scale and classes."""
     from mhsa_patch.modelyaml.align import strip_mhsa
 
     cfg = copy.deepcopy(getattr(model, "yaml", None) or {})
@@ -104,7 +104,7 @@ def forward(model, h: int, w: int) -> dict:
 
 
 def train_step(model, h: int, w: int) -> dict:
-    """One step of ultralytics' detection loss, backward and SGD on a copy; MHSA must get a finite, non-zero gradient."""
+    """One step of ultralytics' detection loss, backward and SGD on a copy; the added layers must get a finite, non-zero gradient."""
     import torch
 
     model = copy.deepcopy(model).train()
@@ -130,23 +130,23 @@ def train_step(model, h: int, w: int) -> dict:
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     if not all(bool(torch.isfinite(g).all()) for g in grads):
         raise ChildError(f"training step at {w}x{h}: non-finite gradients")
-    mhsa = [m for m in model.modules() if is_layer(m)]
-    mhsa_norm = 0.0
-    for m in mhsa:
+    added = [m for m in model.modules() if is_layer(m)]
+    norm = 0.0
+    for m in added:
         for name, p in m.named_parameters():
             if p.grad is None:
-                raise ChildError(f"training step: MHSA parameter {name} got no gradient")
-            mhsa_norm += float(p.grad.norm()) ** 2
-    mhsa_norm = math.sqrt(mhsa_norm)
-    if mhsa and mhsa_norm == 0.0:
-        raise ChildError("training step: the gradient through MHSA is zero everywhere")
-    before = [p.detach().clone() for m in mhsa for p in m.parameters()]
+                raise ChildError(f"training step: {type(m).__name__} parameter {name} got no gradient")
+            norm += float(p.grad.norm()) ** 2
+    norm = math.sqrt(norm)
+    if added and norm == 0.0:
+        raise ChildError("training step: the gradient through the added layers is zero everywhere")
+    before = [p.detach().clone() for m in added for p in m.parameters()]
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     opt.step()
-    after = [p.detach() for m in mhsa for p in m.parameters()]
+    after = [p.detach() for m in added for p in m.parameters()]
     changed = any(not torch.equal(a, b) for a, b in zip(before, after))
-    if mhsa and not changed:
-        raise ChildError("training step: the optimizer step left MHSA unchanged")
+    if added and not changed:
+        raise ChildError("training step: the optimizer step left the added layers unchanged")
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         raise ChildError("training step: the optimizer step made the weights non-finite")
     return {
@@ -154,8 +154,8 @@ def train_step(model, h: int, w: int) -> dict:
         "loss_kind": kind,
         "loss": round(float(total.detach()), 4),
         "loss_items": [round(v, 4) for v in loss_floats(items)],
-        "mhsa_grad_norm": mhsa_norm,
-        "mhsa_updated": changed,
+        "added_grad_norm": norm,
+        "added_updated": changed,
     }
 
 
@@ -181,21 +181,21 @@ def latency(model, stock, imgsz: int, runs: int) -> dict:
     x = torch.zeros(1, 3, imgsz, imgsz)
     model.eval()
     stock.eval()
-    times = {"mhsa": [], "stock": []}
+    times = {"model": [], "stock": []}
     with torch.no_grad():
         for m in (model, stock, model, stock):  # warm-up
             m(x)
         for _ in range(runs):
-            for key, m in (("mhsa", model), ("stock", stock)):
+            for key, m in (("model", model), ("stock", stock)):
                 t = time.perf_counter()
                 m(x)
                 times[key].append(time.perf_counter() - t)
-    mhsa_ms = statistics.median(times["mhsa"]) * 1000
+    model_ms = statistics.median(times["model"]) * 1000
     stock_ms = statistics.median(times["stock"]) * 1000
     return {
-        "mhsa_ms": round(mhsa_ms, 2),
+        "model_ms": round(model_ms, 2),
         "stock_ms": round(stock_ms, 2),
-        "ratio": round(mhsa_ms / stock_ms, 3),
+        "ratio": round(model_ms / stock_ms, 3),
         "runs": runs,
         "threads": torch.get_num_threads(),
         "imgsz": imgsz,
@@ -262,10 +262,10 @@ def train(events, model_path: str, imgsz: int, epochs: int, batch: int, images: 
                 res = YOLO(str(ckpt)).predict(str(image), imgsz=imgsz, device="cpu", verbose=False)
             except Exception as e:  # noqa: BLE001
                 raise ChildError(f"{name} does not reload and predict: {one_line(e)}") from None
-            mhsa_in = any(is_layer(m) for m in YOLO(str(ckpt)).model.modules())
-            reloaded[name] = {"boxes": len(res[0].boxes), "mhsa": mhsa_in, "bytes": ckpt.stat().st_size}
-            if not mhsa_in and any(is_layer(m) for m in yolo.model.modules()):
-                raise ChildError(f"{name} reloaded without its MHSA layer")
+            kept = any(is_layer(m) for m in YOLO(str(ckpt)).model.modules())
+            reloaded[name] = {"boxes": len(res[0].boxes), "added_layers": kept, "bytes": ckpt.stat().st_size}
+            if not kept and any(is_layer(m) for m in yolo.model.modules()):
+                raise ChildError(f"{name} reloaded without the layers the patch added")
         return {
             "iterations": len(losses),
             "first_loss": [round(v, 4) for v in losses[0]],
@@ -291,7 +291,7 @@ def check(events, a) -> dict:
     name = Path(a.model).name
     events.step("build", f"Building {name}")
     model, table = model_of(a.model)
-    mhsa = [{"index": i, "type": layer_type(m)} for i, m in enumerate(model.model) if is_layer(m)]
+    added = [{"index": i, "type": layer_type(m)} for i, m in enumerate(model.model) if is_layer(m)]
     report = {
         "ultralytics": version,
         "site": str(where.parent),
@@ -300,7 +300,7 @@ def check(events, a) -> dict:
         "task": model_task(model),
         "scale": str((getattr(model, "yaml", None) or {}).get("scale") or "?"),
         "nc": _nc(model),
-        "mhsa_layers": mhsa,
+        "added_layers": added,
     }
     if a.train and report["task"] != "detect":
         raise ChildError(

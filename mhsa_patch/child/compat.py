@@ -25,9 +25,9 @@ def ultralytics_info() -> tuple[str, Path]:
 
 def layer_names() -> tuple[str, ...]:
     """The layers the patch inserts (from ``mhsa_patch.patches``, the one place that names them)."""
-    from mhsa_patch.patches import LAYERS
+    from mhsa_patch.patches import layer_names as names
 
-    return tuple(spec.name for spec in LAYERS)
+    return names()
 
 
 def require_patched() -> None:

@@ -125,7 +125,7 @@ def port(events, src: str, model_yaml: str, out: str) -> dict:
         "transferred": len(used),
         "total": len(dsd),
         "left_at_init": left,
-        "mhsa_layers": [
+        "added_layers": [
             {"index": j, "type": layer_type(dmodel.model[j]), "params": sum(p.numel() for p in dmodel.model[j].parameters())}
             for j in mhsa
         ],

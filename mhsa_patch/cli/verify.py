@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from mhsa_patch.cli.console import fail, header, info, out, warn
 from mhsa_patch.errors import PatchError
+from mhsa_patch.patches import layer_names
 from mhsa_patch.cli.options import PythonOpt, TargetOpt, pick_target, warn_shadow
 
 
@@ -101,7 +102,7 @@ def _print_table(summary: dict) -> None:
             f"{layer['index']:>3}{_fmt_from(layer['from']):>20}{(n if n is not None else ''):>3}{layer['params']:10.0f}"
             f"{gs}  {layer['module']:<45}{(args if args is not None else ''):<30}"
         )
-        if layer["module"].endswith("MHSA"):
+        if layer["module"].rsplit(".", 1)[-1] in layer_names():
             out.print(f"[bold magenta]{escape(line)}[/]")
         else:
             out.print(line, markup=False)
@@ -122,19 +123,19 @@ def _print_check(report: dict) -> None:
     dg = s["gflops"] - st["gflops"]
     out.print(
         f"Stock model of the same scale: {st['layers']} layers, {st['parameters']:,} parameters, "
-        f"{st['gflops']:.1f} GFLOPs → MHSA adds {dp:+,} parameters ({dp / st['parameters']:+.1%}), "
+        f"{st['gflops']:.1f} GFLOPs → the added layers add {dp:+,} parameters ({dp / st['parameters']:+.1%}), "
         f"{dg:+.2f} GFLOPs ({dg / st['gflops']:+.1%})",
         markup=False,
     )
     out.print(
         f"CPU latency at {lat['imgsz']}x{lat['imgsz']}, batch 1, {lat['threads']} thread{'s' * (lat['threads'] != 1)}, median of {lat['runs']}: "
-        f"{lat['mhsa_ms']:.1f} ms vs {lat['stock_ms']:.1f} ms stock → ×{lat['ratio']:.2f}",
+        f"{lat['model_ms']:.1f} ms vs {lat['stock_ms']:.1f} ms stock → ×{lat['ratio']:.2f}",
         markup=False,
     )
     step = report["train_step"]
     out.print(
         f"Training step ({step.get('loss_kind', 'loss')}): {step['loss']:.3f} {step['loss_items']}, "
-        f"MHSA gradient norm {step['mhsa_grad_norm']:.3g}",
+        f"gradient norm of the added layers {step['added_grad_norm']:.3g}",
         markup=False,
     )
     tr = report.get("train")
@@ -262,8 +263,8 @@ def check(
             report["lint"] = lint.to_dict()
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
-    if not report.get("mhsa_layers"):
-        warn(f"{Path(model).name} has no MHSA layer: this checked a stock model")
+    if not report.get("added_layers"):
+        warn(f"{Path(model).name} has none of the patch's layers ({', '.join(layer_names())}): this checked a stock model")
     _print_check(report)
     info(f"[green]check passed ✅[/]{' (with a training run)' if train else ''}")
 
@@ -299,7 +300,7 @@ def port_weights(
         out.print(f"  layers {a}-{b} keep their index", markup=False)
     if report.get("moved"):
         out.print(f"  layers {_ranges(report['moved'])} (moved past MHSA)", markup=False)
-    for layer in report["mhsa_layers"]:
+    for layer in report["added_layers"]:
         keys = [k for k in report["left_at_init"] if k.startswith(f"model.{layer['index']}.")]
         out.print(
             f"  layer {layer['index']} {layer['type']}: left at its initialisation "
