@@ -3,9 +3,13 @@
 An anchor names one module-level statement: ``Anchor("assign", "__all__")``, ``Anchor("from", ".conv")``,
 ``Anchor("def", "parse_model")``, or the end of the module. The same declaration is matched two ways:
 
-* on a libcst tree, with libcst matchers (:meth:`Anchor.find`), when a file is parsed whole;
+* on a libcst tree (:meth:`Anchor.find`), when a file is parsed whole;
 * on an ``ast`` tree (:meth:`Anchor.find_ast`), by apply's fast path, which parses only the anchor statements with
   libcst (on ``tasks.py`` that is ``parse_model`` and one import instead of 2,400 lines).
+
+Both reduce a statement to the same key, ``(kind, name)``, and compare it with the anchor's. Not libcst.matchers:
+importing that module costs about 0.2 s of CPU, 40 % of libcst's own parse + regenerate of the three files, for three
+attribute checks (measured with ``python -X importtime``; ``examples/bench_engine.py`` holds the budget).
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 import libcst as cst
-import libcst.matchers as m
 from libcst.helpers import get_full_name_for_node
 
 from mhsa_patch.errors import PatchError
@@ -43,19 +46,8 @@ class Anchor:
             "end": "module body",
         }[self.kind]
 
-    def matcher(self) -> m.BaseMatcherNode:
-        if self.kind == "assign":
-            return m.SimpleStatementLine(body=[m.Assign(targets=[m.ZeroOrMore(), m.AssignTarget(m.Name(self.name)), m.ZeroOrMore()])])
-        if self.kind == "from":
-            return m.SimpleStatementLine(
-                body=[m.ImportFrom(names=~m.ImportStar()) & m.MatchIfTrue(lambda n: import_module_name(n) == self.name)]
-            )
-        if self.kind == "def":
-            return m.FunctionDef(name=m.Name(self.name))
-        raise ValueError(self.kind)
-
     def matches(self, stmt: cst.CSTNode) -> bool:
-        return self.kind != "end" and m.matches(stmt, self.matcher())
+        return self.kind != "end" and (self.kind, self.name) in cst_keys(stmt)
 
     def find(self, module: cst.Module) -> Optional[cst.CSTNode]:
         """The first module-level statement this anchor names (None for the end of the module)."""
@@ -71,12 +63,31 @@ class Anchor:
         if self.kind == "end":
             return END
         for node in tree.body:
-            if self.kind == "assign" and isinstance(node, ast.Assign):
-                if any(isinstance(t, ast.Name) and t.id == self.name for t in node.targets):
-                    return node
-            elif self.kind == "from" and isinstance(node, ast.ImportFrom):
-                if import_module_name(node) == self.name and not any(a.name == "*" for a in node.names):
-                    return node
-            elif self.kind == "def" and isinstance(node, ast.FunctionDef) and node.name == self.name:
+            if (self.kind, self.name) in ast_keys(node):
                 return node
         raise PatchError(f"{self} not found")
+
+
+def cst_keys(stmt: cst.CSTNode) -> set[tuple[str, str]]:
+    """The anchor keys a libcst module-level statement answers to."""
+    if isinstance(stmt, cst.FunctionDef):
+        return {("def", stmt.name.value)}
+    if not isinstance(stmt, cst.SimpleStatementLine) or len(stmt.body) != 1:
+        return set()
+    small = stmt.body[0]
+    if isinstance(small, cst.Assign):
+        return {("assign", t.target.value) for t in small.targets if isinstance(t.target, cst.Name)}
+    if isinstance(small, cst.ImportFrom) and not isinstance(small.names, cst.ImportStar):
+        return {("from", import_module_name(small))}
+    return set()
+
+
+def ast_keys(node: ast.stmt) -> set[tuple[str, str]]:
+    """The same keys for an ``ast`` statement."""
+    if isinstance(node, ast.FunctionDef):
+        return {("def", node.name)}
+    if isinstance(node, ast.Assign):
+        return {("assign", t.id) for t in node.targets if isinstance(t, ast.Name)}
+    if isinstance(node, ast.ImportFrom) and not any(a.name == "*" for a in node.names):
+        return {("from", import_module_name(node))}
+    return set()

@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
+import ast
+
 import libcst as cst
-import libcst.matchers as m
 
 from mhsa_patch.errors import PatchError
 from mhsa_patch.patching.edits.anchors import Anchor
 from mhsa_patch.patching.edits.base import Edit, Found, is_mark, marker_line, replace_body_stmt
 from mhsa_patch.patching.layers import Layer
 
-# The chain's last branch in every release: ``else: c2 = ch[f]``.
-FINAL_ELSE = m.Else(
-    body=m.IndentedBlock(
-        body=[
-            m.SimpleStatementLine(
-                body=[
-                    m.Assign(
-                        targets=[m.AssignTarget(target=m.Name("c2"))],
-                        value=m.Subscript(value=m.Name("ch"), slice=[m.SubscriptElement(slice=m.Index(value=m.Name("f")))]),
-                    )
-                ]
-            )
-        ]
-    )
-)
+# The chain's last branch in every release: ``else: c2 = ch[f]``, compared as an ``ast`` dump (one small statement:
+# structural, and cheaper than importing libcst.matchers, see anchors.py).
+FINAL_ELSE = ast.dump(ast.parse("c2 = ch[f]").body[0])
 
 
 class ParseModelBranch(Edit):
@@ -42,7 +31,16 @@ class ParseModelBranch(Edit):
 
     @staticmethod
     def _is_final_else(orelse) -> bool:
-        return m.matches(orelse, FINAL_ELSE)
+        if not isinstance(orelse, cst.Else) or not isinstance(orelse.body, cst.IndentedBlock):
+            return False
+        body = orelse.body.body
+        if len(body) != 1 or not isinstance(body[0], cst.SimpleStatementLine) or len(body[0].body) != 1:
+            return False
+        code = cst.Module(body=[]).code_for_node(body[0].body[0])
+        try:
+            return ast.dump(ast.parse(code).body[0]) == FINAL_ELSE
+        except SyntaxError:
+            return False
 
     def _locate(self, module) -> tuple[cst.FunctionDef, cst.For, list[cst.If]]:
         func = self.anchor.find(module)
