@@ -87,8 +87,40 @@ def test_align_refuses_another_model(dst, message):
 
 
 def test_align_refuses_an_mhsa_source():
+    # (the same architecture on both sides, a fork's checkpoint, maps 1:1 instead)
     with pytest.raises(PatchError, match="already has an MHSA layer"):
-        align([("Conv", []), ("MHSA", [0])], [("Conv", []), ("MHSA", [0])])
+        align([("Conv", []), ("MHSA", [0]), ("Detect", [1])], [("Conv", []), ("Conv", [0]), ("MHSA", [1])])
+
+
+def test_align_a_replaced_layer_maps_to_none_and_the_rest_in_place():
+    """BoT3 in place of C2f (gen-yaml --layer BoT3): same indices, the replaced layer keeps its initialisation."""
+    src = [("Conv", []), ("C2f", [0]), ("Conv", [1]), ("C2f", [2]), ("SPPF", [3]), ("Detect", [4, 1])]
+    dst = [*src[:3], ("BoT3", [2]), *src[4:]]
+    assert align(src, dst) == [0, 1, 2, None, 4, 5]
+    yolo11 = [(t.replace("C2f", "C3k2"), f) for t, f in src]
+    assert align(yolo11, [*yolo11[:3], ("BoT3", [2]), *yolo11[4:]]) == [0, 1, 2, None, 4, 5]
+    # a type may differ only where our layer replaces a module it replaces
+    with pytest.raises(PatchError, match="layer 4 is SPPF in the source but layer 4 of the model is BoT3"):
+        align(src, [*src[:4], ("BoT3", [3]), src[5]])
+    with pytest.raises(PatchError, match="layer 3 is C2f in the source but layer 3 of the model is C3k2"):
+        align(src, [*src[:3], ("C3k2", [2]), *src[4:]])
+    with pytest.raises(PatchError, match=r"layer 3 \(C2f\) takes \[2\] in the source but \[1\]"):
+        align(src, [*src[:3], ("BoT3", [1]), *src[4:]])
+
+
+def test_align_generated_bot3_yamls_against_their_stock():
+    target = find_target(releases.pristine(releases.LATEST))
+    for base in ("yolov8", "yolo11", "yolo26"):
+        res = generate(target, Request(scale="n", base=base, layer="BoT3"))
+
+        def listing(rows):
+            return [(r[2], [j + x if x < 0 else x for x in ([r[0]] if isinstance(r[0], int) else r[0])] if j else [])
+                    for j, r in enumerate(rows)]
+
+        stock = _stock_layers(target.package, res.base_rel)
+        mapping = align(listing(stock), listing(res.data["backbone"] + res.data["head"]))
+        assert mapping == [None if j == 8 else j for j in range(len(stock))]
+        assert strip_mhsa(res.data) == res.data  # nothing inserted: nothing to strip
 
 
 # ------------------------------------------------------------------------------------------------ slow: real port

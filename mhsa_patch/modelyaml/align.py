@@ -8,7 +8,9 @@ How. Both layer lists are compared: the MHSA model's list without its MHSA rows 
 for layer type, with the same wiring (each layer's inputs, once the MHSA rows are looked through). That gives the
 map ``stock layer i -> MHSA layer j`` for any insertion point (``j = i`` before it, ``i + 1`` after one MHSA row,
 and so on for several). Every tensor of stock layer ``i`` is copied into layer ``j`` under the same name, after a
-shape check; the MHSA layers keep their initialisation. The result is saved in ultralytics' own checkpoint format,
+shape check; the MHSA layers keep their initialisation. A layer that replaces a stock row (``gen-yaml --layer
+BoT3``: BoT3 in place of the backbone's last C2f) keeps its index and its initialisation; the replaced layer's
+tensors are left behind. The result is saved in ultralytics' own checkpoint format,
 so ``yolo train model=OUT.pt`` and ``YOLO("OUT.pt")`` take it as they take ``yolov8n.pt``.
 
 The pure-Python half (the YAML rewrite and the alignment) lives here; the half that needs torch runs in a child
@@ -22,8 +24,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mhsa_patch.errors import PatchError
+from mhsa_patch.patches import LAYERS
 
-MHSA_NAMES = frozenset({"MHSA"})  # the layers inserted as rows; BoT3 replaces a row instead
+# Our layers that go in as new rows (``placement="insert"``): port-weights looks through them.
+MHSA_NAMES = INSERTED = frozenset(spec.name for spec in LAYERS if spec.placement == "insert")
+# Our layers that take the place of a stock row (``placement="replace"``): layer name -> the modules it replaces.
+REPLACING = {spec.name: frozenset(spec.replaces) for spec in LAYERS if spec.placement == "replace"}
 
 
 def _module_name(row) -> str:
@@ -91,20 +97,28 @@ def strip_mhsa(cfg: dict) -> dict:
 def align(
     src: Sequence[tuple[str, Sequence[int]]], dst: Sequence[tuple[str, Sequence[int]]]
 ) -> list[int | None]:
-    """Map each layer of ``dst`` (the MHSA model) to its layer in ``src`` (the stock model), ``None`` for MHSA.
+    """Map each layer of ``dst`` (the model with our layers) to its layer in ``src`` (the stock model), ``None`` for
+    ours.
 
     Layers are given as ``(type, absolute input indices)`` (``-1`` resolved; the stem's input is ``[]``). The
-    MHSA layers of ``dst`` are looked through: what feeds on an MHSA row is taken to feed on that row's input.
-    Raises :class:`PatchError` naming the first layer that differs in type or wiring.
+    inserted layers of ``dst`` (MHSA) are looked through: what feeds on such a row is taken to feed on that row's
+    input. A layer that replaces a stock row (BoT3 in place of C2f) maps to ``None`` too: its type may differ from the
+    source's there, and only there, as the spec allows; the wiring must still agree. Raises :class:`PatchError`
+    naming the first layer that differs in type or wiring.
     """
     if [(t, list(f)) for t, f in src] == [(t, list(f)) for t, f in dst]:
         return list(range(len(dst)))  # the same architecture (a checkpoint trained on a fork): every layer in place
-    keep = [j for j, (t, _) in enumerate(dst) if t not in MHSA_NAMES]
-    if any(t in MHSA_NAMES for t, _ in src):
-        raise PatchError("the source already has an MHSA layer; port-weights takes a stock checkpoint (yolov8n.pt ...)")
-    if len(keep) != len(src):
+    keep = [j for j, (t, _) in enumerate(dst) if t not in INSERTED]
+    ours = next((t for t, _ in src if t in INSERTED), None)
+    if ours is not None:
+        a = "an" if ours[:1].upper() in "AEFHILMNORSX" else "a"
         raise PatchError(
-            f"the source has {len(src)} layers but the model has {len(keep)} besides MHSA; another base model"
+            f"the source already has {a} {ours} layer; port-weights takes a stock checkpoint (yolov8n.pt ...)"
+        )
+    if len(keep) != len(src):
+        inserted = "/".join(sorted({t for t, _ in dst if t in INSERTED})) or "/".join(sorted(INSERTED))
+        raise PatchError(
+            f"the source has {len(src)} layers but the model has {len(keep)} besides {inserted}; another base model"
         )
     to_src = {j: i for i, j in enumerate(keep)}
     dropped = set(range(len(dst))) - set(keep)
@@ -113,7 +127,7 @@ def align(
         while j in dropped:
             ins = dst[j][1]
             if len(ins) != 1:
-                raise PatchError(f"layer {j} (MHSA) takes several inputs; an MHSA row takes one")
+                raise PatchError(f"layer {j} ({dst[j][0]}) takes several inputs; a row of it takes one")
             j = ins[0]
         return j
 
@@ -121,14 +135,15 @@ def align(
     for j in keep:
         i = to_src[j]
         (st, sf), (dt, df) = src[i], dst[j]
-        if st != dt:
+        replaced = st != dt and st in REPLACING.get(dt, ())
+        if st != dt and not replaced:
             raise PatchError(f"layer {i} is {st} in the source but layer {j} of the model is {dt}; another base model")
         wired = [to_src.get(alias(x), -1) for x in df]
         if list(sf) != wired:
             raise PatchError(
                 f"layer {i} ({st}) takes {list(sf)} in the source but {wired} in the model; another base model"
             )
-        mapping[j] = i
+        mapping[j] = None if replaced else i
     return mapping
 
 
