@@ -206,6 +206,51 @@ def test_port_at_another_insertion_point(tmp_path):
     assert json.loads(proc.stdout.strip().splitlines()[-1])["same"] == 355
 
 
+COMPARE_BOT3 = r"""
+import json, re, sys
+import torch
+from ultralytics import YOLO
+
+src = torch.load(sys.argv[1], weights_only=False)["model"].state_dict()
+ck = torch.load(sys.argv[2], weights_only=False)
+dst = ck["model"].state_dict()
+same, left = 0, []
+for k, v in dst.items():
+    if k.startswith("model.8."):
+        left.append(k)
+        continue
+    assert torch.equal(src[k], v), k  # same name: nothing moved
+    same += 1
+model = YOLO(sys.argv[2]).model
+print(json.dumps({"same": same, "left": len(left), "src_total": len(src), "src_8": sum(k.startswith("model.8.") for k in src),
+                  "bot3": type(model.model[8]).__name__}))
+"""
+
+
+@pytest.mark.training
+def test_port_into_bot3_carries_every_tensor_but_the_replaced_layer(tmp_path):
+    """port-weights yolov8n.pt yolov8n-BoT3.yaml: every layer but 8 (BoT3 in place of C2f) carried in place."""
+    p = trainkit.patched()
+    cfg = trainkit.gen_yaml(p["site"], tmp_path / "bot3", "n", "--layer", "BoT3")
+    assert cfg.name == "yolov8n-BoT3.yaml"
+    out = tmp_path / "bot3.pt"
+    r = trainkit.json_report(
+        trainkit.cli("port-weights", str(p["stock"]), str(cfg), "-o", str(out), "--json", "--target", str(p["site"]),
+                     site=p["site"])
+    )
+    bot3_tensors = r["total"] - r["transferred"]
+    assert [m["index"] for m in r["mhsa_layers"]] == [8] and r["mhsa_layers"][0]["type"] == "BoT3"
+    assert r["left_at_init"] and all(k.startswith("model.8.") for k in r["left_at_init"])
+    assert len(r["left_at_init"]) == bot3_tensors > 0
+    assert r["moved"] == [] and all(k.startswith("model.8.") for k in r["dropped"])
+    proc = trainkit.run_python(COMPARE_BOT3, p["site"], str(p["stock"]), str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    c = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert c["same"] == r["transferred"] == c["src_total"] - c["src_8"]  # total - the BoT3 layer's tensors
+    assert c["left"] == bot3_tensors and len(r["dropped"]) == c["src_8"]
+    assert c["bot3"] == "BoT3"
+
+
 TRAIN = r"""
 import sys
 from ultralytics.cfg import entrypoint
