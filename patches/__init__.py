@@ -29,6 +29,7 @@ class LayerSpec:
     # --- model YAMLs
     placement: str = "insert"  # "insert": a new row after a layer (--at); "replace": takes the place of a stock row
     replaces: tuple[str, ...] = ()  # "replace": stock modules it takes the place of (the backbone's last one)
+    restore_args: tuple = ()  # "replace": the stock row's args rebuilt from the layer's ("{c2}"), for the stock model
     channels: str = "input"  # "input": keeps its input's channels; "scaled": args[0] is c2, scaled like C3's
     # YAML args; strings are filled in: "{heads}", "{grid}" (feature size at --imgsz), "{c2}" (the replaced row's)
     row_args: tuple = ()
@@ -72,6 +73,7 @@ LAYERS = (
         helpers=("BottleneckTransformer",),
         placement="replace",
         replaces=("C2f", "C3k2"),
+        restore_args=("{c2}", True),  # the backbone's last C2f/C3k2 in yolov8, yolo11 and yolo26: [1024, True]
         channels="scaled",
         row_args=("{c2}",),
         note="BoT3 takes the place of the backbone's last C2f or C3k2 (BoTNet's placement), with 4 heads and no "

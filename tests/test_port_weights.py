@@ -120,7 +120,10 @@ def test_align_generated_bot3_yamls_against_their_stock():
         stock = _stock_layers(target.package, res.base_rel)
         mapping = align(listing(stock), listing(res.data["backbone"] + res.data["head"]))
         assert mapping == [None if j == 8 else j for j in range(len(stock))]
-        assert strip_mhsa(res.data) == res.data  # nothing inserted: nothing to strip
+        # the stock model of check: BoT3 turned back into the row it replaced
+        stock_cfg = strip_mhsa(res.data)
+        assert stock_cfg["backbone"] + stock_cfg["head"] == stock
+        assert stock_cfg["scales"] == res.data["scales"]
 
 
 # ------------------------------------------------------------------------------------------------ slow: real port

@@ -43,11 +43,14 @@ def mhsa_rows(cfg: dict) -> list[int]:
 
 
 def strip_mhsa(cfg: dict) -> dict:
-    """The stock model YAML an MHSA YAML was made from: MHSA rows removed, every ``from`` index renumbered.
+    """The stock model YAML an MHSA YAML was made from: MHSA rows removed, every ``from`` index renumbered; a row of
+    a layer that replaces a stock row (BoT3) turned back into that row (see :func:`_restore_replaced`).
 
     A reference to an MHSA row becomes a reference to that row's own input (the layer it was inserted after), so
     the result is the model ultralytics ships whatever convention the YAML used for the layers after the insertion.
     """
+    backbone, head = list(cfg.get("backbone") or []), list(cfg.get("head") or [])
+    cfg = _restore_replaced(cfg, len(backbone))
     backbone, head = list(cfg.get("backbone") or []), list(cfg.get("head") or [])
     rows = backbone + head
     drop = set(mhsa_rows(cfg))
@@ -92,6 +95,29 @@ def strip_mhsa(cfg: dict) -> dict:
     stock = copy.deepcopy({k: v for k, v in cfg.items() if k not in ("backbone", "head")})
     stock["backbone"], stock["head"] = out_backbone, out_head
     return stock
+
+
+def _restore_replaced(cfg: dict, n_backbone: int) -> dict:
+    """``cfg`` with each row of a layer that replaces a stock row (BoT3) turned back into that row: the module it
+    replaces that the backbone uses (C3k2 in yolo11/yolo26, else C2f), args from the spec's ``restore_args``
+    (``[c2, True]``, what gen-yaml replaced). Exact for gen-yaml's files; for a hand-written one, the likely stock."""
+    rows = list(cfg.get("backbone") or []) + list(cfg.get("head") or [])
+    specs = {spec.name: spec for spec in LAYERS if spec.placement == "replace"}
+    if not any(_module_name(row) in specs for row in rows):
+        return cfg
+    used = [_module_name(row) for row in rows[:n_backbone]]
+    out = []
+    for row in rows:
+        spec = specs.get(_module_name(row))
+        if spec is not None:
+            module = max(spec.replaces, key=lambda m: (used.count(m), -spec.replaces.index(m)))
+            c2 = (list(row[3]) or [None])[0]
+            args = [c2 if a == "{c2}" else a for a in spec.restore_args]
+            row = [copy.deepcopy(row[0]), row[1], module, args]
+        out.append(row)
+    new = dict(cfg)
+    new["backbone"], new["head"] = out[:n_backbone], out[n_backbone:]
+    return new
 
 
 def align(
