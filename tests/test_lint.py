@@ -90,6 +90,18 @@ def test_every_yaml_gen_yaml_writes_is_clean(latest, known, base):
     assert checked == 5 * 4 * 6 + 2 * 4 * 6
 
 
+@pytest.mark.parametrize("base", ["yolov8", "yolo11", "yolo26"])
+def test_every_bot3_yaml_gen_yaml_writes_is_clean(latest, known, base):
+    """gen-yaml --layer BoT3 (BoT3 in place of the backbone's last C2f/C3k2), every scale and task: no finding, the
+    channels replayed as C3's (the BoT3 row reads as a scaled module)."""
+    for scale, task in itertools.product("nslmx", ("detect", "segment", "pose", "obb")):
+        res = generate(latest, Request(scale=scale, base=base, task=task, layer="BoT3"))
+        r = lint(res.text, known, name=res.file_name)
+        assert r.findings == (), (res.command, [f.message for f in r.findings])
+        assert r.mhsa == () and r.layers == len(res.data["backbone"] + res.data["head"])
+    assert lint("- [-1, 3, BoT3, [1024]]", known).error is not None  # not a model YAML: still one finding
+
+
 def test_the_releases_own_configs_build_and_warn_only_about_their_scale(latest, known):
     """No false alarm on ultralytics' own files (P2/P6, RT-DETR, YOLO-World, v3-v10 ...): no error, no warning
     besides the scale of a scale-less name."""

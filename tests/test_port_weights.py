@@ -94,6 +94,40 @@ def test_align_maps_a_source_of_the_same_architecture_in_place_and_refuses_anoth
         align([("Conv", []), ("MHSA", [0])], [("Conv", []), ("MHSA", [0]), ("MHSA", [1])])
 
 
+def test_align_a_replaced_layer_maps_to_none_and_the_rest_in_place():
+    """BoT3 in place of C2f (gen-yaml --layer BoT3): same indices, the replaced layer keeps its initialisation."""
+    src = [("Conv", []), ("C2f", [0]), ("Conv", [1]), ("C2f", [2]), ("SPPF", [3]), ("Detect", [4, 1])]
+    dst = [*src[:3], ("BoT3", [2]), *src[4:]]
+    assert align(src, dst) == [0, 1, 2, None, 4, 5]
+    yolo11 = [(t.replace("C2f", "C3k2"), f) for t, f in src]
+    assert align(yolo11, [*yolo11[:3], ("BoT3", [2]), *yolo11[4:]]) == [0, 1, 2, None, 4, 5]
+    # a type may differ only where our layer replaces a module it replaces
+    with pytest.raises(PatchError, match="layer 4 is SPPF in the source but layer 4 of the model is BoT3"):
+        align(src, [*src[:4], ("BoT3", [3]), src[5]])
+    with pytest.raises(PatchError, match="layer 3 is C2f in the source but layer 3 of the model is C3k2"):
+        align(src, [*src[:3], ("C3k2", [2]), *src[4:]])
+    with pytest.raises(PatchError, match=r"layer 3 \(C2f\) takes \[2\] in the source but \[1\]"):
+        align(src, [*src[:3], ("BoT3", [1]), *src[4:]])
+
+
+def test_align_generated_bot3_yamls_against_their_stock():
+    target = find_target(releases.pristine(releases.LATEST))
+    for base in ("yolov8", "yolo11", "yolo26"):
+        res = generate(target, Request(scale="n", base=base, layer="BoT3"))
+
+        def listing(rows):
+            return [(r[2], [j + x if x < 0 else x for x in ([r[0]] if isinstance(r[0], int) else r[0])] if j else [])
+                    for j, r in enumerate(rows)]
+
+        stock = _stock_layers(target.package, res.base_rel)
+        mapping = align(listing(stock), listing(res.data["backbone"] + res.data["head"]))
+        assert mapping == [None if j == 8 else j for j in range(len(stock))]
+        # the stock model of check: BoT3 turned back into the row it replaced
+        stock_cfg = strip_mhsa(res.data)
+        assert stock_cfg["backbone"] + stock_cfg["head"] == stock
+        assert stock_cfg["scales"] == res.data["scales"]
+
+
 # ------------------------------------------------------------------------------------------------ slow: real port
 
 COMPARE = r"""
@@ -175,6 +209,51 @@ def test_port_at_another_insertion_point(tmp_path):
     proc = trainkit.run_python(COMPARE, p["site"], str(p["stock"]), str(out), "7")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1])["same"] == 355
+
+
+COMPARE_BOT3 = r"""
+import json, re, sys
+import torch
+from ultralytics import YOLO
+
+src = torch.load(sys.argv[1], weights_only=False)["model"].state_dict()
+ck = torch.load(sys.argv[2], weights_only=False)
+dst = ck["model"].state_dict()
+same, left = 0, []
+for k, v in dst.items():
+    if k.startswith("model.8."):
+        left.append(k)
+        continue
+    assert torch.equal(src[k], v), k  # same name: nothing moved
+    same += 1
+model = YOLO(sys.argv[2]).model
+print(json.dumps({"same": same, "left": len(left), "src_total": len(src), "src_8": sum(k.startswith("model.8.") for k in src),
+                  "bot3": type(model.model[8]).__name__}))
+"""
+
+
+@pytest.mark.training
+def test_port_into_bot3_carries_every_tensor_but_the_replaced_layer(tmp_path):
+    """port-weights yolov8n.pt yolov8n-BoT3.yaml: every layer but 8 (BoT3 in place of C2f) carried in place."""
+    p = trainkit.patched()
+    cfg = trainkit.gen_yaml(p["site"], tmp_path / "bot3", "n", "--layer", "BoT3")
+    assert cfg.name == "yolov8n-BoT3.yaml"
+    out = tmp_path / "bot3.pt"
+    r = trainkit.json_report(
+        trainkit.cli("port-weights", str(p["stock"]), str(cfg), "-o", str(out), "--json", "--target", str(p["site"]),
+                     site=p["site"])
+    )
+    bot3_tensors = r["total"] - r["transferred"]
+    assert [m["index"] for m in r["mhsa_layers"]] == [8] and r["mhsa_layers"][0]["type"] == "BoT3"
+    assert r["left_at_init"] and all(k.startswith("model.8.") for k in r["left_at_init"])
+    assert len(r["left_at_init"]) == bot3_tensors > 0
+    assert r["moved"] == [] and all(k.startswith("model.8.") for k in r["dropped"])
+    proc = trainkit.run_python(COMPARE_BOT3, p["site"], str(p["stock"]), str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    c = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert c["same"] == r["transferred"] == c["src_total"] - c["src_8"]  # total - the BoT3 layer's tensors
+    assert c["left"] == bot3_tensors and len(r["dropped"]) == c["src_8"]
+    assert c["bot3"] == "BoT3"
 
 
 TRAIN = r"""

@@ -229,3 +229,96 @@ def test_check_builds_with_the_patched_release(tmp_path, version):
     diff = next(ln for ln in lines if ln.startswith("difference "))
     assert diff.split()[1:4] == ["+1", "+197,376", "+0.32"]
     assert "WARNING" not in r.stderr, r.stderr
+
+
+# -- gen-yaml --layer BoT3: built by the patched release, against the stock model ------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Builds each [cfg, forward] job as YOLO(cfg) does (the task's model class: a stride pass at 256); with forward, the
+# model also runs in eval mode at 640x640 and at 320x480. One JSON line: per model, each layer's type, from, params.
+BOT3_CHILD = r"""
+import json, sys
+import torch
+from ultralytics.nn.tasks import DetectionModel
+
+torch.set_num_threads(1)
+out = []
+for cfg, forward in json.loads(sys.argv[1]):
+    torch.manual_seed(0)
+    model = DetectionModel(cfg, verbose=False)
+    rec = {"cfg": cfg, "types": [type(m).__name__ for m in model.model], "from": [m.f for m in model.model],
+           "params": [sum(p.numel() for p in m.parameters()) for m in model.model]}
+    bot3 = [m for m in model.model if type(m).__name__ == "BoT3"]
+    if bot3:
+        b = bot3[0]
+        rec["bot3"] = {"c1": b.cv1.conv.in_channels, "c2": b.cv3.conv.out_channels, "n": len(b.m)}
+    if forward:
+        model.eval()
+        shapes = []
+        with torch.no_grad():
+            for h, w in ((640, 640), (320, 480)):
+                y = model(torch.zeros(1, 3, h, w))
+                y = y[0] if isinstance(y, (list, tuple)) else y
+                assert torch.isfinite(y).all()
+                shapes.append(list(y.shape))
+        rec["shapes"] = shapes
+    out.append(rec)
+print("JSON " + json.dumps(out))
+"""
+
+
+def bot3_params(c1: int, c2: int, n: int) -> int:
+    """BoT3(c1, c2, n) counted by hand: cv1, cv2 = Conv(c1, c_, 1), cv3 = Conv(2c_, c2, 1) (conv + BatchNorm), and n
+    BottleneckTransformer(c_, c_) blocks of Conv(c_, c_, 1) + MHSA(c_) (3·(c_²+c_)) + the unused fc1 Linear(c_, c_)
+    (c_² + c_), shortcut the identity; c_ = c2 // 2."""
+    c_ = int(c2 * 0.5)
+    return 2 * (c1 * c_ + 2 * c_) + (2 * c_ * c2 + 2 * c2) + n * ((c_ * c_ + 2 * c_) + 3 * (c_ * c_ + c_) + c_ * c_ + c_)
+
+
+def _bot3_case(version: str, tmp_path: Path, cases: list[tuple[str, str]]) -> None:
+    site = tmp_path / "site"
+    releases.copy_release(version, site)
+    r = subprocess.run([sys.executable, "-m", "mhsa_patch", "apply", "--target", str(site)], capture_output=True,
+                       text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    t = find_target(site)
+    jobs, results = [], []
+    for base, scale in cases:
+        res = emit.generate(t, Request(scale=scale, base=base, layer="BoT3"))
+        d = tmp_path / f"{base}{scale}"
+        d.mkdir()
+        path = d / res.file_name
+        path.write_text(res.text, encoding="utf-8")
+        jobs += [(str(path), True), (res.stock_name, False)]
+        results.append((res, str(path)))
+    r = subprocess.run([sys.executable, "-c", BOT3_CHILD, json.dumps(jobs)], env=releases.release_env(site),
+                       capture_output=True, text=True, timeout=1800, cwd=tmp_path)
+    line = next((ln for ln in r.stdout.splitlines() if ln.startswith("JSON ")), None)
+    assert r.returncode == 0 and line, r.stderr[-3000:]
+    built = {m["cfg"]: m for m in json.loads(line[5:])}
+    for res, path in results:
+        bot3, stock = built[path], built[res.stock_name]
+        i, label = res.index, res.command
+        assert bot3["types"][i] == "BoT3" and stock["types"][i] == res.insertions[0].replaced, label
+        # every other layer as shipped, same index, same inputs, same parameters
+        assert [x for k, x in enumerate(bot3["types"]) if k != i] == [x for k, x in enumerate(stock["types"]) if k != i]
+        assert bot3["from"] == stock["from"], label
+        assert [p for k, p in enumerate(bot3["params"]) if k != i] == [
+            p for k, p in enumerate(stock["params"]) if k != i
+        ], label
+        # the whole model differs by BoT3's parameters minus those of the C2f/C3k2 it replaced
+        assert sum(bot3["params"]) - sum(stock["params"]) == bot3["params"][i] - stock["params"][i], label
+        b = bot3["bot3"]
+        assert b["c2"] == res.channels and b["n"] == max(round(res.data["backbone"][i][1] * res.data["scales"][
+            next(iter(res.data["scales"]))][0]), 1), label
+        assert bot3["params"][i] == bot3_params(b["c1"], b["c2"], b["n"]), label
+        assert len(bot3["shapes"]) == 2, label  # ran at 640x640 and 320x480
+
+
+def test_bot3_builds_at_every_scale_and_base_on_the_latest_release(tmp_path):
+    _bot3_case(releases.LATEST, tmp_path, [(b, s) for b in ("yolov8", "yolo11", "yolo26") for s in request.SCALES])
+
+
+def test_bot3_builds_on_the_oldest_release(tmp_path):
+    _bot3_case(releases.MATRIX[0], tmp_path, [("yolov8", "n")])

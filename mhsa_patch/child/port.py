@@ -90,7 +90,10 @@ def port(events, src: str, model_yaml: str, out: str) -> dict:
             )
         new_sd[key] = st.detach().to(dtype=tensor.dtype) if st.is_floating_point() else st.detach().clone()
         used.add(skey)
-    unused = [k for k in ssd if k not in used]
+    carried = {i for i in mapping if i is not None}
+    # a source layer no model layer maps to is one our layer replaced (BoT3 in place of C2f): its tensors stay behind
+    dropped = [k for k in ssd if k not in used and _KEY.match(k) and int(_KEY.match(k).group(1)) not in carried]
+    unused = [k for k in ssd if k not in used and k not in dropped]
     if unused:
         raise ChildError(
             f"{Path(src).name} does not fit {Path(model_yaml).name}: {len(unused)} source tensors have no place in "
@@ -130,6 +133,7 @@ def port(events, src: str, model_yaml: str, out: str) -> dict:
             for j in mhsa
         ],
         "kept": [min(kept), max(kept)] if kept else None,
+        "dropped": dropped,
         "moved": [[i, j] for i, j in moved],
         "nc": nc,
         "yaml_nc": yaml_nc,

@@ -1,4 +1,4 @@
-"""``gen-yaml``: write a ready-to-train MHSA model YAML built from the target release's own config or the user's.
+"""``gen-yaml``: write a ready-to-train model YAML with one of our layers (MHSA by default), built from the target release's own config or the user's.
 
 Exit codes: 0 written; 1 refused (bad choice or value, existing output, unpatched target with ``--check``, a
 model that does not build, an unreadable ``--from`` file), one ``ERROR ❌`` line on stderr and nothing written; 2
@@ -17,6 +17,7 @@ from rich.markup import escape
 from mhsa_patch.cli.console import fail, info, out, warn
 from mhsa_patch.cli.options import PythonOpt, TargetOpt, pick_target, warn_shadow
 from mhsa_patch.errors import PatchError
+from mhsa_patch.patches import LAYERS
 
 if TYPE_CHECKING:
     from mhsa_patch.modelyaml import emit
@@ -27,7 +28,7 @@ def _fmt_gflops(value) -> str:
 
 
 def print_check(result: emit.Result, name: str, probe: dict, imgsz: int) -> None:
-    """The layer table of the MHSA model, then both models side by side."""
+    """The layer table of the generated model, then both models side by side."""
     mhsa, stock = probe["models"][0], probe["models"][1]
     versions = f"ultralytics {probe.get('ultralytics')} (torch {probe.get('torch')})"
     out.print(f"\n[bold]{escape(name)}[/] built with {versions}")
@@ -40,9 +41,10 @@ def print_check(result: emit.Result, name: str, probe: dict, imgsz: int) -> None
             f"{layer['index']:>3}{str(layer['from']):>20}{n!s:>3}{layer['params']:>10}  {module:<22}"
             f"{_fmt_gflops(layer['gflops']):>8}  {layer['arguments'] or ''}"
         )
-        out.print(f"[bold]{escape(line)}[/]" if layer["index"] in mhsa["mhsa"] else escape(line))
+        out.print(f"[bold]{escape(line)}[/]" if layer["index"] in new else escape(line))
     expected = result.params
     delta = mhsa["parameters"] - stock["parameters"]
+    new = {ins.index for ins in result.insertions}
     rows = [
         (result.stock_name, stock),
         (name, mhsa),
@@ -74,21 +76,32 @@ def print_check(result: emit.Result, name: str, probe: dict, imgsz: int) -> None
     )
     cs = ", ".join(str(ins.channels) for ins in result.insertions)
     c_is = f"C={cs}" if len(result.insertions) == 1 else f"C = {cs}"
-    if delta != expected:
-        warn(f"MHSA added {delta:,} parameters, expected {expected:,} for {c_is}")
+    name = result.spec.name
+    if expected is None:
+        first = result.insertions[0]
+        was = f" in place of layer {first.index} {first.replaced}" if first.replaced else ""
+        info(f"{name}{was}: {delta:+,} parameters")
+    elif delta != expected:
+        warn(f"{name} added {delta:,} parameters, expected {expected:,} for {c_is}")
     else:
         positions = " + C·(w+h) positions" if len(result.mhsa_args) > 3 else ""
         each = "" if len(result.insertions) == 1 else f" for each of {len(result.insertions)} layers"
-        info(f"MHSA adds {delta:,} parameters = 3·(C²+C){positions}{each} with {c_is}")
+        info(f"{name} adds {delta:,} parameters = 3·(C²+C){positions}{each} with {c_is}")
 
 
 def _describe(ins: emit.Insertion, pos_emb: bool, heads: int) -> str:
     from mhsa_patch.modelyaml.graph import stage_label
 
+    name = ins.spec.name
+    if ins.replaced is not None:
+        return (
+            f"{name} in place of layer {ins.index} {ins.replaced} ({stage_label(ins.stride)}, {ins.channels} "
+            f"channels, args {ins.mhsa_args}), read by layers {', '.join(map(str, ins.readers))}"
+        )
     given = " from --channels" if ins.channels_given else ""
     positions = f", {ins.grid}x{ins.grid} positions" if pos_emb else ""
     return (
-        f"MHSA after layer {ins.after} as layer {ins.index} ({stage_label(ins.stride)}, C={ins.channels}{given}, "
+        f"{name} after layer {ins.after} as layer {ins.index} ({stage_label(ins.stride)}, C={ins.channels}{given}, "
         f"{heads} heads{positions}), read by layers {', '.join(map(str, ins.readers))}"
     )
 
@@ -109,8 +122,8 @@ def gen_yaml(
         typer.Option(
             "--output",
             "-o",
-            help="File (or folder) to write. Default: <base><scale>[-task]-MHSA.yaml (with --from: "
-            "<stem>-MHSA.yaml, its scale letter set to --scale) in the working directory.",
+            help="File (or folder) to write. Default: <base><scale>[-task]-<layer>.yaml (with --from: "
+            "<stem>-<layer>.yaml, its scale letter set to --scale) in the working directory.",
             show_default=False,
         ),
     ] = None,
@@ -120,6 +133,16 @@ def gen_yaml(
             "--from",
             help="Your own model YAML as the base (custom modules, P2 heads ...), in place of the release's config. "
             "Excludes --base and --task.",
+            show_default=False,
+        ),
+    ] = None,
+    layer: Annotated[
+        Optional[str],
+        typer.Option(
+            "--layer",
+            help="The layer to add: "
+            + "; ".join(f"{spec.name}: {spec.note}" for spec in LAYERS)
+            + f". Options a layer does not take are refused. [default: {LAYERS[0].name}]",
             show_default=False,
         ),
     ] = None,
@@ -176,7 +199,7 @@ def gen_yaml(
     target: TargetOpt = None,
     python: PythonOpt = None,
 ) -> None:
-    """Write a ready-to-train MHSA model YAML, built from the installed release's own config or from yours."""
+    """Write a ready-to-train model YAML with MHSA (or another --layer), from the release's own config or yours."""
     # here, not at import: every other command would pay for PyYAML
     from mhsa_patch.modelyaml import request, write
 
@@ -187,7 +210,7 @@ def gen_yaml(
         tgt = res.target
         req = request.Request(
             scale=scale, base=base, task=task, heads=heads, pos_emb=pos_emb, imgsz=imgsz, at=at, lateral=lateral,
-            from_yaml=from_yaml, channels=channels,
+            from_yaml=from_yaml, channels=channels, layer=layer,
         )  # fmt: skip
         done = write.write_model_yaml(tgt, req, output, force=force, check=check)
     except PatchError as e:
@@ -205,7 +228,7 @@ def gen_yaml(
     if len(result.insertions) == 1:
         info(f"wrote {where}: {_describe(result.insertions[0], req.pos_emb, req.heads)}")
     else:
-        info(f"wrote {where}: {len(result.insertions)} MHSA layers")
+        info(f"wrote {where}: {len(result.insertions)} {result.spec.name} layers")
         for ins in result.insertions:
             info(f"  {_describe(ins, req.pos_emb, req.heads)}")
     if done.probe is not None:

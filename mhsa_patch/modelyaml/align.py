@@ -8,7 +8,9 @@ How. Both layer lists are compared: the MHSA model's list without its MHSA rows 
 for layer type, with the same wiring (each layer's inputs, once the MHSA rows are looked through). That gives the
 map ``stock layer i -> MHSA layer j`` for any insertion point (``j = i`` before it, ``i + 1`` after one MHSA row,
 and so on for several). Every tensor of stock layer ``i`` is copied into layer ``j`` under the same name, after a
-shape check; the MHSA layers keep their initialisation. The result is saved in ultralytics' own checkpoint format,
+shape check; the MHSA layers keep their initialisation. A layer that replaces a stock row (``gen-yaml --layer
+BoT3``: BoT3 in place of the backbone's last C2f) keeps its index and its initialisation; the replaced layer's
+tensors are left behind. The result is saved in ultralytics' own checkpoint format,
 so ``yolo train model=OUT.pt`` and ``YOLO("OUT.pt")`` take it as they take ``yolov8n.pt``.
 
 The pure-Python half (the YAML rewrite and the alignment) lives here; the half that needs torch runs in a child
@@ -22,8 +24,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mhsa_patch.errors import PatchError
+from mhsa_patch.patches import LAYERS
 
-MHSA_NAMES = frozenset({"MHSA"})  # the layers inserted as rows; BoT3 replaces a row instead
+# Our layers that go in as new rows (``placement="insert"``): port-weights looks through them.
+MHSA_NAMES = INSERTED = frozenset(spec.name for spec in LAYERS if spec.placement == "insert")
+# Our layers that take the place of a stock row (``placement="replace"``): layer name -> the modules it replaces.
+REPLACING = {spec.name: frozenset(spec.replaces) for spec in LAYERS if spec.placement == "replace"}
 
 
 def _module_name(row) -> str:
@@ -37,11 +43,14 @@ def mhsa_rows(cfg: dict) -> list[int]:
 
 
 def strip_mhsa(cfg: dict) -> dict:
-    """The stock model YAML an MHSA YAML was made from: MHSA rows removed, every ``from`` index renumbered.
+    """The stock model YAML an MHSA YAML was made from: MHSA rows removed, every ``from`` index renumbered; a row of
+    a layer that replaces a stock row (BoT3) turned back into that row (see :func:`_restore_replaced`).
 
     A reference to an MHSA row becomes a reference to that row's own input (the layer it was inserted after), so
     the result is the model ultralytics ships whatever convention the YAML used for the layers after the insertion.
     """
+    backbone, head = list(cfg.get("backbone") or []), list(cfg.get("head") or [])
+    cfg = _restore_replaced(cfg, len(backbone))
     backbone, head = list(cfg.get("backbone") or []), list(cfg.get("head") or [])
     rows = backbone + head
     drop = set(mhsa_rows(cfg))
@@ -88,23 +97,54 @@ def strip_mhsa(cfg: dict) -> dict:
     return stock
 
 
+def _restore_replaced(cfg: dict, n_backbone: int) -> dict:
+    """``cfg`` with each row of a layer that replaces a stock row (BoT3) turned back into that row: the module it
+    replaces that the backbone uses (C3k2 in yolo11/yolo26, else C2f), args from the spec's ``restore_args``
+    (``[c2, True]``, what gen-yaml replaced). Exact for gen-yaml's files; for a hand-written one, the likely stock."""
+    rows = list(cfg.get("backbone") or []) + list(cfg.get("head") or [])
+    specs = {spec.name: spec for spec in LAYERS if spec.placement == "replace"}
+    if not any(_module_name(row) in specs for row in rows):
+        return cfg
+    used = [_module_name(row) for row in rows[:n_backbone]]
+    out = []
+    for row in rows:
+        spec = specs.get(_module_name(row))
+        if spec is not None:
+            module = max(spec.replaces, key=lambda m: (used.count(m), -spec.replaces.index(m)))
+            c2 = (list(row[3]) or [None])[0]
+            args = [c2 if a == "{c2}" else a for a in spec.restore_args]
+            row = [copy.deepcopy(row[0]), row[1], module, args]
+        out.append(row)
+    new = dict(cfg)
+    new["backbone"], new["head"] = out[:n_backbone], out[n_backbone:]
+    return new
+
+
 def align(
     src: Sequence[tuple[str, Sequence[int]]], dst: Sequence[tuple[str, Sequence[int]]]
 ) -> list[int | None]:
-    """Map each layer of ``dst`` (the MHSA model) to its layer in ``src`` (the stock model), ``None`` for MHSA.
+    """Map each layer of ``dst`` (the model with our layers) to its layer in ``src`` (the stock model), ``None`` for
+    ours.
 
     Layers are given as ``(type, absolute input indices)`` (``-1`` resolved; the stem's input is ``[]``). The
-    MHSA layers of ``dst`` are looked through: what feeds on an MHSA row is taken to feed on that row's input.
-    Raises :class:`PatchError` naming the first layer that differs in type or wiring.
+    inserted layers of ``dst`` (MHSA) are looked through: what feeds on such a row is taken to feed on that row's
+    input. A layer that replaces a stock row (BoT3 in place of C2f) maps to ``None`` too: its type may differ from the
+    source's there, and only there, as the spec allows; the wiring must still agree. Raises :class:`PatchError`
+    naming the first layer that differs in type or wiring.
     """
     if [(t, list(f)) for t, f in src] == [(t, list(f)) for t, f in dst]:
         return list(range(len(dst)))  # the same architecture (a checkpoint trained on a fork): every layer in place
-    keep = [j for j, (t, _) in enumerate(dst) if t not in MHSA_NAMES]
-    if any(t in MHSA_NAMES for t, _ in src):
-        raise PatchError("the source already has an MHSA layer; port-weights takes a stock checkpoint (yolov8n.pt ...)")
-    if len(keep) != len(src):
+    keep = [j for j, (t, _) in enumerate(dst) if t not in INSERTED]
+    ours = next((t for t, _ in src if t in INSERTED), None)
+    if ours is not None:
+        a = "an" if ours[:1].upper() in "AEFHILMNORSX" else "a"
         raise PatchError(
-            f"the source has {len(src)} layers but the model has {len(keep)} besides MHSA; another base model"
+            f"the source already has {a} {ours} layer; port-weights takes a stock checkpoint (yolov8n.pt ...)"
+        )
+    if len(keep) != len(src):
+        inserted = "/".join(sorted({t for t, _ in dst if t in INSERTED})) or "/".join(sorted(INSERTED))
+        raise PatchError(
+            f"the source has {len(src)} layers but the model has {len(keep)} besides {inserted}; another base model"
         )
     to_src = {j: i for i, j in enumerate(keep)}
     dropped = set(range(len(dst))) - set(keep)
@@ -113,7 +153,7 @@ def align(
         while j in dropped:
             ins = dst[j][1]
             if len(ins) != 1:
-                raise PatchError(f"layer {j} (MHSA) takes several inputs; an MHSA row takes one")
+                raise PatchError(f"layer {j} ({dst[j][0]}) takes several inputs; a row of it takes one")
             j = ins[0]
         return j
 
@@ -121,14 +161,15 @@ def align(
     for j in keep:
         i = to_src[j]
         (st, sf), (dt, df) = src[i], dst[j]
-        if st != dt:
+        replaced = st != dt and st in REPLACING.get(dt, ())
+        if st != dt and not replaced:
             raise PatchError(f"layer {i} is {st} in the source but layer {j} of the model is {dt}; another base model")
         wired = [to_src.get(alias(x), -1) for x in df]
         if list(sf) != wired:
             raise PatchError(
                 f"layer {i} ({st}) takes {list(sf)} in the source but {wired} in the model; another base model"
             )
-        mapping[j] = i
+        mapping[j] = None if replaced else i
     return mapping
 
 

@@ -20,6 +20,7 @@ import re
 
 from mhsa_patch.errors import PatchError
 from mhsa_patch.modelyaml.rows import Row, _froms
+from mhsa_patch.patches import LAYERS
 
 # parse_model's ``base_modules`` (union over 8.0.98 - 8.4.190): output channels are args[0], scaled by width.
 SCALED_MODULES = frozenset(
@@ -29,7 +30,7 @@ SCALED_MODULES = frozenset(
         "AConv", "SPPELAN", "C2fAttn", "C3", "C3TR", "C3Ghost", "nn.ConvTranspose2d", "DWConvTranspose2d", "C3x",
         "RepC3", "PSA", "SCDown", "C2fCIB", "A2C2f",
     }
-)  # fmt: skip
+) | frozenset(spec.name for spec in LAYERS if spec.channels == "scaled")  # fmt: skip
 # Output heads: their output is not a feature map, nothing can follow them.
 HEAD_MODULES = frozenset(
     {
@@ -40,7 +41,7 @@ HEAD_MODULES = frozenset(
 # Modules whose output channels parse_model computes in ways this replay does not follow.
 OPAQUE_MODULES = frozenset({"HGStem", "HGBlock", "ResNetLayer", "CBLinear", "CBFuse", "TorchVision", "Index", "AIFI"})
 # Modules that keep their input's channels and are not torch.nn modules (parse_model's final ``else``).
-PASSTHROUGH_MODULES = frozenset({"MHSA"})
+PASSTHROUGH_MODULES = frozenset(spec.name for spec in LAYERS if spec.channels == "input")
 # Modules that change the stride: stride argument position (None: always 2).
 DOWNSAMPLERS = {"Conv": 2, "GhostConv": 2, "DWConv": 2, "SCDown": 2, "Focus": None, "ADown": None, "AConv": None}
 
@@ -57,7 +58,7 @@ def replay(rows: list[Row], data: dict, scale: str, imgsz_stride: bool = True) -
 
 
 def is_known(module: str) -> bool:
-    """Whether ``module`` is one whose output channels this replay follows (a stock ultralytics module or MHSA)."""
+    """Whether ``module`` is one whose output channels this replay follows (a stock ultralytics module or ours)."""
     return (
         module in SCALED_MODULES
         or module in HEAD_MODULES
@@ -139,8 +140,10 @@ def stage_label(stride: int) -> str:
     return f"P{p}/{stride}" if stride and 2**p == stride else f"/{stride}"
 
 
-def resolve_at(at: str | None, rows: list[Row], chans: list, strides: list, n_backbone: int, where: str) -> int:
-    """The base layer index MHSA goes after (see the module docstring for the rules)."""
+def resolve_at(
+    at: str | None, rows: list[Row], chans: list, strides: list, n_backbone: int, where: str, name: str = "the layer"
+) -> int:
+    """The base layer index the layer ``name`` goes after (see the module docstring for the rules)."""
     at = "P5" if at is None else at
     last = len(rows) - 1
     if re.fullmatch(r"P\d+", at):
@@ -169,25 +172,25 @@ def resolve_at(at: str | None, rows: list[Row], chans: list, strides: list, n_ba
             )
         i = hits[0]
     if chans[i] is None or strides[i] is None:
-        raise PatchError(f"--at {at}: layer {i} ({rows[i].module}) does not give a feature map MHSA can follow")
+        raise PatchError(f"--at {at}: layer {i} ({rows[i].module}) does not give a feature map {name} can follow")
     return i
 
 
 def remap(rows: list[Row], after: int, lateral: str) -> tuple[list, dict, list]:
-    """New ``from`` of every base row, the index map, and the new indices of the layers that read MHSA."""
+    """New ``from`` of every base row, the index map, and the new indices of the layers that read the new row."""
     new_froms, index_map, mhsa_at, readers = remap_many(rows, [after], lateral)
     return new_froms, index_map, readers[after]
 
 
-def remap_many(rows: list[Row], afters, lateral: str) -> tuple[list, dict, dict, dict]:
-    """:func:`remap` for one MHSA row after each base layer of ``afters`` (distinct indices).
+def remap_many(rows: list[Row], afters, lateral: str, name: str = "new") -> tuple[list, dict, dict, dict]:
+    """:func:`remap` for one new row (of layer ``name``) after each base layer of ``afters`` (distinct indices).
 
     Returns the new ``from`` of every base row, the index map (base index -> new index), the new index of each
-    MHSA row (keyed by the base layer it follows) and the new indices of the layers that read it (same keys).
+    new row (keyed by the base layer it follows) and the new indices of the layers that read it (same keys).
     """
     points = sorted(set(afters))
     if len(points) != len(list(afters)):
-        raise PatchError("two MHSA rows cannot follow the same layer")
+        raise PatchError(f"two {name} rows cannot follow the same layer")
     index_map = {}
     shift = 0
     for row in rows:
@@ -206,7 +209,7 @@ def remap_many(rows: list[Row], afters, lateral: str) -> tuple[list, dict, dict,
                 out.append(x)
                 continue
             if a in mhsa_at and (lateral == "attention" or (o == a + 1 and x == -1)):
-                b = mhsa_at[a]  # the serial successor always reads MHSA; laterals too with "attention"
+                b = mhsa_at[a]  # the serial successor always reads the new row; laterals too with "attention"
                 readers[a].add(n_o)
             else:
                 b = index_map[a]

@@ -37,6 +37,7 @@ from mhsa_patch.errors import PatchError
 from mhsa_patch.modelyaml.graph import DOWNSAMPLERS, HEAD_MODULES, OPAQUE_MODULES, SCALED_MODULES, replay, stage_label
 from mhsa_patch.modelyaml.naming import guess_scale, unified_path
 from mhsa_patch.modelyaml.rows import FROM_RE, ROW_RE, Row, _bracket_end, _format_from, _froms, load_yaml, parse_base
+from mhsa_patch.patches import LAYERS
 
 MHSA_DEFAULTS = {"width": 14, "height": 14, "heads": 4, "pos_emb": False}  # MHSA(n_dims, width, height, heads, pos_emb)
 # Output heads that read several feature maps (Classify reads one and is not checked for stage ends).
@@ -49,6 +50,10 @@ SIDE_EFFECT_MODULES = frozenset({"ImagePoolingAttn"})
 # Upsampling layers: YAML position of the stride argument and its default (the stride divides by it).
 UPSAMPLERS = {"ConvTranspose": (2, 2), "nn.ConvTranspose2d": (2, 1), "DWConvTranspose2d": (2, 1)}
 POOLS = frozenset({"nn.MaxPool2d", "nn.AvgPool2d"})  # [kernel, stride=kernel, padding]
+# Our layers whose args the lint explains as MHSA's [width, height, heads, pos_emb] (``LayerSpec.lint_args``).
+ATTENTION_ROWS = frozenset(spec.name for spec in LAYERS if spec.lint_args == "attention")
+# Our layers' parameter rules (``LayerSpec.params``), for the cost of a dead row.
+PARAM_RULES = {spec.name: spec.params for spec in LAYERS if spec.params is not None}
 
 
 @dataclass(frozen=True)
@@ -198,8 +203,6 @@ def torch_nn_names() -> frozenset | None:
 
 def known_modules(target) -> KnownModules:
     """The modules ``target``'s parse_model knows, plus the patch's layers (which ``apply`` adds)."""
-    from mhsa_patch.patches import LAYERS
-
     names = _names_in(target.package / "nn" / "tasks.py")
     layers = {layer.name for layer in LAYERS}
     patched = None if names is None else layers <= names
@@ -292,10 +295,11 @@ def _params(row: Row, c1, c2, depth: float) -> int | None:
         c = int(c2 * e)
         parts = [_conv_params(c1, 2 * c), _conv_params((2 + n) * c, c2)] + [_conv_params(c, c, 3)] * (2 * n)
         return None if None in parts else sum(parts)
-    if row.module == "MHSA":
+    if row.module in PARAM_RULES:
         w, h, heads, pos = (list(a) + [14, 14, 4, False][len(a) :])[:4]
-        extra = c1 * (int(w) + int(h)) if pos and _is_num(w) and _is_num(h) else 0
-        return 3 * (c1 * c1 + c1) + extra
+        if pos and not (_is_num(w) and _is_num(h)):
+            return None
+        return PARAM_RULES[row.module](c1, [int(w), int(h), heads, bool(pos)] if pos else list(a))
     return None
 
 
@@ -426,7 +430,7 @@ def _lint(text, name, imgsz, known, findings, out) -> LintResult:
             stop(f"{tag}: Concat takes a list of inputs ([-1, 6]), got {f}", i, "from")
         if r.module in MULTI_HEADS and not isinstance(f, list):
             stop(f"{tag}: an output head takes a list of inputs, got {f}", i, "from")
-        if r.module == "MHSA":
+        if r.module in ATTENTION_ROWS:
             if isinstance(f, list):
                 stop(f"{tag}: MHSA takes one input, got {_format_from(f)}", i, "from")
             if len(args) > 4:
@@ -459,7 +463,7 @@ def _lint(text, name, imgsz, known, findings, out) -> LintResult:
     # --- MHSA rows: the call parse_model makes, and what its arguments cannot mean
     calls = []
     for r in resolved:
-        if r.module != "MHSA":
+        if r.module not in ATTENTION_ROWS:
             continue
         i, args = r.index, list(r.args)
         width, height, heads, pos = (args + [MHSA_DEFAULTS[k] for k in MHSA_DEFAULTS][len(args) :])[:4]
@@ -488,7 +492,7 @@ def _lint(text, name, imgsz, known, findings, out) -> LintResult:
             verb = "do" if len(args) == 2 else "does"
             stays = "heads is 4 only by default" if meant == 4 and heads_like else "heads stays 4"
             chan = f" ({n_dims} here)" if n_dims is not None else ""
-            fix = f"- [-1, 1, MHSA, [14, 14, {meant}]]"
+            fix = f"- [-1, 1, {r.module}, [14, 14, {meant}]]"
             if n_dims is not None and n_dims % meant:
                 fix += f" (but {meant} does not divide {n_dims}: pick heads that do)"
             intent = f"if you meant {meant} heads, write" if heads_like else "write"

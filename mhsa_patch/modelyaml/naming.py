@@ -35,15 +35,17 @@ def unified_path(path: str | Path) -> str:
 
 
 def output_name(req: Request) -> str:
-    """``yolov8n-MHSA.yaml``, ``yolo11s-seg-MHSA.yaml``: the scale right after the model number (ultralytics' rule).
+    """``yolov8n-MHSA.yaml``, ``yolo11s-seg-BoT3.yaml``: the scale right after the model number (ultralytics' rule),
+    the layer's ``suffix`` last.
 
     With ``--from my-model.yaml``: ``my-model-MHSA.yaml``, the scale letter set to ``req.scale`` where the name
     carries one (``yolov8n-p2.yaml --scale s`` -> ``yolov8s-p2-MHSA.yaml``) or names a model family without one
     (``yolov8-bifpn.yaml`` -> ``yolov8n-bifpn-MHSA.yaml``), so that ultralytics reads the scale the file builds.
     """
+    suffix = req.spec.suffix
     if req.from_yaml is not None:
-        return f"{_scaled_stem(Path(req.from_yaml).stem, req.scale)}-MHSA.yaml"
-    return f"{req.base}{req.scale}{TASKS[req.task]}-MHSA.yaml"
+        return f"{_scaled_stem(Path(req.from_yaml).stem, req.scale)}{suffix}.yaml"
+    return f"{req.base}{req.scale}{TASKS[req.task]}{suffix}.yaml"
 
 
 def stock_name(req: Request) -> str:

@@ -7,11 +7,22 @@ import shlex
 from dataclasses import dataclass
 
 from mhsa_patch.errors import PatchError
+from mhsa_patch.patches import LAYERS, LayerSpec
 
 SCALES = ("n", "s", "m", "l", "x")
 BASES = ("yolov8", "yolo11", "yolo26")
 TASKS = {"detect": "", "segment": "-seg", "pose": "-pose", "obb": "-obb"}
 LATERALS = ("attention", "pre-attention")
+DEFAULT_LAYER = LAYERS[0].name
+
+
+def layer_spec(name: str | None) -> LayerSpec:
+    """The layer called ``name`` (any case; None: the default), or a one-line refusal listing the choices."""
+    wanted = DEFAULT_LAYER if name is None else str(name).strip()
+    for spec in LAYERS:
+        if spec.name.lower() == wanted.lower():
+            return spec
+    raise PatchError(f"unknown layer '{name}': choose one of {', '.join(s.name for s in LAYERS)}")
 
 
 def _positive(value, what: str) -> int:
@@ -36,6 +47,8 @@ class Request:
       settled from the file (see :func:`mhsa_patch.modelyaml.emit.generate`).
     * ``channels``: the channels MHSA gets, one value per insertion point or one for all; needed where they come
       from a module gen-yaml does not know.
+    * ``layer``: the layer to add, by name (None: the first of ``patches.LAYERS``); options its ``LayerSpec`` does
+      not list in ``options`` are refused.
     """
 
     scale: str | None
@@ -48,8 +61,10 @@ class Request:
     lateral: str = "attention"
     from_yaml: str | None = None
     channels: tuple[int, ...] | None = None
+    layer: str | None = None
 
     def __post_init__(self) -> None:
+        spec = layer_spec(self.layer)
         from_yaml = None if self.from_yaml is None or str(self.from_yaml) == "" else str(self.from_yaml)
         if from_yaml is not None and (self.base is not None or self.task is not None):
             given = " and ".join(f"--{k}" for k in ("base", "task") if getattr(self, k) is not None)
@@ -96,11 +111,24 @@ class Request:
                 raise PatchError(
                     f"--channels {text}: give one value, or one per --at point ({n_points}: {at or 'P5'}), in order"
                 )
+        given = {
+            "at": at is not None, "lateral": lateral != "attention", "channels": channels is not None,
+            "heads": self.heads != 4, "pos_emb": bool(self.pos_emb),
+        }  # fmt: skip
+        for option, is_given in given.items():
+            if is_given and option not in spec.options:
+                flag = "--" + option.replace("_", "-")
+                raise PatchError(f"{flag} does not apply to --layer {spec.name}: {spec.note or 'it takes no options'}")
         values = {"scale": scale, "base": base, "task": task, "lateral": lateral, "at": at}
-        values.update(from_yaml=from_yaml, channels=channels)
+        values.update(from_yaml=from_yaml, channels=channels, layer=spec.name)
         for name, value in values.items():
             object.__setattr__(self, name, value)
         object.__setattr__(self, "pos_emb", bool(self.pos_emb))
+
+    @property
+    def spec(self) -> LayerSpec:
+        """The layer's description (``patches.LAYERS``)."""
+        return layer_spec(self.layer)
 
     @property
     def points(self) -> tuple[str, ...]:
@@ -119,6 +147,8 @@ def command_line(req: Request) -> str:
         parts.append(f"--base {req.base}")
     if req.task not in (None, "detect"):
         parts.append(f"--task {req.task}")
+    if req.layer not in (None, DEFAULT_LAYER):
+        parts.append(f"--layer {req.layer}")
     if req.at is not None and str(req.at) != "P5":
         parts.append(f"--at {req.at}")
     if req.channels is not None:
