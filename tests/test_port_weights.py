@@ -244,7 +244,7 @@ def test_port_into_bot3_carries_every_tensor_but_the_replaced_layer(tmp_path):
                      site=p["site"])
     )
     bot3_tensors = r["total"] - r["transferred"]
-    assert [m["index"] for m in r["mhsa_layers"]] == [8] and r["mhsa_layers"][0]["type"] == "BoT3"
+    assert [m["index"] for m in r["added_layers"]] == [8] and r["added_layers"][0]["type"] == "BoT3"
     assert r["left_at_init"] and all(k.startswith("model.8.") for k in r["left_at_init"])
     assert len(r["left_at_init"]) == bot3_tensors > 0
     assert r["moved"] == [] and all(k.startswith("model.8.") for k in r["dropped"])

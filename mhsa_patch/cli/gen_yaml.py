@@ -34,6 +34,7 @@ def print_check(result: emit.Result, name: str, probe: dict, imgsz: int) -> None
     out.print(f"\n[bold]{escape(name)}[/] built with {versions}")
     header = f"{'':>3}{'from':>20}{'n':>3}{'params':>10}  {'module':<22}{'GFLOPs':>8}  arguments"
     out.print(header, markup=False)
+    new = {ins.index for ins in result.insertions}
     for layer in mhsa["layers"]:
         module = str(layer["module"]).rsplit(".", 1)[-1]
         n = layer["n"] if layer["n"] is not None else ""
@@ -44,7 +45,6 @@ def print_check(result: emit.Result, name: str, probe: dict, imgsz: int) -> None
         out.print(f"[bold]{escape(line)}[/]" if layer["index"] in new else escape(line))
     expected = result.params
     delta = mhsa["parameters"] - stock["parameters"]
-    new = {ins.index for ins in result.insertions}
     rows = [
         (result.stock_name, stock),
         (name, mhsa),
