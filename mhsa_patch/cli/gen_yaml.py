@@ -176,7 +176,10 @@ def gen_yaml(
     target: TargetOpt = None,
     python: PythonOpt = None,
 ) -> None:
-    """Write a ready-to-train MHSA model YAML, built from the installed release's own config or from yours."""
+    """Write an MHSA model YAML.
+
+    Built from the installed release's own config (or from yours with --from), ready to train.
+    """
     # here, not at import: every other command would pay for PyYAML
     from mhsa_patch.modelyaml import request, write
 
