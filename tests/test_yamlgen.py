@@ -408,7 +408,8 @@ def test_scale_guess_and_unified_path_mirror_ultralytics():
 @pytest.mark.parametrize(
     "name,version,message",
     [
-        ("yolov8-MHSA.yaml", releases.LATEST, "a scale-less model name is loaded in place of the scaled files"),
+        ("yolov8-MHSA.yaml", "8.4.100", "ultralytics 8.4.100 tries the scale-less name first, so it would load"),
+        ("yolov8-MHSA.yaml", "8.0.98", "in place of the scaled files next to it (yolov8n-MHSA.yaml ...)"),
         ("yolov8s-MHSA.yaml", releases.LATEST, "ultralytics reads scale 's' from this name"),
         ("yolov8n-MHSA.txt", releases.LATEST, "must end in .yaml"),
         ("yolov8n.yaml", "8.0.98", "would load its own yolov8.yaml instead"),
@@ -426,8 +427,10 @@ def test_accepted_output_names_and_sibling_warning(tmp_path):
     assert naming.check_output(tmp_path / "yolov8n.yaml", Request(scale="n"), t) == []  # 8.4.190 tries the name first
     assert "carries no scale" in naming.check_output(tmp_path / "my.yaml", Request(scale="n"), t)[0]
     (tmp_path / "yolov8-MHSA.yaml").write_text("nc: 1\n")
-    w = naming.check_output(tmp_path / "yolov8n-MHSA.yaml", Request(scale="n"), t)
-    assert len(w) == 1 and "yolov8-MHSA.yaml exists" in w[0] and "loads it instead" in w[0]
+    # 8.4.190 tries yolov8n-MHSA.yaml itself first: the sibling is never loaded in its place, no warning
+    assert naming.check_output(tmp_path / "yolov8n-MHSA.yaml", Request(scale="n"), t) == []
+    w = naming.check_output(tmp_path / "yolov8n-MHSA.yaml", Request(scale="n"), target("8.4.100"))
+    assert len(w) == 1 and "yolov8-MHSA.yaml exists" in w[0] and "ultralytics 8.4.100 loads it instead" in w[0]
     (tmp_path / "yolov8n-MHSA.yaml").write_text("x")
     with pytest.raises(PatchError, match="exists: pass --force"):
         naming.check_output(tmp_path / "yolov8n-MHSA.yaml", Request(scale="n"), t)
@@ -489,11 +492,26 @@ def test_cli_refuses_to_overwrite_without_force(pkg, workdir):
     assert r.exit_code == 0 and "MHSA" in out.read_text()
 
 
-def test_cli_warns_about_a_scale_less_sibling(pkg, workdir):
+def test_cli_scale_less_names_follow_the_target_release(pkg, workdir, tmp_path):
+    """8.4.100 tries yolov8-MHSA.yaml before yolov8n-MHSA.yaml; 8.4.190 tries the name asked for first
+    (``check_yaml(path, hard=False) or check_yaml(unified_path)`` in its nn/tasks.py)."""
+    tasks = (releases.pristine(releases.LATEST) / "nn" / "tasks.py").read_text()
+    assert "check_yaml(path, hard=False) or check_yaml(unified_path)" in tasks  # the premise, from the real file
+    old = releases.copy_release("8.4.100", tmp_path / "old")
+    assert "check_yaml(unified_path, hard=False) or check_yaml(path)" in (old / "nn" / "tasks.py").read_text()
     (workdir / "yolov8-MHSA.yaml").write_text("old\n")
+    r = cli("-s", "n", "-t", str(old))
+    assert r.exit_code == 0 and "yolov8-MHSA.yaml exists: ultralytics 8.4.100 loads it instead" in r.stderr
+    line = assert_refused(cli("-s", "n", "-t", str(old), "-o", "yolov8-MHSA.yaml", "--force"), "8.4.100")
+    assert "tries the scale-less name first" in line and "name it yolov8n-MHSA.yaml" in line
+    # on 8.4.190 the sibling is harmless: no warning about it, and -o yolov8-MHSA.yaml is written (one scales row)
+    (workdir / "yolov8n-MHSA.yaml").unlink()
     r = cli("-s", "n", "-t", str(pkg))
-    assert r.exit_code == 0 and "yolov8-MHSA.yaml exists" in r.stderr
-    assert_refused(cli("-s", "n", "-t", str(pkg), "-o", "yolov8-MHSA.yaml", "--force"), "scale-less")
+    assert r.exit_code == 0 and "exists" not in r.stderr and "8.4.100" not in r.stdout + r.stderr
+    r = cli("-s", "n", "-t", str(pkg), "-o", "yolov8-MHSA.yaml", "--force")
+    assert r.exit_code == 0, r.output
+    assert "carries no scale: it still builds scale n" in r.stderr and "up to 8.4.100 would load it" in r.stderr
+    assert yaml.safe_load((workdir / "yolov8-MHSA.yaml").read_text())["scales"] == {"n": [0.33, 0.25, 1024]}
 
 
 @pytest.mark.parametrize(

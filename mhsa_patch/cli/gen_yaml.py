@@ -199,7 +199,10 @@ def gen_yaml(
     target: TargetOpt = None,
     python: PythonOpt = None,
 ) -> None:
-    """Write a ready-to-train model YAML with MHSA (or another --layer), from the release's own config or yours."""
+    """Write a ready-to-train model YAML: MHSA by default, or --layer BoT3.
+
+    Built from the installed release's own config (or from yours with --from).
+    """
     # here, not at import: every other command would pay for PyYAML
     from mhsa_patch.modelyaml import request, write
 

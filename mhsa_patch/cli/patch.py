@@ -23,6 +23,9 @@ def _print_result(result, done: str) -> None:
     for note in result.notes:
         warn(note)
     if result.dry_run:
+        if result.nothing_to_do:  # the same words as the real run: no empty diff, no "0 files"
+            info(f"nothing to do: {done} (dry run, nothing was written)")
+            return
         sys.stdout.write(result.diff())
         sys.stdout.flush()
         n = len(result.changes)
@@ -43,7 +46,10 @@ def apply(
     ] = False,
     dry_run: DryRunOpt = False,
 ) -> None:
-    """Insert MHSA into ultralytics: the class in conv.py, its exports, and its parse_model branch."""
+    """Patch ultralytics with MHSA.
+
+    Inserts the class into conv.py, its exports, and its parse_model branch.
+    """
     from mhsa_patch.patching import engine
 
     try:
@@ -61,7 +67,10 @@ def apply(
 
 
 def revert(target: TargetOpt = None, python: PythonOpt = None, dry_run: DryRunOpt = False) -> None:
-    """Remove what apply inserted: byte for byte if the files are unchanged since, else only the marked pieces."""
+    """Undo apply.
+
+    Byte for byte if the files are unchanged since apply, else only the marked pieces are removed.
+    """
     from mhsa_patch.patching import engine
 
     try:
@@ -84,7 +93,10 @@ def status(
     python: PythonOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Report whether the patch is applied, per file, and any drift since apply; list every visible copy."""
+    """Show whether the patch is applied.
+
+    Per file, with any drift since apply; lists every visible copy of ultralytics.
+    """
     from mhsa_patch.patching import engine
     from mhsa_patch.patching.discover import copy_states
 

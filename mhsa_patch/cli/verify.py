@@ -187,7 +187,7 @@ def _print_lint(result, tgt, *, quiet: bool, lint_only: bool) -> None:
 
 
 def check(
-    model: Annotated[str, typer.Argument(help="The MHSA model: a YAML (from gen-yaml) or a .pt checkpoint.")],
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="The MHSA model: a YAML (from gen-yaml) or a .pt checkpoint.")],
     target: TargetOpt = None,
     python: PythonOpt = None,
     train: Annotated[
@@ -210,9 +210,12 @@ def check(
     ] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Lint warnings fail the command (exit 1), for CI.")] = False,
 ) -> None:
-    """Prove the patched install trains: lint the YAML, then build, forward (square and rectangular), backward, one
-    optimizer step, layer table, true GFLOPs and CPU latency against the stock model; with --train, a short real
-    training run."""
+    """Prove an MHSA model builds and trains.
+
+    Lints the YAML; builds it; runs forward (square and rectangular), backward and one optimizer step.
+    Prints the layer table, the true GFLOPs and the CPU latency against the stock model.
+    With --train, also a short real training run with ultralytics' own trainer.
+    """
     from mhsa_patch.child.launch import check_inputs, run_check
 
     steps = _Steps(enabled=not as_json)
@@ -270,15 +273,18 @@ def check(
 
 
 def port_weights(
-    src: Annotated[str, typer.Argument(help="A stock checkpoint: yolov8n.pt and its kind.")],
-    model: Annotated[str, typer.Argument(help="The MHSA model YAML (from gen-yaml) of the same base and scale.")],
+    src: Annotated[str, typer.Argument(metavar="SRC", help="A stock checkpoint: yolov8n.pt and its kind.")],
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="The MHSA model YAML (from gen-yaml) of the same base and scale.")],
     output: Annotated[str, typer.Option("--output", "-o", help="Where to write the MHSA checkpoint (.pt).")],
     target: TargetOpt = None,
     python: PythonOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUTPUT if it exists.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object on stdout.")] = False,
 ) -> None:
-    """Copy a stock checkpoint into the MHSA model, each layer to the index it moved to; MHSA keeps its init."""
+    """Port stock weights into an MHSA model.
+
+    Each layer of the stock checkpoint goes to the index it moved to; MHSA keeps its initialisation.
+    """
     from mhsa_patch.modelyaml.align import port_weights as run_port
 
     steps = _Steps(enabled=not as_json)

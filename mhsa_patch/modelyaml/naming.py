@@ -1,7 +1,9 @@
 """File names of model configs: the scale ultralytics reads from a name, and output names that build what was asked.
 
-Ultralytics takes the scale from the file *name* only (``yolov8n-...yaml`` -> 'n'); up to 8.4.100 it tries the
-scale-less sibling (``yolov8-MHSA.yaml``) first. The rules here mirror both.
+Ultralytics takes the scale from the file *name* only (``yolov8n-...yaml`` -> 'n'). Up to 8.4.100 it tries the
+scale-less sibling (``yolov8-MHSA.yaml``) first (``check_yaml(unified_path, hard=False) or check_yaml(path)``); by
+8.4.190 it tries the name itself first and the sibling only when the name does not exist. The rules here mirror
+both, read from the target's own ``nn/tasks.py``.
 """
 
 from __future__ import annotations
@@ -75,10 +77,12 @@ def check_output(
     """Refuse output names that would not build the requested scale; return warnings for risky surroundings.
 
     Refused: an existing file (without ``force``), a directory, a missing parent folder, a suffix other than
-    .yaml/.yml, a name whose scale differs from ``req.scale``, a scale-less name of a model family
-    (``yolov8-MHSA.yaml``) that ultralytics would load in place of the scaled files, a name that resolves to the
-    release's own config (``yolov8n.yaml``) in releases that try the scale-less name first. ``req.scale`` None (a
-    ``--from`` file without ``scales``, whose size the name does not change) skips the two scale rules.
+    .yaml/.yml, a name whose scale differs from ``req.scale``; and, on releases that try the scale-less name first
+    (up to 8.4.100), a scale-less name of a model family (``yolov8-MHSA.yaml``), which they would load in place of
+    the scaled files, and a name that resolves to the release's own config (``yolov8n.yaml``). On a release that
+    tries the name itself first (8.4.190) a scale-less name is harmless: it builds its one 'scales' row, with a
+    warning. ``req.scale`` None (a ``--from`` file without ``scales``, whose size the name does not change) skips
+    the scale rules.
     ``chosen=False`` (the default name, not the user's) leaves out the warning about a name without a scale.
     """
     warnings: list[str] = []
@@ -93,6 +97,7 @@ def check_output(
         raise PatchError(f"{path} exists: pass --force to overwrite it")
     guessed = guess_scale(name)
     stem = Path(name).stem
+    unified_first = _release_tries_unified_first(target)
     if req.scale is None:
         pass
     elif guessed and guessed != req.scale:
@@ -101,19 +106,28 @@ def check_output(
             f"name it {output_name(req)}"
         )
     elif not guessed and MODEL_NAME_RE.search(stem):
-        raise PatchError(
-            f"{name}: a scale-less model name is loaded in place of the scaled files next to it "
-            f"(ultralytics <= 8.4.100): name it {output_name(req)}"
-        )
+        if unified_first:
+            raise PatchError(
+                f"{name}: ultralytics {target.version} tries the scale-less name first, so it would load this file "
+                f"in place of the scaled files next to it ({output_name(req)} ...): name it {output_name(req)}"
+            )
+        # The target tries the scaled name first: this file loads only when asked for by its own name, and then
+        # builds its one 'scales' row. Harmless here; say what older releases would do with it.
+        if chosen:
+            warnings.append(
+                f"{name} carries no scale: it still builds scale {req.scale} (its only 'scales' row); ultralytics up "
+                f"to 8.4.100 would load it in place of the scaled files next to it, such as {output_name(req)}"
+            )
+        return warnings
     unified = unified_path(path)
     if unified != str(path):
         sibling = Path(unified)
-        if sibling.exists():
+        if unified_first and sibling.exists():
             warnings.append(
-                f"{sibling} exists: ultralytics up to 8.4.100 loads it instead of {name} "
-                f"(it takes the scale-less name first); delete or rename it"
+                f"{sibling} exists: ultralytics {target.version} loads it instead of {name} "
+                f"(it tries the scale-less name first); delete or rename it"
             )
-        if _release_tries_unified_first(target) and _in_release(target, sibling.name):
+        if unified_first and _in_release(target, sibling.name):
             raise PatchError(
                 f"{name}: ultralytics {target.version} would load its own {sibling.name} instead "
                 f"(it tries the scale-less name first): name it {output_name(req)}"

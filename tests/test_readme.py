@@ -1,0 +1,95 @@
+"""The READMEs' command lines: the Chinese one shows only commands the English one shows, and every command line in
+the READMEs and docs/ is accepted by the CLI's own parser (nothing is executed), so the texts cannot drift from the
+tool or from each other."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import typer
+
+from mhsa_patch.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+FENCE = re.compile(r"^```(\w*)\s*$")
+
+
+def command_lines(path: Path) -> list[str]:
+    """Every ``mhsa-patch ...`` command in the bash/text code blocks of a Markdown file, comments stripped.
+
+    A line chained with ``&&`` gives each of its ``mhsa-patch`` parts (the quick start's first line)."""
+    found, lang = [], None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        m = FENCE.match(line)
+        if m:
+            lang = None if lang is not None else (m.group(1) or "text")
+            continue
+        if lang not in ("bash", "text", "sh", "console"):
+            continue
+        for part in line.split("&&"):
+            part = part.split(" #", 1)[0].strip()
+            if part.startswith("mhsa-patch "):
+                found.append(" ".join(part.split()))
+    return found
+
+
+def normalise(line: str) -> list[str]:
+    """Usage syntax to one concrete argument list: ``[A | B]`` -> A, ``X|Y`` -> X, ``[...]`` dropped, brackets off."""
+    line = line.replace("[...]", "")
+    while True:  # innermost alternatives first: [--target PATH | --python PATH] -> [--target PATH]
+        new = re.sub(r"\[([^\[\]|]*?)\s*\|[^\[\]]*?\]", r"[\1]", line)
+        if new == line:
+            break
+        line = new
+    line = line.replace("[", " ").replace("]", " ")
+    args = shlex.split(line)[1:]  # drop "mhsa-patch"
+    return [a.split("|", 1)[0] if "|" in a and not a.startswith("-") else a for a in args]
+
+
+READMES = {"en": ROOT / "README.md", "zh-CN": ROOT / "README.zh-CN.md"}
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+ALL_LINES = sorted({(p.relative_to(ROOT).as_posix(), ln) for p in [*READMES.values(), *DOCS] for ln in command_lines(p)})
+
+
+def test_the_readmes_link_each_other():
+    en, zh = (p.read_text(encoding="utf-8") for p in READMES.values())
+    assert "(README.zh-CN.md)" in "\n".join(en.splitlines()[:5])
+    assert "(README.md)" in "\n".join(zh.splitlines()[:5])
+
+
+def test_the_chinese_readme_shows_only_commands_of_the_english_one():
+    en, zh = set(command_lines(READMES["en"])), set(command_lines(READMES["zh-CN"]))
+    assert len(zh) >= 8 and zh <= en, sorted(zh - en)
+    # the quick start and the everyday commands are all there
+    for cmd in ("apply", "revert", "status", "gen-yaml", "check", "port-weights"):
+        assert any(ln.split()[1] == cmd for ln in zh), cmd
+
+
+def test_the_quick_start_is_unchanged():
+    text = READMES["en"].read_text(encoding="utf-8")
+    assert "\npip install '.[test]' && python -m pytest\n" in text  # CI runs this line exactly (.ci/run)
+    assert "pip install . && mhsa-patch apply && mhsa-patch gen-yaml --scale n && mhsa-patch check yolov8n-MHSA.yaml" in text
+
+
+@pytest.mark.parametrize("where,line", ALL_LINES, ids=[f"{w}:{ln}" for w, ln in ALL_LINES])
+def test_every_documented_command_line_parses(where, line):
+    group = typer.main.get_command(app)
+    args = normalise(line)
+    name, rest = args[0], args[1:]
+    assert name in group.commands, f"{where}: unknown command in {line!r}"
+    cmd = group.commands[name]
+    with cmd.make_context(name, list(rest), resilient_parsing=False) as ctx:  # parses; nothing runs
+        assert ctx.command is cmd
+
+
+def test_normalise_handles_usage_syntax():
+    assert normalise("mhsa-patch apply [--target PATH | --python PATH] [--force] [--dry-run]") == [
+        "apply", "--target", "PATH", "--force", "--dry-run"
+    ]
+    assert normalise("mhsa-patch check MODEL.yaml|MODEL.pt [...]") == ["check", "MODEL.yaml"]
+    assert normalise("mhsa-patch check MODEL.yaml [--train [--train-imgsz 128] [--epochs 1]]") == [
+        "check", "MODEL.yaml", "--train", "--train-imgsz", "128", "--epochs", "1"
+    ]
