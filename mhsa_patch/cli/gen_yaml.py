@@ -199,7 +199,7 @@ def gen_yaml(
     target: TargetOpt = None,
     python: PythonOpt = None,
 ) -> None:
-    """Write a ready-to-train model YAML: MHSA by default, or --layer BoT3.
+    """Write a model YAML with MHSA (or --layer BoT3).
 
     Built from the installed release's own config (or from yours with --from).
     """
