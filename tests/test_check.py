@@ -132,3 +132,17 @@ def test_check_a_segmentation_model(tmp_path):
     assert r["train_step"]["loss_kind"].startswith("surrogate") and r["train_step"]["added_grad_norm"] > 0
     proc = trainkit.cli("check", str(cfg), "--train", "--target", str(p["site"]), site=p["site"])
     assert_refused(proc, "check --train draws a detection dataset", "segment model")
+
+
+@pytest.mark.training
+def test_check_a_bot3_model(tmp_path):
+    """gen-yaml --layer BoT3: BoT3 in place of layer 8's C2f; it builds, runs, learns (its unused fc1 aside), and the
+    stock model it is compared with is the real yolov8n."""
+    p = trainkit.patched()
+    cfg = trainkit.gen_yaml(p["site"], tmp_path / "bot3", "n", "--layer", "BoT3")
+    assert cfg.name == "yolov8n-BoT3.yaml"
+    r = trainkit.json_report(trainkit.cli("check", str(cfg), "--json", "--imgsz", "256", "--runs", "1",
+                                          "--target", str(p["site"]), site=p["site"]))
+    assert r["added_layers"] == [{"index": 8, "type": "BoT3"}]
+    assert r["stock"]["parameters"] == 3157200 and r["stock"]["layers"] == r["summary"]["layers"].__len__()
+    assert r["train_step"]["added_grad_norm"] > 0 and r["train_step"]["added_updated"]

@@ -495,3 +495,17 @@ def test_three_mhsa_layers_build_on_the_latest_release(tmp_path):
     assert "MHSA adds 800,448 parameters = 3·(C²+C) for each of 2 layers with C = 64, 512" in r.stdout
     assert any(ln.split()[:2] == ["difference", "+2"] for ln in r.stdout.splitlines()), r.stdout
     assert (work / "mine-MHSA.yaml").is_file() and "WARNING" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("at", ["P3,P4,P5", "P5", "P2,P5"])
+def test_from_and_multi_at_outputs_pass_the_linter(tmp_path, at):
+    """What --from and several --at points write passes check's lint with no warning (a user's copy of a release
+    YAML with a P2 head, extra keys and another nc, renamed to a scaled name)."""
+    from mhsa_patch.modelyaml.lint import lint_text
+
+    p2 = releases.pristine(releases.LATEST) / "cfg/models/v8/yolov8-p2.yaml"
+    src = write(tmp_path, "yolov8-p2-mine.yaml", p2.read_text().replace("nc: 80", "nc: 3") + "extra: {a: 1}\n")
+    r = generate(target(releases.LATEST), Request(scale="s", at=at, from_yaml=str(src)))
+    result = lint_text(r.text, r.file_name)
+    assert result.error is None and list(result.warnings) == [], (result.error, result.warnings)
+    assert len(result.mhsa) == len(at.split(","))

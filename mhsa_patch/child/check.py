@@ -30,6 +30,7 @@ from mhsa_patch.child.compat import (
     model_task,
     require_patched,
     synthetic_batch,
+    unused_parameters,
     ultralytics_info,
 )
 from mhsa_patch.child.protocol import ChildError, one_line, run_main
@@ -131,12 +132,14 @@ def train_step(model, h: int, w: int) -> dict:
     if not all(bool(torch.isfinite(g).all()) for g in grads):
         raise ChildError(f"training step at {w}x{h}: non-finite gradients")
     added = [m for m in model.modules() if is_layer(m)]
+    unused = unused_parameters()
     norm = 0.0
     for m in added:
         for name, p in m.named_parameters():
-            if p.grad is None:
+            if p.grad is None and not name.endswith(unused):
                 raise ChildError(f"training step: {type(m).__name__} parameter {name} got no gradient")
-            norm += float(p.grad.norm()) ** 2
+            if p.grad is not None:
+                norm += float(p.grad.norm()) ** 2
     norm = math.sqrt(norm)
     if added and norm == 0.0:
         raise ChildError("training step: the gradient through the added layers is zero everywhere")
