@@ -38,6 +38,7 @@ class LayerSpec:
     row_note: str = ""  # comment of an inserted row: "{stage}", "{channels}", "{given}", "{heads}", "{positions}"
     file_suffix: str = ""  # of gen-yaml's file names (yolov8n-MHSA.yaml); "" means "-<name>"
     unused: tuple[str, ...] = ()  # parameter names kept for trained checkpoints, never used: they get no gradient
+    tutorial_state: bool = False  # pickled objects must hold the tutorial's state (checked when loading checkpoints)
     params: Callable | None = None  # (channels, row args) -> parameters an inserted row adds (None: not known)
     lint_args: str = ""  # "attention": the lint explains its args as MHSA's [width, height, heads, pos_emb]
     note: str = ""  # one line: what gen-yaml does with it, for refusals of options that do not apply
@@ -62,6 +63,7 @@ LAYERS = (
         name="MHSA",
         source="mhsa.py",
         parse_model_rule="prepend_input_channels",
+        tutorial_state=True,
         summary="BoTNet multi-head self-attention",
         row_args=(14, 14, "{heads}"),
         row_args_pos_emb=("{grid}", "{grid}", "{heads}", True),

@@ -146,3 +146,11 @@ def test_check_a_bot3_model(tmp_path):
     assert r["added_layers"] == [{"index": 8, "type": "BoT3"}]
     assert r["stock"]["parameters"] == 3157200 and r["stock"]["layers"] == r["summary"]["layers"].__len__()
     assert r["train_step"]["added_grad_norm"] > 0 and r["train_step"]["added_updated"]
+    # a BoT3 checkpoint (the stock yolov8n ported into it) goes through the restricted loader too: its MHSA objects
+    # are checked against the tutorial's state, BoT3 and its bottlenecks are only mapped
+    out = tmp_path / "yolov8n-BoT3.pt"
+    trainkit.ok(trainkit.cli("port-weights", str(p["stock"]), str(cfg), "-o", str(out), "--target", str(p["site"]),
+                             site=p["site"]))
+    r = trainkit.json_report(trainkit.cli("check", str(out), "--json", "--imgsz", "256", "--runs", "1",
+                                          "--target", str(p["site"]), site=p["site"]))
+    assert r["source"] == "checkpoint" and r["added_layers"] == [{"index": 8, "type": "BoT3"}]

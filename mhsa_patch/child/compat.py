@@ -59,8 +59,9 @@ def load_checkpoint(path: str):
     from mhsa_patch.patches import LAYERS
 
     classes = {name: "ultralytics.nn.modules.conv" for spec in LAYERS for name in (*spec.helpers, spec.name)}
+    checked = frozenset(spec.name for spec in LAYERS if spec.tutorial_state)
     try:
-        model, ckpt, _ = safe_load(path, classes)
+        model, ckpt, _ = safe_load(path, classes, checked=checked)
     except CheckpointRefused as e:
         raise ChildError(str(e)) from None
     except Exception as e:  # noqa: BLE001

@@ -202,6 +202,7 @@ class _Session:
         self.constructible: set[int] = set()  # ids of classes NEWOBJ may create
         self.layer_classes: dict[int, str] = {}  # id(class) -> layer name, for the classes of DEFAULT_LAYERS
         self.layer_objects: list[tuple[object, str]] = []  # (object, the class's name in the pickle)
+        self.checked: frozenset[str] = frozenset(layers)  # the names whose objects hold the tutorial MHSA's state
         self._cache: dict[str, object] = {}
         self._keep: list[object] = []  # keeps the objects whose ids are in the sets above alive
         self.safe = {
@@ -642,7 +643,9 @@ def _where(ckpt, obj) -> str:
 # ---------------------------------------------------------------------------------------------------- loading
 
 
-def unpickle(path: str | Path, layers: dict[str, str] | None = None) -> tuple[object, dict]:
+def unpickle(
+    path: str | Path, layers: dict[str, str] | None = None, checked: frozenset[str] | None = None
+) -> tuple[object, dict]:
     """``(ckpt, report)``: the checkpoint as stored, read with the restricted unpickler; its MHSA objects checked.
 
     Raises :class:`CheckpointRefused` for a forbidden global (before it can run), for every custom class the target
@@ -652,6 +655,7 @@ def unpickle(path: str | Path, layers: dict[str, str] | None = None) -> tuple[ob
 
     path = str(path)
     session = _Session(path, DEFAULT_LAYERS if layers is None else layers)
+    session.checked = frozenset(DEFAULT_LAYERS) if checked is None else checked
     if not Path(path).is_file():
         raise CheckpointRefused(f"{path}: no such file")
     if zipfile.is_zipfile(path):
@@ -676,6 +680,9 @@ def unpickle(path: str | Path, layers: dict[str, str] | None = None) -> tuple[ob
               "globals": sorted(session.globals)}
     for obj, name in session.layer_objects:
         where = _where(ckpt, obj)
+        if name not in session.checked:  # a block built on the checked layer (BoT3): its MHSA objects are checked
+            report["layers"].append({"where": where, "class": f"{session.layers[name]}.{name}"})
+            continue
         problem = tutorial_state_problems(obj)
         source = next((k for k, v in session.mapped.items() if k.rsplit(".", 1)[1] == name), None)
         source = source or f"{session.layers[name]}.{name}"
@@ -707,7 +714,12 @@ def _one_line(e: BaseException) -> str:
 
 
 def load_checkpoint(
-    path: str | Path, layers: dict[str, str] | None = None, *, fuse: bool = False, inplace: bool = True
+    path: str | Path,
+    layers: dict[str, str] | None = None,
+    *,
+    checked: frozenset[str] | None = None,
+    fuse: bool = False,
+    inplace: bool = True,
 ) -> tuple[object, dict, dict]:
     """``(model, ckpt, report)``: :func:`unpickle`, then what the target's ultralytics does after ``torch.load``.
 
@@ -716,12 +728,15 @@ def load_checkpoint(
     ``stride`` (``[32.]`` when absent) and the ``inplace``/``recompute_scale_factor`` updates, as the target's
     ``attempt_load_one_weight``/``load_checkpoint`` leave it; fused when ``fuse``. No device move: CPU.
 
+    ``checked``: the layer names whose objects must hold the tutorial MHSA's state (default: ``DEFAULT_LAYERS``'s);
+    objects of the other mapped classes are recorded only.
+
     ``report``: ``{"path", "mapped": {pickled name: patched name}, "layers": [{"where", "class", "channels",
     "heads", "pos"}], "renamed": {pickled name: loaded name}, "globals": [every global the pickle named]}``.
     """
     import torch
 
-    ckpt, report = unpickle(path, layers)
+    ckpt, report = unpickle(path, layers, checked)
     if isinstance(ckpt, torch.nn.Module):
         ckpt = {"model": ckpt}
         report["bare_module"] = True
