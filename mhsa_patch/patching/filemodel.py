@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 from mhsa_patch.errors import PatchError
@@ -78,7 +79,7 @@ class TargetFile:
             import ast
 
             names = set()
-            if "*" in self.text:
+            if re.search(r"\bimport\s+\*", self.text):
                 try:
                     tree = ast.parse(self.text)
                 except SyntaxError:
