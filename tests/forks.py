@@ -111,8 +111,41 @@ def _insert_imports(text: str, lines: list[str]) -> str:
     return "".join(src[: last.end_lineno] + [ln + "\n" for ln in lines] + src[last.end_lineno :])
 
 
+def _test(key: str) -> str:
+    """``MHSA`` -> ``m is MHSA``; a key with a space is a test as written (``m in {MHSA, ShuffleAttention}``)."""
+    return key if " " in key else f"m is {key}"
+
+
+def _main_chain_line(fn: ast.FunctionDef) -> int:
+    """0-based line of the ``if`` that heads ``parse_model``'s chain ending in ``else: c2 = ch[f]``."""
+    for loop in fn.body:
+        if isinstance(loop, ast.For):
+            for node in loop.body:
+                tail = node
+                while isinstance(tail, ast.If) and len(tail.orelse) == 1 and isinstance(tail.orelse[0], ast.If):
+                    tail = tail.orelse[0]
+                if isinstance(tail, ast.If) and tail.orelse and ast.unparse(tail.orelse[0]) == "c2 = ch[f]":
+                    return node.lineno - 1
+    raise AssertionError("parse_model: main chain not found")
+
+
+def _insert_second_chain(text: str, branches: dict[str, str]) -> str:
+    """A separate ``if``/``elif`` chain (one branch per entry) just before ``parse_model``'s main chain."""
+    tree = ast.parse(text)
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "parse_model")
+    at = _main_chain_line(fn)
+    src = text.splitlines(keepends=True)
+    indent = src[at][: len(src[at]) - len(src[at].lstrip())]
+    new = []
+    for k, (key, body) in enumerate(branches.items()):
+        new.append(f"{indent}{'el' if k else ''}if {_test(key)}:\n")
+        new += [f"{indent}    {ln}\n" for ln in body.splitlines()]
+    return "".join(src[:at] + new + src[at:])
+
+
 def _insert_branches(text: str, branches: dict[str, str]) -> str:
-    """One ``elif m is NAME:`` per entry, before ``parse_model``'s final ``else: c2 = ch[f]``."""
+    """One ``elif m is NAME:`` per entry (``elif TEST:`` for a key that is a test, see :func:`_test`), before
+    ``parse_model``'s final ``else: c2 = ch[f]``."""
     tree = ast.parse(text)
     fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "parse_model")
     src = text.splitlines(keepends=True)
@@ -126,7 +159,7 @@ def _insert_branches(text: str, branches: dict[str, str]) -> str:
     indent = src[at][: len(src[at]) - len(src[at].lstrip())]
     new = []
     for name, body in branches.items():
-        new.append(f"{indent}elif m is {name}:\n")
+        new.append(f"{indent}elif {_test(name)}:\n")
         new += [f"{indent}    {ln}\n" for ln in body.splitlines()]
     return "".join(src[:at] + new + src[at:])
 
@@ -138,13 +171,15 @@ def build_fork(
     tasks_imports: list[str],
     branches: dict[str, str] | None = None,
     edits: dict[str, list[tuple[str, str]]] | None = None,
+    second_chain: dict[str, str] | None = None,
 ) -> Path:
     """A copy of release ``version`` under ``root/site`` turned into a fork; returns the site (holds ultralytics/).
 
     ``files``: package-relative path -> text (new folders get an empty ``__init__.py`` unless given one);
     ``tasks_imports``: lines added to ``nn/tasks.py`` after its imports; ``branches``: class name -> the body of its
     ``parse_model`` branch (see :data:`CHANNELS_FIRST`); ``edits``: package-relative path -> ``(old, new)``
-    replacements, each of which must match exactly once (e.g. an import added to ``nn/modules/__init__.py``).
+    replacements, each of which must match exactly once (e.g. an import added to ``nn/modules/__init__.py``);
+    ``second_chain``: like ``branches``, as a separate ``if`` chain placed before ``parse_model``'s main one.
     Every file touched is checked to compile.
     """
     pkg = releases.copy_release(version, Path(root) / "site")
@@ -172,6 +207,8 @@ def build_fork(
     text = _insert_imports(tasks.read_text(), tasks_imports)
     if branches:
         text = _insert_branches(text, branches)
+    if second_chain:
+        text = _insert_second_chain(text, second_chain)
     tasks.write_text(text)
     touched.append(tasks)
     for path in touched:

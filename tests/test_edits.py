@@ -183,6 +183,8 @@ def test_hand_pasted_pieces_are_found_unmarked_and_removable(edit, src):
 def test_already_applied_is_found_current_so_apply_is_a_no_op():
     for rel, edits in EDITS.items():
         for edit in edits:
+            if not edit.inserts:  # StarRebind: only after a fork's star import (tests/test_forks.py)
+                continue
             src = {
                 "__all__": '__all__ = (\n    "Conv",\n)\n',
                 "import": f"from {edit.module_name if isinstance(edit, ImportEntry) else ''} import (\n    Conv,\n)\n",

@@ -15,6 +15,7 @@ import pytest
 
 import releases
 from helpers import assert_refused, cli
+from reference_layers import TUTORIAL_SOURCE
 from mhsa_patch.patching import atomic, engine, journal
 from mhsa_patch.errors import PatchError
 from mhsa_patch.patching.target import TARGET_FILES, find_target
@@ -102,13 +103,7 @@ def test_dry_run_prints_a_diff_and_writes_nothing(latest_pkg):
     assert releases.tree_bytes(latest_pkg) == applied
 
 
-TUTORIAL_CLASS = '''
-
-class MHSA(nn.Module):
-    def __init__(self, n_dims, width=14, height=14, heads=4, pos_emb=False):
-        super(MHSA, self).__init__()
-        self.heads = heads
-'''
+TUTORIAL_CLASS = "\n" + TUTORIAL_SOURCE  # the tutorial's class, as its readers paste it
 
 
 def paste_tutorial(pkg: Path) -> None:
@@ -144,7 +139,7 @@ def test_hand_pasted_tutorial_is_a_conflict_and_force_replaces_it(latest_pkg):
     assert (latest_pkg / "nn/tasks.py").read_text().count("MHSA") == 2  # the marked import and `elif m is MHSA`, nothing else
 
     cli("revert", "-t", str(latest_pkg))
-    assert unchanged(latest_pkg)  # the hand-pasted pieces went with the tool's own
+    assert releases.tree_bytes(latest_pkg) == pasted  # an exact undo: the hand-pasted pieces come back
 
 
 def test_revert_keeps_user_edits_made_after_apply(latest_pkg):

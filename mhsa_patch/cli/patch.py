@@ -44,6 +44,13 @@ def apply(
         bool,
         typer.Option("--force", help="Replace an MHSA pasted by hand (no marker) with the tool's own."),
     ] = False,
+    replace_foreign: Annotated[
+        bool,
+        typer.Option(
+            "--replace-foreign",
+            help="With --force: also replace a class named MHSA that is not the tutorial's (other parameters).",
+        ),
+    ] = False,
     dry_run: DryRunOpt = False,
 ) -> None:
     """Patch ultralytics with MHSA.
@@ -58,7 +65,7 @@ def apply(
         if not dry_run:
             header(tgt)
         warn_shadow(res)
-        result = engine.apply(tgt, force=force, dry_run=dry_run)
+        result = engine.apply(tgt, force=force or replace_foreign, replace_foreign=replace_foreign, dry_run=dry_run)
     except PatchError as e:
         fail(e)
     _print_result(result, "MHSA is already applied")
@@ -121,7 +128,9 @@ def status(
     table.add_column("pieces")
     for f in st.files:
         pieces = ", ".join(
-            f"{p.layer} {p.edit}: {p.state}" + (f" (line {p.line})" if p.line else "") for p in f.pieces
+            f"{p.layer} {p.edit}: {p.state}"
+            + (f" (line {p.line}" + (f", class at {p.origin}" if p.origin else "") + ")" if p.line else "")
+            for p in f.pieces
         )
         table.add_row(f.rel, f"[{STATE_STYLE[f.state]}]{f.state}[/]", escape(pieces))
     out.print(table)

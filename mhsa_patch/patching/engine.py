@@ -204,8 +204,14 @@ def _session(target: Target, dry_run: bool):
         yield journal, record, notes
 
 
-def apply(target: Target, *, force: bool = False, dry_run: bool = False) -> Result:
-    """Insert every layer of patches/ into the target. A second apply changes nothing."""
+def apply(target: Target, *, force: bool = False, replace_foreign: bool = False, dry_run: bool = False) -> Result:
+    """Insert every layer of patches/ into the target. A second apply changes nothing.
+
+    ``force`` replaces hand-written pieces (a pasted class, imports, exports, parse_model branches, a fork's star
+    import made harmless by the tool's import after it); a hand-written class with the layer's name that is not the
+    one the tool replaces is refused unless ``replace_foreign``. The journal keeps the bytes as they were before
+    this apply (hand-written pieces included), so that revert gives them back.
+    """
     changes: list[Change] = []
     with _session(target, dry_run) as (journal, data, notes):
         digest = _patch_digest()
@@ -222,15 +228,15 @@ def apply(target: Target, *, force: bool = False, dry_run: bool = False) -> Resu
         files: dict[str, FileEntry] = {}
         for rel in TARGET_FILES:
             model = TargetFile(target, rel, current[rel])
-            new_text = model.applied_text(force=force)
+            new_text = model.applied_text(force=force, replace_foreign=replace_foreign)
             entry = entries.get(rel)
             if entry is not None and sha256(current[rel]) == entry.patched_sha256:
                 original = entry.original  # as the last apply left it: keep the stock bytes saved then
-            elif MARK_BYTES in current[rel] or force:
-                # patched but edited since (the edits must survive a revert), patched without a journal, or pieces
-                # pasted by hand: the original is this text without them
-                original = model.without_pieces(unmarked=force)
-            else:
+            elif MARK_BYTES in current[rel]:
+                # patched but edited since (the edits must survive a revert) or patched without a journal: the
+                # original is this text without the tool's pieces; hand-written ones stay in it
+                original = model.without_pieces(unmarked=False)
+            else:  # pieces written by hand (a fork) included: revert gives them back
                 original = model.text
             _compile_check(target, rel, new_text)
             new = new_text.encode("utf-8")

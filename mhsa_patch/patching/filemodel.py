@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 from mhsa_patch.errors import PatchError
@@ -30,6 +31,31 @@ def unsupported(target: Target, rel: str, what: str) -> PatchError:
     )
 
 
+class FileContext:
+    """What an edit of one target file may know of the rest of the package: where an imported name comes from,
+    read from the package's source (``origins.Resolver``), through the same confined reads as the target files."""
+
+    def __init__(self, target: Target, rel: str):
+        from mhsa_patch.patching.origins import Resolver
+
+        self.target, self.rel = target, rel
+        self.resolver = Resolver(target, self._read)
+
+    def _read(self, rel: str) -> Optional[bytes]:
+        from mhsa_patch.patching.atomic import read_confined
+
+        try:
+            return read_confined(self.target.package, self.target.file(rel), 4 * 2**20)
+        except (OSError, ValueError):  # missing, a link, too large: not followed
+            return None
+
+    def star_origin(self, module: str, name: str):
+        return self.resolver.star(self.rel, module, name)
+
+    def named_origin(self, module: str, name: str):
+        return self.resolver.named(self.rel, module, name)
+
+
 class TargetFile:
     """One target file parsed once, with the layer pieces that the file's edits find in it."""
 
@@ -39,10 +65,37 @@ class TargetFile:
 
         self.target, self.rel, self.data = target, rel, data
         self.text = decode(target, rel, data)
-        self.edits = EDITS[rel]
+        self.context = FileContext(target, rel)
+        self.edits = tuple(e.bound(self.context) for e in EDITS[rel])
         self.layers = layers()
         self._lines: Optional[dict] = None
         self._module = None
+        self._star_names: Optional[frozenset] = None
+
+    @property
+    def star_names(self) -> frozenset:
+        """The layers' names that a top-level star import of this file binds from a module outside the target files."""
+        if self._star_names is None:
+            import ast
+
+            names = set()
+            if re.search(r"\bimport\s+\*", self.text):
+                try:
+                    tree = ast.parse(self.text)
+                except SyntaxError:
+                    tree = None
+                for node in tree.body if tree is not None else ():
+                    if isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names):
+                        module = "." * node.level + (node.module or "")
+                        for layer in self.layers:
+                            origin = self.context.star_origin(module, layer.name)
+                            if origin is not None and not origin.in_target:
+                                names.add(layer.name)
+            self._star_names = frozenset(names)
+        return self._star_names
+
+    def _relevant(self, edit, layer) -> bool:
+        return any(n in self.text for n in layer.class_names) or (not edit.inserts and layer.name in self.star_names)
 
     @property
     def module(self):
@@ -74,6 +127,8 @@ class TargetFile:
 
         if any(name in self.text for layer in self.layers for name in layer.class_names) or "\r" in self.text.replace("\r\n", ""):
             return None
+        if self.star_names:
+            return None
         try:
             tree = ast.parse(self.text, filename=str(self.target.file(self.rel)))
         except SyntaxError as e:
@@ -85,6 +140,8 @@ class TargetFile:
         lines = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
         spans: dict[tuple[int, int], list] = {}
         for edit, layer in self.pairs():
+            if not edit.inserts:
+                continue
             try:
                 node = edit.anchor.find_ast(tree)
             except PatchError as e:
@@ -125,7 +182,7 @@ class TargetFile:
         """(edit, layer, Found) for every piece present in ``module`` (default: the file as read)."""
         if module is None:
             module = self.module
-            pairs = [(e, lay) for e, lay in self.pairs() if any(n in self.text for n in lay.class_names)]  # absent: no walks
+            pairs = [(e, lay) for e, lay in self.pairs() if self._relevant(e, lay)]  # absent: no walks
         else:
             pairs = list(self.pairs())
         out = []
@@ -161,7 +218,8 @@ class TargetFile:
             for f in mine:
                 state = PieceState.UNMARKED if not f.marked else (PieceState.MARKED if f.current else PieceState.OUTDATED)
                 line = self.line_of(f.node) if state is PieceState.UNMARKED else None
-                pieces.append(Piece(self.rel, edit.key, layer.name, state, line))
+                origin = f"{f.origin.rel}:{f.origin.line}" if f.origin is not None and not f.origin.in_target else None
+                pieces.append(Piece(self.rel, edit.key, layer.name, state, line, origin))
         state = combine(_PIECE_TO_FILE[p.state] for p in pieces)
         modified = None
         if entry is not None and state is not State.NOT_APPLIED:
@@ -175,7 +233,7 @@ class TargetFile:
     def _stripped(self, *, unmarked: bool):
         module = self.module
         while True:
-            left = [(e, lay, f) for e, lay, f in self.find(module) if f.marked or unmarked]
+            left = [(e, lay, f) for e, lay, f in self.find(module) if (f.marked or unmarked) and f.removable]
             if not left:
                 return module
             edit, layer, f = left[-1]  # the last inserted first: each removal is the exact inverse of an add
@@ -184,7 +242,34 @@ class TargetFile:
             except PatchError as e:
                 raise PatchError(f"{self.where(f.node)}: {e}") from None
 
-    def applied_text(self, *, force: bool) -> str:
+    def foreign(self, layer, f) -> Optional[str]:
+        """Why the hand-written class behind piece ``f`` is not the one the tool replaces (None: it is, or no class).
+
+        Checked for the layer's own class (not its helpers): in this file (a pasted ``class MHSA``), or where a
+        hand-written import or star import gets it from (a fork's module file).
+        """
+        import ast
+
+        from mhsa_patch.patching.origins import incompatible, reference_class
+
+        reference = reference_class(layer.class_source, layer.name)
+        if reference is None:
+            return None
+        if f.edit == "class":
+            if f.node.name.value != layer.name:
+                return None
+            cls = reference_class(self.module.code_for_node(f.node), layer.name)
+            where = self.where(f.node)
+        elif f.origin is not None and not f.origin.in_target:
+            cls, where = f.origin.node, f.origin.where(self.target.package)
+        else:
+            return None
+        if cls is None:
+            return f"{where}: {layer.name} is not a class mhsa-patch can check"
+        why = incompatible(cls, reference)
+        return f"{where}: class {layer.name} is not the tutorial's: {why}" if why else None
+
+    def applied_text(self, *, force: bool, replace_foreign: bool = False) -> str:
         fast = self._fast_applied_text()
         if fast is not None:
             return fast
@@ -197,6 +282,14 @@ class TargetFile:
                 f"{self.where(f.node)}: {layer.name} ({edit.key}) is already there without mhsa-patch's marker, probably pasted by "
                 "hand; 'mhsa-patch apply --force' replaces it with the tool's own"
             )
+        if unmarked and not replace_foreign:
+            for edit, layer, f in unmarked:
+                why = self.foreign(layer, f)
+                if why:
+                    raise PatchError(
+                        f"{why}; nothing was changed. 'mhsa-patch apply --replace-foreign' replaces it with the tool's "
+                        f"{layer.name} (models built with it will not load)"
+                    )
         module = self.module
         if unmarked:
             module = self._stripped(unmarked=True)
@@ -204,7 +297,7 @@ class TargetFile:
         for edit, layer in self.pairs():
             # each edit touches only its own statement, so the other pieces found above keep their identity
             mine = [f for e, lay, f in found if e is edit and lay is layer and f.marked]
-            if len(mine) == edit.count(layer) and all(f.current for f in mine):
+            if edit.complete(module, layer, mine):
                 continue
             for f in mine:  # outdated: an older version of the tool inserted something else
                 module = edit.remove(module, layer, f)

@@ -87,6 +87,7 @@ class Piece:
     layer: str
     state: PieceState
     line: Optional[int] = None
+    origin: Optional[str] = None  # a hand-written import's class, outside the target files: "nn/modules/MHSA.py:5"
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ class Status:
                     "state": f.state.value,
                     "modified_since_apply": f.modified_since_apply,
                     "pieces": [
-                        {"edit": p.edit, "layer": p.layer, "state": p.state.value, "line": p.line} for p in f.pieces
+                        {"edit": p.edit, "layer": p.layer, "state": p.state.value, "line": p.line, "origin": p.origin} for p in f.pieces
                     ],
                 }
                 for f in self.files

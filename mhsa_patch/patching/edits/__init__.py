@@ -13,12 +13,13 @@ from mhsa_patch.patching.edits.base import MARK, Edit, Found
 from mhsa_patch.patching.edits.branch import ParseModelBranch
 from mhsa_patch.patching.edits.classdef import ClassDefEdit
 from mhsa_patch.patching.edits.names import AllEntry, ImportEntry
+from mhsa_patch.patching.edits.rebind import StarRebind
 
 # The edits per file, in order, keyed by the file's path inside the ultralytics package.
 EDITS: dict[str, tuple[Edit, ...]] = {
     "nn/modules/conv.py": (AllEntry(), ClassDefEdit()),
-    "nn/modules/__init__.py": (ImportEntry(".conv"), AllEntry()),
-    "nn/tasks.py": (ImportEntry("ultralytics.nn.modules"), ParseModelBranch()),
+    "nn/modules/__init__.py": (ImportEntry(".conv"), AllEntry(), StarRebind("nn/modules/__init__.py", ".conv")),
+    "nn/tasks.py": (ImportEntry("ultralytics.nn.modules"), ParseModelBranch(), StarRebind("nn/tasks.py", "ultralytics.nn.modules")),
 }
 
-__all__ = ["EDITS", "END", "MARK", "AllEntry", "Anchor", "ClassDefEdit", "Edit", "Found", "ImportEntry", "ParseModelBranch"]
+__all__ = ["EDITS", "END", "MARK", "AllEntry", "Anchor", "ClassDefEdit", "Edit", "Found", "ImportEntry", "ParseModelBranch", "StarRebind"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import libcst as cst
 
@@ -23,6 +23,8 @@ class Found:
     marked: bool  # carries the tool's marker
     node: cst.CSTNode  # for line numbers in messages (resolved lazily: positions cost a full metadata pass)
     current: bool = True  # for marked pieces: identical to what the tool would insert now
+    origin: Any = None  # for hand-written imports: the origins.Origin of the class they bind (file, line, class)
+    removable: bool = True  # False for a fork's star import: it stays, the tool's import is placed after it
 
 
 def is_mark(comment: Optional[cst.Comment]) -> bool:
@@ -62,9 +64,19 @@ class Edit:
     def remove(self, module: cst.Module, layer: Layer, found: Found) -> cst.Module:
         raise NotImplementedError
 
+    inserts: bool = True  # whether ``add`` always inserts a piece (False: only where the file needs one)
+
+    def bound(self, context) -> "Edit":
+        """This edit for one file (``filemodel.FileContext``: the package's other modules, read on demand)."""
+        return self
+
     def count(self, layer: Layer) -> int:
         """How many pieces a complete insertion of ``layer`` has in the file."""
         return 1
+
+    def complete(self, module: cst.Module, layer: Layer, mine: list[Found]) -> bool:
+        """Whether the marked pieces ``mine`` are all this file needs of ``layer`` (else apply re-inserts them)."""
+        return len(mine) == self.count(layer) and all(f.current for f in mine)
 
     def check_anchor(self, module: cst.Module) -> None:
         """Raise ``PatchError`` naming the anchor when it is missing (used before anything is written)."""

@@ -103,21 +103,42 @@ class ParseModelBranch(Edit):
         node.visit(V())
         return hits
 
+    @staticmethod
+    def selects_only(test, name: str) -> bool:
+        """``m is NAME``, ``m == NAME``, ``m in {NAME}`` / ``(NAME,)`` / ``[NAME]``: a test true for the layer alone."""
+        if not (isinstance(test, cst.Comparison) and len(test.comparisons) == 1 and m.matches(test.left, m.Name("m"))):
+            return False
+        op, right = test.comparisons[0].operator, test.comparisons[0].comparator
+        if isinstance(op, (cst.Is, cst.Equal)):
+            return m.matches(right, m.Name(name))
+        if isinstance(op, cst.In) and isinstance(right, (cst.Set, cst.Tuple, cst.List)):
+            return len(right.elements) == 1 and m.matches(right.elements[0].value, m.Name(name))
+        return False
+
     def find(self, module, layer):
         func, chain = self._chain(module)
         found, seen = [], set()
-        for branch in chain[1:]:
-            if any(n.value == layer.name for n in self._names_in(branch.test, layer.name)):
-                ours = is_mark(branch.body.header.comment) if isinstance(branch.body, cst.IndentedBlock) else False
-                current = True
-                if ours:
-                    mine = self.new_branch(module, layer, branch.orelse)
-                    current = module.code_for_node(mine.body) == module.code_for_node(branch.body) and (
-                        module.code_for_node(mine.test) == module.code_for_node(branch.test)
-                    )
-                found.append(Found(self.key, ours, branch, current))
-                seen.update(id(n) for n in self._names_in(branch.test, layer.name))
-        for n in self._names_in(func, layer.name):  # e.g. MHSA pasted into a `m in {...}` set
+        in_chain = {id(b) for b in chain[1:]}
+        ifs: list[cst.If] = []
+
+        class V(cst.CSTVisitor):
+            def visit_If(self, node: cst.If) -> None:
+                ifs.append(node)
+
+        func.visit(V())
+        for branch in ifs:  # the main chain's branches and any other `if` in parse_model (a fork's second chain)
+            if not self.selects_only(branch.test, layer.name):
+                continue
+            ours = id(branch) in in_chain and isinstance(branch.body, cst.IndentedBlock) and is_mark(branch.body.header.comment)
+            current = True
+            if ours:
+                mine = self.new_branch(module, layer, branch.orelse)
+                current = module.code_for_node(mine.body) == module.code_for_node(branch.body) and (
+                    module.code_for_node(mine.test) == module.code_for_node(branch.test)
+                )
+            found.append(Found(self.key, ours, branch, current))
+            seen.update(id(n) for n in self._names_in(branch.test, layer.name))
+        for n in self._names_in(func, layer.name):  # e.g. MHSA in a shared `m in {MHSA, ShuffleAttention}` or a set
             if id(n) not in seen:
                 found.append(Found(self.key, False, n))
         return found
@@ -134,15 +155,47 @@ class ParseModelBranch(Edit):
             for i, branch in enumerate(chain[1:], start=1):
                 if branch is found.node:
                     return self._with_chain(module, self._relink(chain, i, branch.orelse))
+            return replace_body_stmt(module, func, _without_if(func, found.node, layer.name))
         # a bare name elsewhere in parse_model: only an element of a set/tuple/list literal can be dropped safely
         parent = _container_of(func, found.node)
-        if parent is None:
+        if parent is None or len(parent[0].elements) < 2:
             raise PatchError(f"cannot remove the hand-written use of {layer.name} in parse_model; edit it by hand")
         seq, element = parent
         elements = [e for e in seq.elements if e is not element]
-        if elements and not isinstance(element.comma, cst.Comma):
+        if not isinstance(element.comma, cst.Comma):
             elements[-1] = elements[-1].with_changes(comma=element.comma)
-        return module.deep_replace(seq, seq.with_changes(elements=elements))
+        if isinstance(seq, cst.Tuple) and len(elements) == 1 and not isinstance(elements[0].comma, cst.Comma):
+            elements[0] = elements[0].with_changes(comma=cst.Comma())  # (X,) stays a tuple
+        return replace_body_stmt(module, func, func.deep_replace(seq, seq.with_changes(elements=elements)))
+
+
+def _without_if(func: cst.FunctionDef, node: cst.If, name: str) -> cst.FunctionDef:
+    """``func`` without the branch ``node`` of an if/elif chain outside the main one (a fork's second chain)."""
+    parents: dict[int, cst.CSTNode] = {}
+
+    class P(cst.CSTVisitor):
+        def on_visit(self, n: cst.CSTNode) -> bool:
+            if isinstance(n, cst.If) and isinstance(n.orelse, cst.If):
+                parents[id(n.orelse)] = n
+            if isinstance(n, cst.IndentedBlock):
+                for stmt in n.body:
+                    parents[id(stmt)] = n
+            return True
+
+    func.visit(P())
+    parent = parents.get(id(node))
+    if isinstance(parent, cst.If):  # an elif: the previous branch takes over what followed it
+        return func.deep_replace(parent, parent.with_changes(orelse=node.orelse))
+    if isinstance(parent, cst.IndentedBlock) and not isinstance(node.orelse, cst.Else):
+        body = []
+        for stmt in parent.body:
+            if stmt is not node:
+                body.append(stmt)
+            elif node.orelse is not None:  # `if m is MHSA: ... elif X: ...` -> `if X: ...`
+                body.append(node.orelse.with_changes(leading_lines=node.leading_lines))
+        if body:
+            return func.deep_replace(parent, parent.with_changes(body=body))
+    raise PatchError(f"cannot remove the hand-written branch for {name} in parse_model; edit it by hand")
 
 
 def _container_of(root: cst.CSTNode, name: cst.Name):

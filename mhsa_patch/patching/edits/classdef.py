@@ -47,4 +47,16 @@ class ClassDefEdit(Edit):
         return module.with_changes(body=[*module.body, *self.new_classes(module, layer)])
 
     def remove(self, module, layer, found):
-        return replace_body_stmt(module, found.node, None)
+        node = found.node
+        comments = [i for i, line in enumerate(node.leading_lines) if line.comment is not None]
+        if found.marked or not comments:
+            return replace_body_stmt(module, node, None)
+        # a hand-written class: comment lines above it (a commented-out copy, a note) stay, on the next statement
+        kept = list(node.leading_lines[comments[0] :])
+        body = list(module.body)
+        i = body.index(node)
+        del body[i]
+        if i < len(body):
+            body[i] = body[i].with_changes(leading_lines=[*kept, *body[i].leading_lines])
+            return module.with_changes(body=body)
+        return module.with_changes(body=body, footer=[*kept, *module.footer])

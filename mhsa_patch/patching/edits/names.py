@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from typing import Callable, Optional
 
 import libcst as cst
 
 from mhsa_patch.errors import PatchError
-from mhsa_patch.patching.edits.anchors import Anchor
+from mhsa_patch.patching.edits.anchors import Anchor, import_module_name
 from mhsa_patch.patching.edits.base import Edit, Found, replace_body_stmt
 from mhsa_patch.patching.edits.sequence import NameSequence, all_sequence, import_sequence
 from mhsa_patch.patching.layers import layer_names
@@ -23,11 +24,25 @@ class NameEntry(Edit):
 
     sequence: Callable[[cst.SimpleStatementLine, frozenset[str]], Optional[NameSequence]]
     drop_empty = False  # whether a statement left with no name goes (an import) or is refused (an __all__)
+    context = None  # filemodel.FileContext, for the origin of a hand-written import
+
+    def bound(self, context) -> "NameEntry":
+        new = copy.copy(self)
+        new.context = context
+        return new
+
+    def _origin(self, stmt: cst.SimpleStatementLine, name: str):
+        node = stmt.body[0]
+        if self.context is None or not isinstance(node, cst.ImportFrom):
+            return None
+        return self.context.named_origin(import_module_name(node), name)
 
     def _lines(self, module) -> Iterator[tuple[cst.SimpleStatementLine, NameSequence]]:
+        from mhsa_patch.patching.edits.rebind import is_rebind
+
         ours = layer_names()
         for stmt in module.body:
-            if isinstance(stmt, cst.SimpleStatementLine):
+            if isinstance(stmt, cst.SimpleStatementLine) and not any(is_rebind(stmt, n) for n in ours):
                 seq = type(self).sequence(stmt, ours)
                 if seq is not None:
                     yield stmt, seq
@@ -38,7 +53,8 @@ class NameEntry(Edit):
             for i, name in enumerate(seq.names()):
                 if name == layer.name:
                     marked = seq.is_marked(i) and self.anchor.matches(stmt)
-                    found.append(Found(self.key, marked, seq.elements[i]))
+                    origin = None if marked else self._origin(stmt, seq.elements[i].name.value if hasattr(seq.elements[i], "name") else name)
+                    found.append(Found(self.key, marked, seq.elements[i], origin=origin))
         return found
 
     def add(self, module, layer):

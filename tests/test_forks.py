@@ -1,0 +1,314 @@
+"""Issue 8 B: taking over hand-patched forks, losing nothing.
+
+Each fixture is a fork shape built on a real release copy (tests/forks.py, no third-party code): a branch shared with
+another module, a star import of the fork's module, the class in its own module imported by ``nn/modules/__init__``,
+a second ``if`` chain, a commented-out copy, ``args[0:]`` and "scaled channels" branches, MHSA in a set, a star-imported
+package of extra modules, fork classes using MHSA internally, and a different class named MHSA. For each: ``status``
+lists every hand-written piece with its line, ``apply`` refuses, ``apply --force`` takes over (only MHSA's pieces go;
+models that built before build after, with the same parameter count, and use the tool's class), and ``revert`` gives
+the fork back byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import forks
+import releases
+from helpers import assert_refused, cli
+from reference_layers import REFERENCE_BOT3_SOURCE, TUTORIAL_SOURCE
+
+pytestmark = pytest.mark.releases
+
+# A small detection model with one custom layer (LAYER) after the backbone's last Conv.
+MODEL = """nc: 3
+scales:
+  n: [0.33, 0.25, 1024]
+backbone:
+  - [-1, 1, Conv, [64, 3, 2]]
+  - [-1, 1, Conv, [128, 3, 2]]
+  - [-1, 1, C2f, [128, True]]
+  - [-1, 1, Conv, [256, 3, 2]]
+  - [-1, 1, LAYER]
+head:
+  - [[2, 4], 1, Detect, [nc]]
+"""
+MHSA_ROW = "MHSA, [14, 14, 4]"
+SHUFFLE_ROW = "ShuffleAttention, [4]"
+
+# Builds each YAML against the ultralytics on the path: parameter count, and the module of each MHSA in it.
+BUILD = r"""
+import json, sys
+import torch
+from ultralytics.nn.tasks import DetectionModel
+
+out = []
+for cfg in json.loads(sys.argv[1]):
+    torch.manual_seed(0)
+    model = DetectionModel(cfg, nc=3, verbose=False)
+    mhsa = [m for m in model.modules() if type(m).__name__ == "MHSA"]
+    out.append({"params": sum(p.numel() for p in model.parameters()),
+                "mhsa": [(type(m).__module__, hasattr(m, "_attend_fused")) for m in mhsa]})
+exec(sys.argv[2])
+print(json.dumps(out))
+"""
+
+# A fork class using MHSA internally, in the same file as the MHSA it uses.
+USES_MHSA = '''
+
+class MHSABlock(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.attn = MHSA(c, 14, 14, 4)
+
+    def forward(self, x):
+        return x + self.attn(x)
+'''
+
+SHUFFLE_CLASS = forks.SHUFFLE_ATTENTION_MODULE.split("\n\n\n", 1)[1]
+COMMENTED_COPY = "\n" + "".join(f"# {ln}\n" if ln else "#\n" for ln in TUTORIAL_SOURCE.strip("\n").splitlines()[:4])
+SCALED = "c1, c2 = ch[f], args[0]\nc2 = make_divisible(min(c2, max_channels) * width, 8)\nargs = [c1, *args[1:]]"
+
+
+def shared_branch(root: Path) -> Path:  # 8.4.190: MHSA in its own file, its branch shared with ShuffleAttention
+    return forks.build_fork(
+        "8.4.190", root,
+        {"nn/modules/MHSA.py": forks.TUTORIAL_MODULE, "nn/modules/shuffle.py": forks.SHUFFLE_ATTENTION_MODULE},
+        ["from ultralytics.nn.modules.MHSA import MHSA", "from ultralytics.nn.modules.shuffle import ShuffleAttention"],
+        {"m in {MHSA, ShuffleAttention}": forks.CHANNELS_FIRST},
+    )
+
+
+def star_import(root: Path) -> Path:  # 8.3.52: star import after ultralytics' imports, args[0:] branch
+    return forks.build_fork(
+        "8.3.52", root,
+        {"nn/modules/MHSA.py": forks.TUTORIAL_MODULE + USES_MHSA},
+        ["from ultralytics.nn.modules.MHSA import *"],
+        {"MHSA": "args = [ch[f], *args[0:]]"},
+    )
+
+
+def init_module_second_chain(root: Path) -> Path:  # 8.0.200: nn/modules/__init__ imports it; a second if chain
+    return forks.build_fork(
+        "8.0.200", root,
+        {"nn/modules/MHSA.py": forks.TUTORIAL_MODULE},
+        ["from ultralytics.nn.modules import MHSA"],
+        edits={"nn/modules/__init__.py": [("\n__all__ = ('Conv',", "from .MHSA import MHSA\n\n__all__ = ('MHSA', 'Conv',")]},
+        second_chain={"MHSA": forks.CHANNELS_FIRST},
+    )
+
+
+def pasted_in_conv(root: Path) -> Path:  # 8.0.207: the tutorial pasted in conv.py, BoT3 and a class using MHSA
+    conv = (releases.pristine("8.0.207") / "nn/modules/conv.py").read_text()
+    conv += COMMENTED_COPY + TUTORIAL_SOURCE + REFERENCE_BOT3_SOURCE + USES_MHSA
+    return forks.build_fork(
+        "8.0.207", root,
+        {"nn/modules/conv.py": conv},
+        [],
+        {"MHSA": SCALED},
+        edits={
+            "nn/modules/conv.py": [("__all__ = ('Conv',", "__all__ = ('Conv', 'MHSA',")],
+            "nn/modules/__init__.py": [
+                ("from .conv import (CBAM,", "from .conv import (MHSA, CBAM,"),
+                ("\n__all__ = ('Conv',", "\n__all__ = ('MHSA', 'Conv',"),
+            ],
+            "nn/tasks.py": [("from ultralytics.nn.modules import (AIFI,", "from ultralytics.nn.modules import (MHSA, AIFI,")],
+        },
+    )
+
+
+def extra_modules_in_set(root: Path) -> Path:  # 8.3.52: a star-imported package defines it; MHSA in the chain's set
+    return forks.build_fork(
+        "8.3.52", root,
+        {"nn/extra_modules/__init__.py": "from .attention import *\n",
+         "nn/extra_modules/attention.py": forks.TUTORIAL_MODULE + "\n" + SHUFFLE_CLASS},
+        ["from ultralytics.nn.extra_modules import *"],
+        edits={"nn/tasks.py": [("\n        if m in {\n", "\n        if m in {\n            MHSA,\n")]},
+    )
+
+
+def base_modules(root: Path) -> Path:  # 8.4.190: MHSA added to base_modules
+    return forks.build_fork(
+        "8.4.190", root,
+        {"nn/modules/MHSA.py": forks.TUTORIAL_MODULE},
+        ["from ultralytics.nn.modules.MHSA import MHSA"],
+        edits={"nn/tasks.py": [("    base_modules = frozenset(\n        {\n", "    base_modules = frozenset(\n        {\n            MHSA,\n")]},
+    )
+
+
+def foreign(root: Path) -> Path:  # 8.0.147: a different class named MHSA (nn.MultiheadAttention)
+    return forks.build_fork(
+        "8.0.147", root,
+        {"nn/modules/attention_fork.py": forks.MULTIHEAD_MODULE},
+        ["from ultralytics.nn.modules.attention_fork import MHSA"],
+        {"MHSA": forks.CHANNELS_FIRST},
+    )
+
+
+# (builder, the hand-written pieces status must list: (file, edit, layer), rows of models that must keep building)
+SHAPES = {
+    "shared-branch": (shared_branch, {("nn/tasks.py", "import", "MHSA"), ("nn/tasks.py", "branch", "MHSA")},
+                      [MHSA_ROW, SHUFFLE_ROW]),
+    "star-import": (star_import, {("nn/tasks.py", "star-import", "MHSA"), ("nn/tasks.py", "branch", "MHSA")}, [MHSA_ROW]),
+    "init-module-second-chain": (
+        init_module_second_chain,
+        {("nn/modules/__init__.py", "import", "MHSA"), ("nn/modules/__init__.py", "__all__", "MHSA"),
+         ("nn/tasks.py", "import", "MHSA"), ("nn/tasks.py", "branch", "MHSA")},
+        [MHSA_ROW],
+    ),
+    "pasted-in-conv": (
+        pasted_in_conv,
+        {("nn/modules/conv.py", "class", "MHSA"), ("nn/modules/conv.py", "__all__", "MHSA"),
+         ("nn/modules/conv.py", "class", "BoT3"), ("nn/modules/__init__.py", "import", "MHSA"),
+         ("nn/modules/__init__.py", "__all__", "MHSA"), ("nn/tasks.py", "import", "MHSA"), ("nn/tasks.py", "branch", "MHSA")},
+        [],
+    ),
+    "extra-modules-in-set": (extra_modules_in_set, {("nn/tasks.py", "star-import", "MHSA"), ("nn/tasks.py", "branch", "MHSA")}, []),
+    "base-modules": (base_modules, {("nn/tasks.py", "import", "MHSA"), ("nn/tasks.py", "branch", "MHSA")}, []),
+}
+
+
+def write_models(dest: Path, rows: list[str]) -> list[str]:
+    dest.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, row in enumerate(rows):
+        path = dest / f"fork{k}.yaml"
+        path.write_text(MODEL.replace("LAYER", row))
+        paths.append(str(path))
+    return paths
+
+
+def build(site: Path, cfgs: list[str], extra: str = "") -> list:
+    proc = releases.run_python(BUILD, site, json.dumps(cfgs), extra, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def unmarked(pkg: Path) -> list[dict]:
+    r = cli("status", "-t", str(pkg), "--json")
+    assert r.exit_code == 0, r.output
+    st = json.loads(r.stdout)
+    assert st["state"] == "conflict"
+    return [{"file": rel, **p} for rel, f in st["files"].items() for p in f["pieces"] if p["state"] == "unmarked"]
+
+
+def check_status_lists_each_piece(pkg: Path, expected: set) -> list[dict]:
+    pieces = unmarked(pkg)
+    assert {(p["file"], p["edit"], p["layer"]) for p in pieces} >= expected, pieces
+    for p in pieces:  # each with its line, which holds the piece
+        assert p["line"], p
+        line = (pkg / p["file"]).read_text().splitlines()[p["line"] - 1]
+        assert p["layer"] in line or "import *" in line or "BottleneckTransformer" in line, (p, line)
+    return pieces
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_force_takes_over_a_fork_and_revert_gives_it_back(tmp_path, shape):
+    builder, expected, rows = SHAPES[shape]
+    site = builder(tmp_path)
+    pkg = site / "ultralytics"
+    fork = releases.tree_bytes(pkg)
+    cfgs = write_models(tmp_path / "models", rows)
+    before = build(site, cfgs) if cfgs else []
+
+    pieces = check_status_lists_each_piece(pkg, expected)
+    r = cli("apply", "-t", str(pkg))
+    line = assert_refused(r, "--force")
+    assert any(f"{pkg / p['file']}:{p['line']}:" in line for p in pieces), line  # names one of them
+    assert releases.tree_bytes(pkg) == fork
+
+    r = cli("apply", "--force", "-t", str(pkg))
+    assert r.exit_code == 0, r.output
+    st = json.loads(cli("status", "-t", str(pkg), "--json").stdout)
+    assert st["state"] == "applied", st
+    new = releases.tree_bytes(pkg)
+    changed = {rel for rel in fork if fork[rel] != new.get(rel)}
+    assert changed <= {"nn/modules/conv.py", "nn/modules/__init__.py", "nn/tasks.py"}  # the fork's own files untouched
+
+    extra = ""
+    if shape == "pasted-in-conv":  # fork classes in conv.py that use MHSA now get the tool's, BoT3 is the tool's
+        extra = (
+            "from ultralytics.nn.modules.conv import MHSABlock, BoT3\n"
+            "b = MHSABlock(64); t = BoT3(64, 64)\n"
+            "out.append([type(b.attn).__module__, hasattr(b.attn, '_attend_fused'), b(torch.rand(1, 64, 8, 8)).shape[1],"
+            " any(hasattr(m, '_attend_fused') for m in t.modules())])"
+        )
+    if shape == "star-import":  # the fork's own class in its own file keeps working
+        extra = "from ultralytics.nn.modules.MHSA import MHSABlock\nout.append(MHSABlock(64)(torch.rand(1, 64, 8, 8)).shape[1])"
+    after = build(site, cfgs, extra) if cfgs or extra else []
+    for b, a in zip(before, after):
+        assert a["params"] == b["params"]
+        assert all(m == ["ultralytics.nn.modules.conv", True] for m in a["mhsa"]), a
+    if shape == "pasted-in-conv":
+        assert after[-1] == ["ultralytics.nn.modules.conv", True, 64, True]
+        conv = (pkg / "nn/modules/conv.py").read_text()
+        assert COMMENTED_COPY.strip() in conv  # the commented-out copy stays
+    if shape == "star-import":
+        assert after[-1] == 64
+    if rows and MHSA_ROW in rows:
+        assert after[0]["mhsa"], after
+
+    r = cli("revert", "-t", str(pkg))
+    assert r.exit_code == 0, r.output
+    assert releases.tree_bytes(pkg) == fork  # the fork as it was, hand-written pieces included
+
+
+def test_shared_branch_keeps_the_other_module_byte_identical(tmp_path):
+    site = shared_branch(tmp_path)
+    tasks = site / "ultralytics/nn/tasks.py"
+    text = tasks.read_text()
+    assert cli("apply", "--force", "-t", str(site)).exit_code == 0
+    new = tasks.read_text()
+    assert "from ultralytics.nn.modules.shuffle import ShuffleAttention\n" in new
+    assert "        elif m in {ShuffleAttention}:\n            c2 = ch[f]\n            args = [c2, *args]\n" in new
+    assert "from ultralytics.nn.modules.MHSA import MHSA\n" not in new
+    # without the tool's marked pieces, the text is the fork's minus MHSA's own: the import line, the name in the set
+    from mhsa_patch.patching.filemodel import TargetFile
+    from mhsa_patch.patching.target import find_target
+
+    stripped = TargetFile(find_target(site), "nn/tasks.py", new.encode()).without_pieces(unmarked=False)
+    expected = text.replace("from ultralytics.nn.modules.MHSA import MHSA\n", "").replace(
+        "{MHSA, ShuffleAttention}", "{ShuffleAttention}"
+    )
+    assert stripped == expected
+
+
+def test_star_import_is_followed_by_the_tools_import(tmp_path):
+    site = star_import(tmp_path)
+    pkg = site / "ultralytics"
+    (p,) = [p for p in unmarked(pkg) if p["edit"] == "star-import"]
+    assert p["origin"].startswith("nn/modules/MHSA.py:")
+    assert cli("apply", "--force", "-t", str(pkg)).exit_code == 0
+    text = (pkg / "nn/tasks.py").read_text()
+    assert "from ultralytics.nn.modules.MHSA import *\nfrom ultralytics.nn.modules.conv import MHSA  # mhsa-patch\n" in text
+
+
+def test_foreign_mhsa_is_refused_naming_file_and_line(tmp_path):
+    site = foreign(tmp_path)
+    pkg = site / "ultralytics"
+    fork = releases.tree_bytes(pkg)
+    check_status_lists_each_piece(pkg, {("nn/tasks.py", "import", "MHSA"), ("nn/tasks.py", "branch", "MHSA")})
+    line = forks.MULTIHEAD_MODULE.splitlines().index("class MHSA(nn.Module):") + 1
+    r = cli("apply", "--force", "-t", str(pkg))
+    assert_refused(r, f"{pkg / 'nn/modules/attention_fork.py'}:{line}", "not the tutorial's", "--replace-foreign")
+    assert releases.tree_bytes(pkg) == fork
+
+    r = cli("apply", "--replace-foreign", "-t", str(pkg))
+    assert r.exit_code == 0, r.output
+    assert json.loads(cli("status", "-t", str(pkg), "--json").stdout)["state"] == "applied"
+    assert (pkg / "nn/modules/attention_fork.py").read_text() == forks.MULTIHEAD_MODULE
+    assert cli("revert", "-t", str(pkg)).exit_code == 0
+    assert releases.tree_bytes(pkg) == fork
+
+
+def test_foreign_class_pasted_in_conv_is_refused(tmp_path):
+    pkg = releases.copy_release("8.4.190", tmp_path / "site")
+    conv = pkg / "nn/modules/conv.py"
+    src = conv.read_text()
+    conv.write_text(src + "\n" + forks.MULTIHEAD_MODULE.split("\n\n\n", 1)[1])
+    line = len(src.splitlines()) + 2
+    r = cli("apply", "--force", "-t", str(pkg))
+    assert_refused(r, f"{conv}:{line}", "class MHSA is not the tutorial's")
