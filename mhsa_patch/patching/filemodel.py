@@ -248,7 +248,6 @@ class TargetFile:
         Checked for the layer's own class (not its helpers): in this file (a pasted ``class MHSA``), or where a
         hand-written import or star import gets it from (a fork's module file).
         """
-        import ast
 
         from mhsa_patch.patching.origins import incompatible, reference_class
 

@@ -11,6 +11,10 @@ from mhsa_patch.patching.edits.anchors import Anchor
 from mhsa_patch.patching.edits.base import Edit, Found, is_mark, marker_line, replace_body_stmt
 from mhsa_patch.patching.layers import Layer
 
+def _is_name(node, value: str) -> bool:
+    return isinstance(node, cst.Name) and node.value == value
+
+
 # The chain's last branch in every release: ``else: c2 = ch[f]``, compared as an ``ast`` dump (one small statement:
 # structural, and cheaper than importing libcst.matchers, see anchors.py).
 FINAL_ELSE = ast.dump(ast.parse("c2 = ch[f]").body[0])
@@ -106,13 +110,13 @@ class ParseModelBranch(Edit):
     @staticmethod
     def selects_only(test, name: str) -> bool:
         """``m is NAME``, ``m == NAME``, ``m in {NAME}`` / ``(NAME,)`` / ``[NAME]``: a test true for the layer alone."""
-        if not (isinstance(test, cst.Comparison) and len(test.comparisons) == 1 and m.matches(test.left, m.Name("m"))):
+        if not (isinstance(test, cst.Comparison) and len(test.comparisons) == 1 and _is_name(test.left, "m")):
             return False
         op, right = test.comparisons[0].operator, test.comparisons[0].comparator
         if isinstance(op, (cst.Is, cst.Equal)):
-            return m.matches(right, m.Name(name))
+            return _is_name(right, name)
         if isinstance(op, cst.In) and isinstance(right, (cst.Set, cst.Tuple, cst.List)):
-            return len(right.elements) == 1 and m.matches(right.elements[0].value, m.Name(name))
+            return len(right.elements) == 1 and _is_name(right.elements[0].value, name)
         return False
 
     def find(self, module, layer):
