@@ -142,6 +142,35 @@ def test_hand_pasted_tutorial_is_a_conflict_and_force_replaces_it(latest_pkg):
     assert releases.tree_bytes(latest_pkg) == pasted  # an exact undo: the hand-pasted pieces come back
 
 
+def test_hand_pasted_bot3_is_a_conflict_and_force_replaces_it(latest_pkg):
+    """BoT3 pasted by hand (its two classes, unmarked, in conv.py; registered in tasks.py) is handled as MHSA is."""
+    import ast
+
+    source = (Path(__file__).resolve().parent.parent / "patches" / "bot3.py").read_text()
+    classes = [n for n in ast.parse(source).body if isinstance(n, ast.ClassDef)]
+    pasted_classes = "".join("\n\n" + ast.get_source_segment(source, c) + "\n" for c in classes)
+    conv = latest_pkg / "nn/modules/conv.py"
+    conv.write_text(conv.read_text() + pasted_classes)
+    tasks = latest_pkg / "nn/tasks.py"
+    text = tasks.read_text().replace("from ultralytics.nn.modules import (\n", "from ultralytics.nn.modules import (\n    BoT3,\n", 1)
+    tasks.write_text(text.replace("        elif m is AIFI:", "        elif m is BoT3:\n            args = [ch[f], *args]\n        elif m is AIFI:", 1))
+    pasted = releases.tree_bytes(latest_pkg)
+
+    st = json.loads(cli("status", "-t", str(latest_pkg), "--json").stdout)
+    unmarked = {(rel, p["layer"], p["edit"]) for rel, f in st["files"].items() for p in f["pieces"] if p["state"] == "unmarked"}
+    assert st["state"] == "conflict"
+    assert {("nn/modules/conv.py", "BoT3", "class"), ("nn/tasks.py", "BoT3", "import"), ("nn/tasks.py", "BoT3", "branch")} <= unmarked
+    r = cli("apply", "-t", str(latest_pkg))
+    assert_refused(r, "BoT3", "--force")
+    assert releases.tree_bytes(latest_pkg) == pasted
+
+    assert cli("apply", "--force", "-t", str(latest_pkg)).exit_code == 0
+    assert engine.status(find_target(latest_pkg)).state == "applied"
+    assert (latest_pkg / "nn/tasks.py").read_text().count("BoT3") == 2  # the marked import and `elif m is BoT3`
+    cli("revert", "-t", str(latest_pkg))
+    assert releases.tree_bytes(latest_pkg) == pasted  # the hand-pasted BoT3 comes back
+
+
 def test_revert_keeps_user_edits_made_after_apply(latest_pkg):
     engine.apply(find_target(latest_pkg))
     tasks = latest_pkg / "nn/tasks.py"
