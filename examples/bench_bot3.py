@@ -21,12 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from interleaved import interleaved  # examples/ is sys.path[0] when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,27 +74,8 @@ def time_worker(args) -> None:
             p.grad = None
         model(x).backward(grad_out)
 
-    for _ in range(args.warmup):
-        step("ours")
-        step("ref")
-    times = {"ours": [], "ref": []}
-    for i in range(args.repeats):
-        for impl in ("ours", "ref") if i % 2 == 0 else ("ref", "ours"):
-            t0 = time.perf_counter()
-            step(impl)
-            times[impl].append(time.perf_counter() - t0)
-    ratios = [o / r for o, r in zip(times["ours"], times["ref"])]
-    print(
-        json.dumps(
-            {
-                "ours_s": statistics.median(times["ours"]),
-                "ref_s": statistics.median(times["ref"]),
-                "ratio": statistics.median(ratios),
-                "threads": torch.get_num_threads(),
-                "torch": torch.__version__,
-            }
-        )
-    )
+    timing = interleaved(step, ("ours", "ref"), args.warmup, args.repeats)
+    print(json.dumps({**timing, "threads": torch.get_num_threads(), "torch": torch.__version__}))
 
 
 def _run_worker(case, args) -> dict:

@@ -33,8 +33,9 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from interleaved import interleaved  # examples/ is sys.path[0] when run as a script
 
 # name, C, H, W, batch, heads, pos_emb, time target, memory target (ratios; None: no target)
 CASES = (
@@ -121,27 +122,8 @@ def _setup(args):
 def time_worker(args) -> None:
     """Time both implementations in one process, interleaved, so that a change in machine load hits both alike."""
     torch, step = _setup(args)
-    for _ in range(args.warmup):
-        step("fused")
-        step("naive")
-    times = {"fused": [], "naive": []}
-    for i in range(args.repeats):
-        for impl in ("fused", "naive") if i % 2 == 0 else ("naive", "fused"):
-            t0 = time.perf_counter()
-            step(impl)
-            times[impl].append(time.perf_counter() - t0)
-    ratios = [f / n for f, n in zip(times["fused"], times["naive"])]
-    print(
-        json.dumps(
-            {
-                "fused_s": statistics.median(times["fused"]),
-                "naive_s": statistics.median(times["naive"]),
-                "ratio": statistics.median(ratios),
-                "threads": torch.get_num_threads(),
-                "torch": torch.__version__,
-            }
-        )
-    )
+    timing = interleaved(step, ("fused", "naive"), args.warmup, args.repeats)
+    print(json.dumps({**timing, "threads": torch.get_num_threads(), "torch": torch.__version__}))
 
 
 def mem_worker(args) -> None:

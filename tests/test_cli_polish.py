@@ -48,14 +48,14 @@ def test_revert_dry_run_on_an_unpatched_install_says_nothing_to_do(latest_pkg):
     real = cli("revert", "-t", str(latest_pkg))
     dry = cli("revert", "--dry-run", "-t", str(latest_pkg))
     assert real.exit_code == dry.exit_code == 0
-    assert "nothing to do: MHSA is not applied" in real.stdout
-    assert "nothing to do: MHSA is not applied" in dry.stdout and "nothing was written" in dry.stdout
+    assert "nothing to do: MHSA, BoT3 not applied" in real.stdout
+    assert "nothing to do: MHSA, BoT3 not applied" in dry.stdout and "nothing was written" in dry.stdout
     assert "0 files" not in dry.stdout + dry.stderr and "---" not in dry.stdout
     # and the same for a second apply
     assert cli("apply", "-t", str(latest_pkg)).exit_code == 0
     applied = releases.tree_bytes(latest_pkg)
     dry = cli("apply", "--dry-run", "-t", str(latest_pkg))
-    assert dry.exit_code == 0 and "nothing to do: MHSA is already applied" in dry.stdout
+    assert dry.exit_code == 0 and "nothing to do: MHSA, BoT3 already applied" in dry.stdout
     assert "0 files" not in dry.stdout + dry.stderr
     assert releases.tree_bytes(latest_pkg) == applied
 

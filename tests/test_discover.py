@@ -155,7 +155,7 @@ def test_console_script_patches_the_clone_that_train_py_imports(world):
         f"WARNING ⚠️ 2 copies of ultralytics are visible from {clone}: acting on {CLONE} at {clone / 'ultralytics'} "
         f"(imported first, by 'python' run here); it shadows {VENV_A} at {pkg_a}"
     ]
-    assert "MHSA applied ✅" in r.stdout
+    assert "MHSA, BoT3 applied ✅" in r.stdout
     assert sources(pkg_a) == installed_a  # the shadowed install: not one byte changed
     assert sources(SITE / "ultralytics") == this_env
 
@@ -167,7 +167,7 @@ def test_console_script_patches_the_clone_that_train_py_imports(world):
 
     r = run(world, "revert", cwd=clone)
     assert r.returncode == 0, r.stderr
-    assert "acting on 8.0.200" in r.stderr and "MHSA reverted ✅" in r.stdout
+    assert "acting on 8.0.200" in r.stderr and "MHSA, BoT3 reverted ✅" in r.stdout
     assert sources(clone / "ultralytics") == sources(releases.pristine(CLONE))
     assert sources(pkg_a) == installed_a
 

@@ -37,7 +37,7 @@ def test_full_path(tmp_path):
     out = run_example("full_path.py", "--target", str(site), "--workdir", str(tmp_path / "w"), site=site, cwd=cwd)
     order = [
         "$ mhsa-patch apply",
-        "MHSA applied",
+        "MHSA, BoT3 applied",
         "$ mhsa-patch gen-yaml --scale n",
         "$ mhsa-patch port-weights yolov8n.pt yolov8n-MHSA.yaml -o yolov8n-MHSA.pt",
         "Transferred 355/361 tensors from yolov8n.pt",

@@ -37,6 +37,21 @@ def _print_result(result, done: str) -> None:
         info(f"nothing to do: {done}")
 
 
+def _target(target, python, dry_run: bool):
+    """The copy to act on; its header line (but for a dry run, whose stdout is the diff) and the shadow note."""
+    res = pick_target(target, python)
+    if not dry_run:
+        header(res.target)
+    warn_shadow(res)
+    return res.target
+
+
+def _layers(sep: str = ", ") -> str:
+    from mhsa_patch.patches import layer_names
+
+    return sep.join(layer_names())
+
+
 def apply(
     target: TargetOpt = None,
     python: PythonOpt = None,
@@ -60,17 +75,13 @@ def apply(
     from mhsa_patch.patching import engine
 
     try:
-        res = pick_target(target, python)
-        tgt = res.target
-        if not dry_run:
-            header(tgt)
-        warn_shadow(res)
+        tgt = _target(target, python, dry_run)
         result = engine.apply(tgt, force=force or replace_foreign, replace_foreign=replace_foreign, dry_run=dry_run)
     except PatchError as e:
         fail(e)
-    _print_result(result, "MHSA is already applied")
+    _print_result(result, f"{_layers()} already applied")
     if not result.dry_run and result.changes:
-        info("[green]MHSA applied ✅[/] next: [bold]mhsa-patch gen-yaml --scale n[/]")
+        info(f"[green]{_layers()} applied ✅[/] next: [bold]mhsa-patch gen-yaml --scale n[/]")
 
 
 def revert(target: TargetOpt = None, python: PythonOpt = None, dry_run: DryRunOpt = False) -> None:
@@ -81,18 +92,16 @@ def revert(target: TargetOpt = None, python: PythonOpt = None, dry_run: DryRunOp
     from mhsa_patch.patching import engine
 
     try:
-        res = pick_target(target, python)
-        tgt = res.target
-        if not dry_run:
-            header(tgt)
-        warn_shadow(res)
-        result = engine.revert(tgt, dry_run=dry_run)
+        result = engine.revert(_target(target, python, dry_run), dry_run=dry_run)
     except PatchError as e:
         fail(e)
-    _print_result(result, "MHSA is not applied")
+    _print_result(result, f"{_layers()} not applied")
     if not result.dry_run and result.changes:
-        info("[green]MHSA reverted ✅[/]")
-        warn("models trained with MHSA need the patch to load: run 'mhsa-patch apply' before loading their .pt files")
+        info(f"[green]{_layers()} reverted ✅[/]")
+        warn(
+            f"models trained with {_layers(' or ')} need the patch to load: run 'mhsa-patch apply' before loading "
+            "their .pt files"
+        )
 
 
 def status(
