@@ -171,6 +171,10 @@ SHAPES = {
 }
 
 
+# The shapes whose MHSA branch read a row's args otherwise than the tutorial's [input channels, *args].
+READ_OTHERWISE = {"pasted-in-conv", "extra-modules-in-set", "base-modules"}
+
+
 def write_models(dest: Path, rows: list[str]) -> list[str]:
     dest.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -222,6 +226,9 @@ def test_force_takes_over_a_fork_and_revert_gives_it_back(tmp_path, shape):
 
     r = cli("apply", "--force", "-t", str(pkg))
     assert r.exit_code == 0, r.output
+    # a replaced branch that read the rows otherwise (scaled channels, the base_modules rule) is said, once per branch
+    warned = "read MHSA's YAML args otherwise than the tutorial" in r.stderr
+    assert warned == (shape in READ_OTHERWISE), r.stderr
     st = json.loads(cli("status", "-t", str(pkg), "--json").stdout)
     assert st["state"] == "applied", st
     new = releases.tree_bytes(pkg)

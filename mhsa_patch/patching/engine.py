@@ -229,6 +229,7 @@ def apply(target: Target, *, force: bool = False, replace_foreign: bool = False,
         for rel in TARGET_FILES:
             model = TargetFile(target, rel, current[rel])
             new_text = model.applied_text(force=force, replace_foreign=replace_foreign)
+            notes += model.notes
             entry = entries.get(rel)
             if entry is not None and sha256(current[rel]) == entry.patched_sha256:
                 original = entry.original  # as the last apply left it: keep the stock bytes saved then

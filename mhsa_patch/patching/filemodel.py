@@ -69,6 +69,7 @@ class TargetFile:
         self.edits = tuple(e.bound(self.context) for e in EDITS[rel])
         self.layers = layers()
         self._lines: Optional[dict] = None
+        self.notes: list[str] = []  # for the user, from applied_text (a --force that changes how rows read)
         self._module = None
         self._star_names: Optional[frozenset] = None
 
@@ -268,6 +269,26 @@ class TargetFile:
         why = incompatible(cls, reference)
         return f"{where}: class {layer.name} is not the tutorial's: {why}" if why else None
 
+    def _convention_notes(self, unmarked) -> list[str]:
+        """A hand-written parse_model branch that read a row's args otherwise than the tool's: the rows written for
+        it read differently once ``--force`` replaces it (``[1024, 8]`` as channels, heads becomes width, height)."""
+        import libcst as cst
+
+        notes = []
+        for edit, layer, f in unmarked:
+            if not hasattr(edit, "reads_args_like_the_tutorial"):
+                continue
+            branch = f.node if isinstance(f.node, cst.If) else edit.owning_branch(self.module, f.node)
+            if branch is None or edit.reads_args_like_the_tutorial(self.module, branch):
+                continue
+            notes.append(
+                f"{self.where(branch)}: the hand-written branch that --force replaced read {layer.name}'s YAML args "
+                f"otherwise than the tutorial ([input channels, *args]); model YAMLs written for it may now read "
+                f"differently: run 'mhsa-patch check --lint-only MODEL.yaml' on each, it shows how every {layer.name} "
+                "row is read"
+            )
+        return notes
+
     def applied_text(self, *, force: bool, replace_foreign: bool = False) -> str:
         fast = self._fast_applied_text()
         if fast is not None:
@@ -289,6 +310,7 @@ class TargetFile:
                         f"{why}; nothing was changed. 'mhsa-patch apply --replace-foreign' replaces it with the tool's "
                         f"{layer.name} (models built with it will not load)"
                     )
+        self.notes = self._convention_notes(unmarked)
         module = self.module
         if unmarked:
             module = self._stripped(unmarked=True)

@@ -19,6 +19,18 @@ def _is_name(node, value: str) -> bool:
 # structural, and cheaper than importing libcst.matchers, see anchors.py).
 FINAL_ELSE = ast.dump(ast.parse("c2 = ch[f]").body[0])
 
+# Branch bodies that read a row's args as the tutorial's and the tool's do: the input channels, then the YAML args.
+TUTORIAL_BODIES = frozenset(
+    ast.dump(ast.parse(code))
+    for code in (
+        "args = [ch[f], *args]",
+        "args = [ch[f], *args[0:]]",
+        "args = [ch[f]] + args",
+        "c2 = ch[f]\nargs = [c2, *args]",
+        "args = [ch[f], *args]\nc2 = ch[f]",
+    )
+)
+
 
 class ParseModelBranch(Edit):
     """In ``parse_model``'s if/elif chain that ends with ``else: c2 = ch[f]``, adds before that ``else``::
@@ -118,6 +130,42 @@ class ParseModelBranch(Edit):
         if isinstance(op, cst.In) and isinstance(right, (cst.Set, cst.Tuple, cst.List)):
             return len(right.elements) == 1 and _is_name(right.elements[0].value, name)
         return False
+
+    def owning_branch(self, module, name: cst.Name):
+        """The ``if``/``elif`` whose test selects ``name``: directly (``m in {MHSA, X}``), or through a variable
+        that holds it (``base_modules = frozenset({..., MHSA})`` ... ``if m in base_modules:``). None if neither."""
+        func = self.anchor.find(module)
+        ifs: list[cst.If] = []
+        holders: set[str] = set()
+
+        class V(cst.CSTVisitor):
+            def visit_If(self, node: cst.If) -> None:
+                ifs.append(node)
+
+            def visit_Assign(self, node: cst.Assign) -> None:
+                if any(n is name for n in ParseModelBranch._names_in(node.value, name.value)):
+                    holders.update(t.target.value for t in node.targets if isinstance(t.target, cst.Name))
+
+        func.visit(V())
+        for stmt in module.body:  # a module-level set (older releases keep none, forks sometimes do)
+            if isinstance(stmt, cst.SimpleStatementLine):
+                stmt.visit(V())
+        for branch in ifs:
+            names = self._names_in(branch.test, name.value)
+            if any(n is name for n in names) or any(self._names_in(branch.test, h) for h in holders):
+                return branch
+        return None
+
+    @staticmethod
+    def reads_args_like_the_tutorial(module, branch: cst.If) -> bool:
+        """Whether a hand-written branch turns a row's args into ``[input channels, *args]``, as the tool's does."""
+        if not isinstance(branch.body, cst.IndentedBlock):
+            return False
+        code = "\n".join(module.code_for_node(stmt).strip() for stmt in branch.body.body)
+        try:
+            return ast.dump(ast.parse(code)) in TUTORIAL_BODIES
+        except SyntaxError:
+            return False
 
     def find(self, module, layer):
         func, chain = self._chain(module)
