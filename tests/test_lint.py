@@ -327,7 +327,7 @@ def test_lint_only_passes_the_tutorials_yaml_on_an_unpatched_copy(latest, canoni
     r = check(str(y), "--lint-only", "--strict", "--target", str(latest.package))
     assert r.exit_code == 0, r.output
     assert r.stderr == ""
-    assert "Lint yolov8n-MHSA.yaml: 24 layers, scale n, 1 MHSA layer, --imgsz 640" in r.stdout
+    assert "Lint yolov8n-MHSA.yaml: 24 layers, scale n, 1 MHSA, --imgsz 640" in r.stdout
     assert "  layer 10: MHSA(n_dims=256, width=14, height=14, heads=4, pos_emb=False) on 20×20 (P5/32)" in r.stdout
     assert "is not patched: run 'mhsa-patch apply' before building" in r.stdout
     assert "lint passed ✅ (no warnings; nothing built)" in r.stdout
@@ -411,3 +411,16 @@ def test_lint_only_imports_neither_torch_nor_ultralytics(latest, canonical, tmp_
 def test_malformed_files_never_raise(canonical, known, old, new, rule):
     r = lint(sub(canonical, old, new), known)
     assert rule in [f.rule for f in r.findings], r.findings
+
+
+def test_lint_only_names_each_layer_of_the_patch(latest, tmp_path):
+    """A BoT3 model (gen-yaml --layer BoT3) is linted clean, and the summary counts its BoT3 row."""
+    from mhsa_patch.modelyaml.emit import generate
+    from mhsa_patch.modelyaml.request import Request
+
+    r = generate(latest, Request(scale="n", layer="BoT3"))
+    y = tmp_path / r.file_name
+    y.write_text(r.text)
+    out = check(str(y), "--lint-only", "--strict", "--target", str(latest.package))
+    assert out.exit_code == 0, out.output
+    assert "Lint yolov8n-BoT3.yaml: 23 layers, scale n, 1 BoT3, --imgsz 640" in out.stdout

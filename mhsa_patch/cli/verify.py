@@ -167,10 +167,11 @@ def _ranges(pairs: list[list[int]]) -> str:
 def _print_lint(result, tgt, *, quiet: bool, lint_only: bool) -> None:
     """The lint's findings: info lines on stdout (none with --json), warnings on stderr."""
     if not quiet:
-        if result.error is None:  # an error stops the lint: no scale or MHSA count to tell
+        if result.error is None:  # an error stops the lint: no scale or layer count to tell
             scale = f"scale {result.scale}" if result.scale else "no scale"
-            mhsa = f"{len(result.mhsa)} MHSA layer{'s' * (len(result.mhsa) != 1)}"
-            what = f"{result.layers} layers, {scale}, {mhsa}"
+            counts = {name: result.added.count(name) for name in dict.fromkeys(result.added)}
+            added = ", ".join(f"{n} {name}" for name, n in counts.items()) or "none of the patch's layers"
+            what = f"{result.layers} layers, {scale}, {added}"
         else:
             what = f"{result.layers} layers"
         out.print(f"Lint {result.name}: {what}, --imgsz {result.imgsz}", markup=False)

@@ -101,6 +101,7 @@ class LintResult:
     scale: str = ""  # the scale parse_model builds ('' without a scales section)
     layers: int = 0
     mhsa: tuple[MhsaCall, ...] = ()
+    added: tuple[str, ...] = ()  # the modules of the rows that are the patch's layers, in order
     findings: tuple[Finding, ...] = ()
     patched: bool | None = None  # whether the target already knows the patch's layers (None: not asked)
 
@@ -505,6 +506,9 @@ def _lint(text, name, imgsz, known, findings, out) -> LintResult:
                              f"{size}×{size} at --imgsz {imgsz}: they are resized on every forward pass (it works, "
                              f"at the cost of a resize); fix for {imgsz}: {fix}", i)
     out["mhsa"] = tuple(calls)
+    from mhsa_patch.patches import layer_names
+
+    out["added"] = tuple(r.module for r in rows if r.module in layer_names())
 
     last = len(rows) - 1
     readers: dict[int, list[int]] = {}
