@@ -211,9 +211,16 @@ def summarize(model, imgsz: int = 640, table_lines: list[str] | None = None, flo
             [int(m.query.in_channels), int(m.heads), bool(m.pos)]
             + ([int(m.rel_w_weight.shape[3]), int(m.rel_h_weight.shape[4])] if m.pos else [])
             for m in model.model
-            if type(m).__name__ == "MHSA"
+            if type(m).__name__ in _tutorial_state_layers()
         ],
     }
+
+
+def _tutorial_state_layers() -> frozenset[str]:
+    """The layers whose objects carry the tutorial MHSA's attributes (``query``, ``heads``, ``pos``, ...)."""
+    from mhsa_patch.patches import LAYERS
+
+    return frozenset(spec.name for spec in LAYERS if spec.tutorial_state)
 
 
 def probe_yaml(cfg: str, imgsz: int = 640, flops: bool = True) -> dict:

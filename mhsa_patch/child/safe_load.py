@@ -72,7 +72,14 @@ import types
 import zipfile
 from pathlib import Path
 
-DEFAULT_LAYERS = {"MHSA": "ultralytics.nn.modules.conv"}
+def _default_layers() -> dict[str, str]:
+    """The layers whose pickled state is the tutorial's, at the module where the patch puts them (from patches/)."""
+    from mhsa_patch.patches import LAYERS
+
+    return {spec.name: "ultralytics.nn.modules.conv" for spec in LAYERS if spec.tutorial_state}
+
+
+DEFAULT_LAYERS = _default_layers()
 
 FORBIDDEN_WHY = "checkpoints are code, and this one calls something a model checkpoint never needs"
 
