@@ -21,12 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from interleaved import interleaved  # examples/ is sys.path[0] when run as a script
+from layerbench import interleaved, load_average, run_worker  # examples/ is sys.path[0] as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,18 +85,7 @@ def _run_worker(case, args) -> dict:
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads), YOLO_OFFLINE="1")
     env.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="bench-bot3-yolo-"))  # no settings file in $HOME
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout + proc.stderr)
-        raise SystemExit(f"benchmark worker failed: {name}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _load() -> str:
-    try:
-        return "/".join(f"{x:.1f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
+    return run_worker(cmd, env, name)
 
 
 def main(argv=None) -> int:
@@ -139,7 +127,7 @@ def main(argv=None) -> int:
             flush=True,
         )
     print("time ratio: median over interleaved pairs of ours/ref")
-    print("measured with " + "; ".join(sorted(versions)) + f", {os.cpu_count()} CPUs, load average {_load()}")
+    print("measured with " + "; ".join(sorted(versions)) + f", {os.cpu_count()} CPUs, load average {load_average()}")
     if not args.quick:
         print("all targets met" if ok else "some targets MISSED")
     return 0

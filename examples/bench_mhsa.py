@@ -31,11 +31,10 @@ import os
 import re
 import resource
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
-from interleaved import interleaved  # examples/ is sys.path[0] when run as a script
+from layerbench import interleaved, load_average, run_worker  # examples/ is sys.path[0] as a script
 
 # name, C, H, W, batch, heads, pos_emb, time target, memory target (ratios; None: no target)
 CASES = (
@@ -155,18 +154,7 @@ def _run_worker(kind: str, case, args, impl: str = "fused") -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     if kind == "mem":  # every sizeable buffer is mmap'ed and returned on free, so RSS tracks what is in use
         env["MALLOC_MMAP_THRESHOLD_"] = "65536"
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout + proc.stderr)
-        raise SystemExit(f"benchmark worker failed: {name} / {kind} / {impl}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _load() -> str:
-    try:
-        return "/".join(f"{x:.1f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
+    return run_worker(cmd, env, f"{name} / {kind} / {impl}")
 
 
 def _mib(n: float) -> str:
@@ -231,7 +219,7 @@ def main(argv=None) -> int:
             flush=True,
         )
     print(f"time ratio: median over passes of ours/ref; peak+: growth of {method} over the resident size before a pass")
-    print("measured with " + "; ".join(sorted(versions)) + f", {os.cpu_count()} CPUs, load average {_load()}")
+    print("measured with " + "; ".join(sorted(versions)) + f", {os.cpu_count()} CPUs, load average {load_average()}")
     if not args.quick:
         print("all targets met" if ok else "some targets MISSED")
     return 0

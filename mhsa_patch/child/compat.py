@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from mhsa_patch.child.protocol import ChildError, one_line
+from mhsa_patch.patches import layer_names
 
 # ----------------------------------------------------------------------------------------------- ultralytics API
 
@@ -21,13 +22,6 @@ def ultralytics_info() -> tuple[str, Path]:
     import ultralytics
 
     return ultralytics.__version__, Path(ultralytics.__file__).parent
-
-
-def layer_names() -> tuple[str, ...]:
-    """The layers the patch inserts (from ``mhsa_patch.patches``, the one place that names them)."""
-    from mhsa_patch.patches import layer_names as names
-
-    return names()
 
 
 def unused_parameters() -> tuple[str, ...]:

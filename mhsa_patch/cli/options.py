@@ -6,8 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from mhsa_patch.cli.console import fail, warn
+from mhsa_patch.cli.console import fail, header, warn
 from mhsa_patch.patching.discover import Resolved, resolve
+from mhsa_patch.patching.target import Target
 
 TargetOpt = Annotated[
     Optional[str],
@@ -45,3 +46,13 @@ def warn_shadow(res: Resolved) -> None:
     """One line when several copies are visible: which one is acted on, which one it shadows or is shadowed by."""
     if res.note:
         warn(res.note)
+
+
+def open_target(target: Optional[str], python: Optional[str], *, header_line: bool = True) -> Target:
+    """The copy to act on, announced: its header line (not when stdout is data: a dry run's diff, --json), then the
+    shadow note. Raises :class:`PatchError` for the caller to print."""
+    res = pick_target(target, python)
+    if header_line:
+        header(res.target)
+    warn_shadow(res)
+    return res.target

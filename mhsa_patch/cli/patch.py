@@ -12,7 +12,7 @@ from rich.table import Table
 
 from mhsa_patch.cli.console import err, fail, header, info, out, warn
 from mhsa_patch.errors import PatchError
-from mhsa_patch.cli.options import PythonOpt, TargetOpt, pick_target, warn_shadow
+from mhsa_patch.cli.options import PythonOpt, TargetOpt, open_target, pick_target, warn_shadow
 
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the unified diff and write nothing.")]
 
@@ -35,15 +35,6 @@ def _print_result(result, done: str) -> None:
         out.print(f"  [green]✔[/] {change.rel}")
     if result.nothing_to_do:
         info(f"nothing to do: {done}")
-
-
-def _target(target, python, dry_run: bool):
-    """The copy to act on; its header line (but for a dry run, whose stdout is the diff) and the shadow note."""
-    res = pick_target(target, python)
-    if not dry_run:
-        header(res.target)
-    warn_shadow(res)
-    return res.target
 
 
 def _layers(sep: str = ", ") -> str:
@@ -75,7 +66,7 @@ def apply(
     from mhsa_patch.patching import engine
 
     try:
-        tgt = _target(target, python, dry_run)
+        tgt = open_target(target, python, header_line=not dry_run)
         result = engine.apply(tgt, force=force or replace_foreign, replace_foreign=replace_foreign, dry_run=dry_run)
     except PatchError as e:
         fail(e)
@@ -92,7 +83,7 @@ def revert(target: TargetOpt = None, python: PythonOpt = None, dry_run: DryRunOp
     from mhsa_patch.patching import engine
 
     try:
-        result = engine.revert(_target(target, python, dry_run), dry_run=dry_run)
+        result = engine.revert(open_target(target, python, header_line=not dry_run), dry_run=dry_run)
     except PatchError as e:
         fail(e)
     _print_result(result, f"{_layers()} not applied")

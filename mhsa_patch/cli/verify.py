@@ -16,7 +16,7 @@ from rich.markup import escape
 from mhsa_patch.cli.console import fail, header, info, out, warn
 from mhsa_patch.errors import PatchError
 from mhsa_patch.patches import layer_names
-from mhsa_patch.cli.options import PythonOpt, TargetOpt, pick_target, warn_shadow
+from mhsa_patch.cli.options import PythonOpt, TargetOpt, open_target, pick_target, warn_shadow
 
 
 class _Steps:
@@ -222,11 +222,7 @@ def check(
     steps = _Steps(enabled=not as_json)
     lint = None
     with steps.running():
-        res = pick_target(target, python)
-        tgt = res.target
-        if not as_json:
-            header(tgt)
-        warn_shadow(res)
+        tgt = open_target(target, python, header_line=not as_json)
         path = check_inputs(model, imgsz=imgsz, train=train, runs=runs, train_imgsz=train_imgsz, epochs=epochs,
                             batch=batch, images=images)
         if path.suffix == ".pt":

@@ -14,6 +14,7 @@ from typing import Optional
 
 from mhsa_patch import __version__
 from mhsa_patch.errors import PatchError
+from mhsa_patch.patches import layer_names  # data only: no libcst, no torch
 from mhsa_patch.patching.atomic import confine, locked, read_confined, remove_stale_temporaries, sha256, write_atomic
 from mhsa_patch.patching.filemodel import TargetFile
 from mhsa_patch.patching.journal import FileEntry, Journal, Record
@@ -28,12 +29,6 @@ MAX_SOURCE_BYTES = 4 * 2**20  # ultralytics' largest target file is ~70 KB; the 
 # ----------------------------------------------------------------------------------------------------------------------
 # Reading and parsing
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-def _layer_names() -> list[str]:
-    from mhsa_patch.patches import LAYERS  # data only, no torch
-
-    return [spec.name for spec in LAYERS]
 
 
 def _patch_digest() -> str:
@@ -182,7 +177,7 @@ def status(target: Target) -> Status:
                 notes.append(f"{f.rel} was edited since apply; revert removes only the marked pieces and keeps the edits")
     if any(p.state is PieceState.OUTDATED for f in files for p in f.pieces):
         notes.append("the inserted code is from another mhsa-patch version; 'mhsa-patch apply' updates it")
-    return Status(target, state, files, tuple(notes), data, tuple(_layer_names()))
+    return Status(target, state, files, tuple(notes), data, layer_names())
 
 
 @contextlib.contextmanager
@@ -248,7 +243,7 @@ def apply(target: Target, *, force: bool = False, replace_foreign: bool = False,
         if dry_run:
             return result
         _check_writable(target, changes)
-        record = Record("applying", __version__, digest, target.version, tuple(_layer_names()), files)
+        record = Record("applying", __version__, digest, target.version, layer_names(), files)
         if changes or data is None or data.patch_digest != digest:
             _journal_write(target, journal, record)
             try:
@@ -270,7 +265,7 @@ def revert(target: Target, *, dry_run: bool = False) -> Result:
         _check_writable(target, changes)
         if changes:
             # without a journal (deleted by hand): one that names no files, so recovery removes the marked pieces
-            record = data or Record("reverting", __version__, _patch_digest(), target.version, tuple(_layer_names()), {})
+            record = data or Record("reverting", __version__, _patch_digest(), target.version, layer_names(), {})
             _journal_write(target, journal, record.with_state("reverting"))
             try:
                 _write_changes(target, changes)

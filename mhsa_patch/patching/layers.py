@@ -15,6 +15,7 @@ import libcst as cst
 
 from mhsa_patch.errors import PatchError
 from mhsa_patch.patches import LAYERS, LayerSpec
+from mhsa_patch.patches import layer_names as spec_names
 
 RULES_FILE = "parse_model_rules.py"
 
@@ -89,4 +90,4 @@ def layers() -> tuple[Layer, ...]:
 @lru_cache(maxsize=None)
 def layer_names() -> frozenset[str]:
     """Every layer's name: what the tool may put into ``__all__``, imports and ``parse_model``."""
-    return frozenset(layer.name for layer in layers())
+    return frozenset(spec_names())
