@@ -136,6 +136,8 @@ def load_curves(exp_dir: Path, records: Sequence[RunRecord]) -> tuple[list[Curve
         try:
             if rel.is_absolute() or ".." in rel.parts:
                 raise Unreadable("run_dir is not inside the experiment folder")
+            if not path.parent.resolve().is_relative_to(exp_dir.resolve()):
+                raise Unreadable("its folder is a link out of the experiment folder")
             text = read_confined(exp_dir, path, RESULTS_LIMIT).decode("utf-8", errors="replace")
             epochs, values = parse_results(text)
         except FileNotFoundError:

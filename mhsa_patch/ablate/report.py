@@ -56,7 +56,9 @@ def _num(x: float, d: int) -> str:
     return "nan" if math.isnan(x) else f"{x:.{d}f}"
 
 
-def _spread(s: Spread, *, scale: float = 1.0, digits: Optional[int] = None, pm: str = " ± ", always: bool = True) -> str:
+def _spread(
+    s: Spread, *, scale: float = 1.0, digits: Optional[int] = None, pm: str = " ± ", always: bool = True
+) -> str:
     """``mean ± std`` (the std only for n > 1; with ``always=False`` only when the seeds differ at all)."""
     mean = s.mean * scale
     d = _decimals(mean) if digits is None else digits
