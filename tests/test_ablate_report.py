@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import statistics
 import struct
 import subprocess
@@ -181,12 +182,12 @@ def test_summary_md_json_and_terminal_table(experiment):
     rows = [ln for ln in md.splitlines() if ln.startswith("| ")]
     assert rows[0].startswith("| variant | n | params (M) | GFLOPs | latency (ms) | mAP50 (%) | mAP50-95 (%) |")
     assert rows[1] == (
-        "| stock | 3 | 3.16 | 8.90 | 12.2 ± 0.2 | 50.50 ± 0.50 | 30.50 ± 0.50 | — | — | — | baseline |"
+        "| stock | 3 | 3.16 | 8.90 | 12.2 ± 0.2 | 50.5 ± 0.5 | 30.5 ± 0.5 | — | — | — | baseline |"
     )
     p = sps.ttest_ind(RUNS["MHSA"][4], RUNS["stock"][4], equal_var=False).pvalue
     assert p < 0.001
     assert rows[2] == (
-        "| MHSA | 3 | 3.41 | 9.70 | 13.1 ± 0.2 | 56.50 ± 0.50 | 35.50 ± 0.50 | +6.00 | +5.00 | <0.001 | better |"
+        "| MHSA | 3 | 3.41 | 9.70 | 13.1 ± 0.2 | 56.5 ± 0.5 | 35.5 ± 0.5 | +6.0 | +5.0 | <0.001 | better |"
     )
     assert rows[3].endswith("| within seed spread |")
     for words in ("data my_data.yaml", "3 epochs", "imgsz 640", "batch 16", "from scratch", "lr0=0.005",
@@ -205,42 +206,75 @@ def test_summary_md_json_and_terminal_table(experiment):
     console = Console(record=True, width=220)
     console.print(rep.table)
     shown = console.export_text()
-    assert "MHSA" in shown and "35.50 ± 0.50" in shown and "better" in shown and "from scratch" in shown
+    assert "MHSA" in shown and "35.5 ± 0.5" in shown and "better" in shown and "from scratch" in shown
 
 
 def _unescaped(text: str, ch: str) -> list[int]:
     return [m.start() for m in re.finditer(r"(?<!\\)" + re.escape(ch), text)]
 
 
-def test_summary_tex_is_booktabs_escaped_and_balanced(experiment):
-    exp, recs, _ = experiment
+def _odd_experiment(exp: Path) -> None:
+    """The 3 x 3 experiment plus a one-seed variant and a recipe full of LaTeX's special characters."""
     odd = [record("yaml:my_model_v2.yaml", 0, map50_95=0.3)]  # underscores in a variant, one seed
-    recipe = dict(RECIPE, weights="/w/yolov8n_best.pt", data="data_&_more%.yaml", device="cpu", device_name="cpu")
-    write_report(exp, recs + odd, recipe)
-    tex = (exp / "summary.tex").read_text()
+    recipe = dict(RECIPE, weights="/w/yolov8n_best.pt", data="data_&_more%~.yaml", device="cpu", device_name="cpu")
+    write_report(exp, records() + odd, recipe)
+
+
+def test_summary_tex_is_booktabs_escaped_and_balanced(tmp_path):
+    _odd_experiment(tmp_path)
+    tex = (tmp_path / "summary.tex").read_text()
     lines = tex.splitlines()
     order = [lines.index(k) for k in ("\\toprule", "\\midrule", "\\bottomrule")]
     assert order == sorted(order)
-    assert lines[1].startswith("\\begin{table") and lines[-1].startswith("\\end{table")
+    assert lines[1] == "\\begin{table*}[t]" and lines[-1] == "\\end{table*}"
     assert "\\caption{" in tex and "\\label{tab:ablation}" in tex
-    body = lines[order[1] + 1 : order[2]]
-    assert len(body) == 4 and all(ln.endswith("\\\\") for ln in body)
+    head, body = lines[order[0] + 1 : order[1]], lines[order[1] + 1 : order[2]]
+    assert len(head) == 2 and len(body) == 4 and all(ln.endswith(" \\\\") for ln in head + body)
     cols = re.search(r"\\begin\{tabular\}\{(\w+)\}", tex).group(1)
-    assert all(ln.count(" & ") == len(cols) - 1 for ln in body + [lines[order[0] + 1]])
-    assert body[1].startswith(
-        "MHSA & 3 & 3.41 & 9.70 & 13.1 $\\pm$ 0.2 & 56.50 $\\pm$ 0.50 & 35.50 $\\pm$ 0.50 & $+6.00$"
+    assert len(cols) == 11 and all(ln.count(" & ") == len(cols) - 1 for ln in head + body)
+    assert body[1] == (
+        "MHSA & 3 & 3.41 & 9.70 & $13.1 \\pm 0.2$ & $56.5 \\pm 0.5$ & $35.5 \\pm 0.5$ & $+6.0$ & $+5.0$ & $<$0.001"
+        " & better \\\\"
     )
-    assert body[3].startswith("yaml:my\\_model\\_v2.yaml & 1 & 1.00 & 1.00 & 1.00 & 50.00 & 30.00 & $-0.50$")
-    assert "pretrained from yolov8n\\_best.pt" in tex and "data\\_\\&\\_more\\%.yaml" in tex
+    assert body[3] == (
+        "yaml:my\\_model\\_v2.yaml & 1 & 1.00 & 1.00 & 1.00 & 50.0 & 30.0 & $-0.5$ & $-0.5$ & ---"
+        " & within seed spread \\\\"
+    )
+    assert "pretrained from yolov8n\\_best.pt" in tex and "data\\_\\&\\_more\\%\\textasciitilde{}.yaml" in tex
     assert "device cpu." in tex  # device_name repeats the device: said once
-    # no unescaped special character outside the markup this writer puts there itself
-    assert not _unescaped(tex, "_") and not _unescaped(tex.split("\n", 1)[1], "%")
+    # no unescaped special character: the only raw ones are the markup this writer puts there itself
+    assert not _unescaped(tex, "_") and not _unescaped(tex.split("\n", 1)[1], "%") and not _unescaped(tex, "~")
+    assert all(ln.count("&") == ln.count(" & ") + ln.count("\\&") for ln in lines)
     depth = 0
     for m in re.finditer(r"(?<!\\)[{}]", tex):
         depth += 1 if m.group() == "{" else -1
         assert depth >= 0
     assert depth == 0
-    assert tex.count("$") % 2 == 0 and "±" not in tex and "Δ" not in tex and "—" not in tex
+    assert all(ln.count("$") % 2 == 0 for ln in lines) and not set("±Δ—≥") & set(tex)
+
+
+def _pdflatex(folder: Path) -> str:
+    """Compile ``summary.tex`` in ``folder`` inside a two-column page of a CVPR/IEEE paper; pdflatex's log."""
+    doc = (
+        "\\documentclass[twocolumn]{article}\n\\usepackage[textwidth=6.875in]{geometry}\n\\usepackage{booktabs}\n"
+        "\\begin{document}\nTable~\\ref{tab:ablation}.\n\\input{summary.tex}\n\\end{document}\n"
+    )
+    (folder / "paper.tex").write_text(doc)
+    run = ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "-no-shell-escape", "paper.tex"]
+    r = subprocess.run(run, cwd=folder, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert (folder / "paper.pdf").read_bytes()[:5] == b"%PDF-"
+    return r.stdout
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no pdflatex here (apt install texlive-latex-recommended)")
+def test_summary_tex_compiles_with_pdflatex_and_fits_a_two_column_page(tmp_path):
+    (tmp_path / "odd").mkdir()
+    _odd_experiment(tmp_path / "odd")  # every special character escaped: it compiles
+    _pdflatex(tmp_path / "odd")
+    runs = dict(RUNS, **{"MHSA@P3+P4+P5": RUNS["MHSA"], "stock:s": RUNS["BoT3"]})
+    write_report(tmp_path, records(runs), RECIPE)
+    assert "Overfull \\hbox" not in _pdflatex(tmp_path)  # five variants with their usual names fit the text width
 
 
 def test_partial_reports_one_run_and_no_baseline(tmp_path):
@@ -252,7 +286,7 @@ def test_partial_reports_one_run_and_no_baseline(tmp_path):
     assert [p.name for p in rep.files] == list(FILES)
     assert any("baseline 'stock' has no finished run yet" in n for n in rep.notes)
     md = (exp / "summary.md").read_text()
-    assert "| MHSA | 1 | 1.00 | 1.00 | 1.00 | 50.00 | 40.00 | — | — | — | no baseline |" in md
+    assert "| MHSA | 1 | 1.00 | 1.00 | 1.00 | 50.0 | 40.0 | — | — | — | no baseline |" in md
     assert "has no finished run yet" in md and "pretrained from yolov8n.pt" in md
     tex = (exp / "summary.tex").read_text()
     assert "& --- & --- & --- & no baseline \\\\" in tex and "no finished run yet" in tex

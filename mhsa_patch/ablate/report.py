@@ -25,6 +25,7 @@ from mhsa_patch.patching.atomic import write_atomic
 
 FILES = ("ablation.csv", "summary.md", "summary.tex", "summary.json", "curves.png", "tradeoff.png")
 DASH = "—"
+MAP_DIGITS = 1  # mAP in % to one decimal, as papers and ultralytics' own tables print it; summary.json keeps all
 
 HEADERS = (
     "variant", "n", "params (M)", "GFLOPs", "latency (ms)", "mAP50 (%)", "mAP50-95 (%)", "Δ mAP50", "Δ mAP50-95",
@@ -57,20 +58,22 @@ def _num(x: float, d: int) -> str:
 
 
 def _spread(
-    s: Spread, *, scale: float = 1.0, digits: Optional[int] = None, pm: str = " ± ", always: bool = True
+    s: Spread, *, scale: float = 1.0, digits: Optional[int] = None, tex: bool = False, always: bool = True
 ) -> str:
     """``mean ± std`` (the std only for n > 1; with ``always=False`` only when the seeds differ at all)."""
     mean = s.mean * scale
     d = _decimals(mean) if digits is None else digits
     if s.std is None or (not always and s.std == 0):
         return _num(mean, d)
-    return f"{_num(mean, d)}{pm}{_num(s.std * scale, d)}"
+    if tex:  # in math mode: a binary operator's spacing, narrower than two word spaces
+        return f"${_num(mean, d)} \\pm {_num(s.std * scale, d)}$"
+    return f"{_num(mean, d)} ± {_num(s.std * scale, d)}"
 
 
 def _signed(x: Optional[float], *, tex: bool = False) -> str:
     if x is None:
         return "---" if tex else DASH
-    t = "nan" if math.isnan(x) else f"{100 * x:+.2f}"
+    t = "nan" if math.isnan(x) else f"{100 * x:+.{MAP_DIGITS}f}"
     return f"${t}$" if tex and t != "nan" else t
 
 
@@ -84,17 +87,16 @@ def _p(p: Optional[float], *, tex: bool = False) -> str:
 
 def _cells(s: VariantSummary, *, tex: bool = False) -> list[str]:
     """One row's cells; for ``tex``, already escaped."""
-    pm = " $\\pm$ " if tex else " ± "
     name = tex_escape(s.variant) if tex else s.variant
     d = s.delta
     return [
         name,
         str(s.n),
-        _spread(s.params_m, digits=2, pm=pm, always=False),  # an architecture's size: the same for every seed
-        _spread(s.gflops, pm=pm, always=False),
-        _spread(s.latency_ms, pm=pm),
-        _spread(s.map50, scale=100, digits=2, pm=pm),
-        _spread(s.map50_95, scale=100, digits=2, pm=pm),
+        _spread(s.params_m, digits=2, tex=tex, always=False),  # an architecture's size: the same for every seed
+        _spread(s.gflops, tex=tex, always=False),
+        _spread(s.latency_ms, tex=tex),
+        _spread(s.map50, scale=100, digits=MAP_DIGITS, tex=tex),
+        _spread(s.map50_95, scale=100, digits=MAP_DIGITS, tex=tex),
         _signed(None if d is None else d.map50, tex=tex),
         _signed(None if d is None else d.map50_95, tex=tex),
         _p(s.test.p, tex=tex),
@@ -138,9 +140,10 @@ def caption(recipe: Mapping[str, Any], baseline: str, has_baseline: bool, *, tex
         if tex
         else f" mAP50 and mAP50-95 of each run's best.pt in %, mean {pm} sample standard deviation over n seeds;"
     )
+    p = "$p$" if tex else "p"
     how += (
-        f" {delta} in points against {esc(baseline)}; p: two-sided Welch t-test on mAP50-95;"
-        f" within seed spread: p {geq} {ALPHA:g}, a single seed, or no spread to test."
+        f" {delta} in points against {esc(baseline)}; {p}: two-sided Welch t-test on mAP50-95;"
+        f" within seed spread: {p} {geq} {ALPHA:g}, a single seed, or no spread to test."
     )
     if not has_baseline:
         how += f" The baseline {esc(baseline)} has no finished run yet: no {delta}."
@@ -183,24 +186,29 @@ def markdown(summaries: Sequence[VariantSummary], cap: str, notes: Sequence[str]
 
 
 def latex(summaries: Sequence[VariantSummary], cap: str) -> str:
-    """A booktabs table, ready to ``\\input`` (needs ``\\usepackage{booktabs}``). ``table*``: eleven columns need
-    the full text width of a two-column paper; in a one-column document it is an ordinary table."""
-    head = [
-        "Variant", "$n$", "Params (M)", "GFLOPs", "Latency (ms)", "mAP50", "mAP50-95",
-        "$\\Delta$mAP50", "$\\Delta$mAP50-95", "$p$", "Reading",
-    ]  # fmt: skip
+    """A booktabs table, ready to ``\\input`` (needs ``\\usepackage{booktabs}``).
+
+    ``table*``, footnotesize, units on a second header line: eleven columns fit the 6.9 in text width of a
+    two-column paper (CVPR/IEEE, measured with pdflatex), not one of its columns; in a one-column document
+    ``table*`` is an ordinary table.
+    """
+    names = ["Variant", "$n$", "Params", "GFLOPs", "Latency", "mAP50", "mAP50-95", "$\\Delta$mAP50",
+             "$\\Delta$mAP50-95", "$p$", "Reading"]  # fmt: skip
+    units = ["", "", "(M)", "", "(ms)", "(\\%)", "(\\%)", "(pt)", "(pt)", "", ""]
     rows = [" & ".join(_cells(s, tex=True)) + " \\\\" for s in summaries]
     return "\n".join(
         [
             "% Written by mhsa-patch ablate. Needs \\usepackage{booktabs}.",
             "\\begin{table*}[t]",
             "\\centering",
-            "\\small",
+            "\\footnotesize",
+            "\\setlength{\\tabcolsep}{3pt}",
             f"\\caption{{{cap}}}",
             "\\label{tab:ablation}",
-            "\\begin{tabular}{l" + "r" * (len(head) - 2) + "l}",
+            "\\begin{tabular}{l" + "r" * (len(names) - 2) + "l}",
             "\\toprule",
-            " & ".join(head) + " \\\\",
+            " & ".join(names) + " \\\\",
+            " & ".join(units) + " \\\\",
             "\\midrule",
             *rows,
             "\\bottomrule",
