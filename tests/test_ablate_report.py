@@ -22,6 +22,7 @@ from mhsa_patch.ablate import plots
 from mhsa_patch.ablate.record import COLUMNS, RunRecord, from_csv
 from mhsa_patch.ablate.report import FILES, write_report
 from mhsa_patch.ablate.stats import BASELINE, BETTER, NO_BASELINE, WITHIN, WORSE, Spread, summarize, welch
+from mhsa_patch.errors import PatchError
 
 RECIPE = {
     "data": "/home/someone/datasets/my_data.yaml",
@@ -173,6 +174,16 @@ def test_report_writes_every_file_and_the_csv_round_trips(experiment):
     assert from_csv(text) == recs  # every field, in the given order
     assert not [p for p in exp.iterdir() if p.name.startswith(".mhsa-patch-")]  # no temporary left
     assert rep.notes == ()
+
+
+def test_a_planted_link_refuses_the_report_before_any_write(experiment, tmp_path):
+    exp, recs, _ = experiment
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    (exp / "summary.json").symlink_to(victim)
+    with pytest.raises(PatchError, match="symbolic link"):
+        write_report(exp, recs, RECIPE)
+    assert victim.read_text() == "keep" and not (exp / "ablation.csv").exists()
 
 
 def test_summary_md_json_and_terminal_table(experiment):

@@ -119,7 +119,7 @@ def parse_results(text: str) -> tuple[tuple[int, ...], tuple[float, ...]]:
             raise Unreadable(f"line {k} is not numbers (cut short?)") from None
         if not epoch.is_integer():
             raise Unreadable(f"line {k}: epoch {row[ie].strip()!r} is not a whole number")
-        by_epoch[int(epoch)] = value  # a repeated epoch (resumed by another tool): its last validation counts
+        by_epoch[int(epoch)] = value  # an epoch written twice (a resume): its last validation counts
     if not by_epoch:
         raise Unreadable("no epoch yet")
     epochs = tuple(sorted(by_epoch))

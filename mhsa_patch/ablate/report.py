@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any, Optional
 
 from rich.markup import escape
@@ -21,7 +22,7 @@ from rich.table import Table
 from mhsa_patch.ablate import plots
 from mhsa_patch.ablate.record import RunRecord, to_csv, variants_in_order
 from mhsa_patch.ablate.stats import ALPHA, BASELINE, BETTER, NO_BASELINE, WORSE, Spread, VariantSummary, summarize
-from mhsa_patch.patching.atomic import write_atomic
+from mhsa_patch.patching.atomic import confine, write_atomic
 
 FILES = ("ablation.csv", "summary.md", "summary.tex", "summary.json", "curves.png", "tradeoff.png")
 DASH = "—"
@@ -82,7 +83,10 @@ def _p(p: Optional[float], *, tex: bool = False) -> str:
         return "---" if tex else DASH
     if p < 0.001:
         return "$<$0.001" if tex else "<0.001"
-    return f"{p:.3f}"
+    text = f"{p:.3f}"
+    if (float(text) < ALPHA) != (p < ALPHA):  # 0.0496 must not print as 0.050 beside "better"
+        text = f"{p:.4f}"
+    return text
 
 
 def _cells(s: VariantSummary, *, tex: bool = False) -> list[str]:
@@ -107,15 +111,19 @@ def _cells(s: VariantSummary, *, tex: bool = False) -> list[str]:
 # -- the recipe in words -----------------------------------------------------------------------------------------
 
 
+def _file_name(path: Any) -> str:
+    """The last component of a POSIX or Windows path (a recipe may come from either), or the text itself."""
+    text = str(path)
+    return re.split(r"[\\/]", text.rstrip("\\/"))[-1] or text
+
+
 def _recipe_items(recipe: Mapping[str, Any]) -> list[str]:
     """The recipe as short phrases, plain text (escaped later for TeX)."""
-    data = str(recipe.get("data"))
-    # The file's name, not its path: a caption is for readers of the paper, and a path names the author's home.
-    data = PurePath(data).name or data
+    # Files by name, not path: a caption is for readers of the paper, and a path names the author's home.
     weights = recipe.get("weights")
-    start = "from scratch" if weights is None else f"pretrained from {PurePath(str(weights)).name}"
+    start = "from scratch" if weights is None else f"pretrained from {_file_name(weights)}"
     items = [
-        f"data {data}",
+        f"data {_file_name(recipe.get('data'))}",
         f"{recipe.get('epochs')} epochs",
         f"imgsz {recipe.get('imgsz')}",
         f"batch {recipe.get('batch')}",
@@ -293,8 +301,9 @@ def write_report(
 ) -> Report:
     """Write the report of ``records`` (finished runs, in the order they should be listed) into ``exp_dir``.
 
-    Files are written atomically, only after all of them were built; ``exp_dir`` must exist. A run whose
-    ``results.csv`` is missing or cut short is left out of ``curves.png`` only, with a note.
+    Files are written atomically, only after all of them were built; ``exp_dir`` must exist. A report file that is
+    a symbolic link raises ``PatchError`` (one line) before anything is written. A run whose ``results.csv`` is
+    missing or cut short is left out of ``curves.png`` only, with a note.
     """
     exp_dir = Path(exp_dir)
     summaries = summarize(records, baseline=baseline)
@@ -316,9 +325,7 @@ def write_report(
         "curves.png": plots.png_bytes(plots.curves_figure(plots.bands(curves, order), colors)),
         "tradeoff.png": plots.png_bytes(plots.tradeoff_figure(summaries, colors)),
     }
-    files = []
-    for name in FILES:
-        path = exp_dir / name
-        write_atomic(path, contents[name], root=exp_dir)
-        files.append(path)
+    files = [confine(exp_dir, exp_dir / name) for name in FILES]  # a planted link refuses the report before any write
+    for path in files:
+        write_atomic(path, contents[path.name], root=exp_dir)
     return Report(files, rich_table(summaries, cap), summaries, tuple(notes))
