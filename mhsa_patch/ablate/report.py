@@ -270,7 +270,7 @@ def summary_json(
         "has_baseline": any(s.is_baseline for s in summaries),
         "alpha": ALPHA,
         "test": "two-sided Welch t-test on mAP50-95 per seed (scipy.stats.ttest_ind, equal_var=False)",
-        "units": {"params_m": "millions", "latency_ms": "ms", "map50": "fraction", "delta": "fraction"},
+        "units": {"params_m": "millions", "gflops": "GFLOPs", "latency_ms": "ms", "map50": "fraction", "map50_95": "fraction", "delta": "as each quantity"},
         "runs": len(records),
         "caption": cap,
         "recipe": recipe,
