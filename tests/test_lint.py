@@ -331,7 +331,7 @@ def test_lint_only_passes_the_tutorials_yaml_on_an_unpatched_copy(latest, canoni
     assert r.stderr == ""
     assert "Lint yolov8n-MHSA.yaml: 24 layers, scale n, 1 MHSA, --imgsz 640" in r.stdout
     assert "  layer 10: MHSA(n_dims=256, width=14, height=14, heads=4, pos_emb=False) on 20×20 (P5/32)" in r.stdout
-    assert "is not patched: run 'mhsa-patch apply' before building" in r.stdout
+    assert f"is not patched: run 'mhsa-patch apply --target {latest.package}' before building" in r.stdout
     assert "lint passed ✅ (no warnings; nothing built)" in r.stdout
 
 

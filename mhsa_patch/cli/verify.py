@@ -191,7 +191,7 @@ def _ranges(pairs: list[list[int]]) -> str:
     return ", ".join(parts)
 
 
-def _print_lint(result, tgt, *, quiet: bool, lint_only: bool) -> None:
+def _print_lint(result, tgt, *, quiet: bool, lint_only: bool, apply: str) -> None:
     """The lint's findings: info lines on stdout (none with --json), warnings on stderr."""
     if not quiet:
         if result.error is None:  # an error stops the lint: no scale or layer count to tell
@@ -207,7 +207,7 @@ def _print_lint(result, tgt, *, quiet: bool, lint_only: bool) -> None:
         if lint_only and result.mhsa and result.patched is False:
             out.print(
                 f"  ultralytics {tgt.version} at {tgt.package} is not patched: "
-                f"run 'mhsa-patch apply' before building or training this model",
+                f"run '{apply}' before building or training this model",
                 markup=False,
             )
     for f in result.warnings:
@@ -268,7 +268,7 @@ def check(
             from mhsa_patch.modelyaml.lint import lint_file
 
             lint = lint_file(path, tgt, imgsz=imgsz)
-            _print_lint(lint, tgt, quiet=as_json, lint_only=lint_only)
+            _print_lint(lint, tgt, quiet=as_json, lint_only=lint_only, apply=apply_command(target, python))
             if lint.error is not None:
                 raise PatchError(("" if lint.error.rule == "yaml" else "the model does not build: ") + lint.error.message)
             if strict and lint.warnings:
