@@ -270,3 +270,13 @@ def test_check_train_piped_to_a_file_is_plain_and_shows_one_line_per_epoch(tmp_p
     assert text.count("GFLOPs  module") == 1  # the layer table, once
     assert "Starting training" not in text and "Epoch    GPU_mem" not in text  # ultralytics' own log: --verbose
     assert len(text.splitlines()) < 50
+
+
+def test_the_childs_log_is_copied_plain_when_it_goes_to_a_file():
+    """check --verbose (and port-weights) piped: ultralytics' colours and redrawn progress bars become plain lines."""
+    from mhsa_patch.child.launch import plain
+
+    bar = "\r  1/2 50% ━━━━━━      \r  2/2 100% ━━━━━━━━━━━━ 0.3s\n"
+    assert plain(bar) == "  2/2 100% ━━━━━━━━━━━━ 0.3s"
+    assert plain("\x1b[34m\x1b[1mtrain: \x1b[0mScanning ... 4 images\n") == "train: Scanning ... 4 images"
+    assert plain("\r\n") == ""

@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -70,11 +72,19 @@ def run_child(
         )
         sys.stdout.flush()
         sys.stderr.flush()
+        copier = None
         if silent and not os.environ.get(DEBUG_ENV):
             streams = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
         else:
             streams = {"stdout": sys.stderr.fileno() if quiet or silent else None}
+            dest = sys.stderr if quiet or silent else sys.stdout
+            if not _is_terminal(dest) or not _is_terminal(sys.stderr):
+                # a log, not a terminal: ultralytics' colours and \r progress bars would litter it; copy it plain
+                streams = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
         proc = subprocess.Popen(cmd, env=env, **streams)
+        if proc.stdout is not None:
+            copier = threading.Thread(target=_copy_plain, args=(proc.stdout, dest), daemon=True)
+            copier.start()
         result: dict | None = None
         error: str | None = None
         start = time.monotonic()
@@ -116,6 +126,8 @@ def run_child(
             except subprocess.TimeoutExpired:
                 proc.kill()
             raise
+        if copier is not None:
+            copier.join(timeout=10)
         if error is not None:
             raise PatchError(error)
         if result is None:
@@ -124,6 +136,33 @@ def run_child(
                 f"rerun with MHSA_PATCH_DEBUG=1 for its traceback"
             )
         return result
+
+
+ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return os.isatty(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # a test runner's buffer: not a terminal
+        return False
+
+
+def plain(line: str) -> str:
+    """A log line as a file should hold it: no escape codes, and of a ``\r``-redrawn progress bar its last state."""
+    line = ANSI_RE.sub("", line.rstrip("\n"))
+    parts = [p for p in line.split("\r") if p.strip()]
+    return parts[-1] if parts else ""
+
+
+def _copy_plain(src, dest) -> None:
+    """Copy the child's output to ``dest`` line by line, each through :func:`plain`."""
+    for raw in iter(src.readline, b""):
+        text = plain(raw.decode("utf-8", errors="replace"))
+        if text:
+            dest.write(text + "\n")
+            dest.flush()
+    src.close()
 
 
 def check_inputs(
