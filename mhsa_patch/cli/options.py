@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from mhsa_patch.cli.console import fail, header, warn
+from mhsa_patch.errors import UsageError
 from mhsa_patch.patching.discover import Resolved, resolve
 from mhsa_patch.patching.target import Target
 
@@ -41,7 +42,7 @@ def pick_target(target: Optional[str], python: Optional[str]) -> Resolved:
     Raises :class:`PatchError` for the caller to print.
     """
     if target is not None and python is not None:
-        fail("--python and --target cannot be combined: --target names the copy, --python finds it", code=2)
+        fail(UsageError("--python and --target cannot be combined: --target names the copy, --python finds it"))
     return resolve(target, python)
 
 
