@@ -567,7 +567,7 @@ def test_cli_real_process_exit_codes_and_no_torch(pkg, tmp_path):
         [sys.executable, "-c", code, "gen-yaml", "-s", "n", "--heads", "5", "-t", str(pkg)],
         capture_output=True, text=True, cwd=tmp_path,
     )  # fmt: skip
-    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "--heads 5 does not divide" in r.stderr
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "usage: --heads 5 does not divide" in r.stderr
     r = subprocess.run(
         [sys.executable, "-c", code, "gen-yaml", "-s", "s", "-t", str(pkg)],
         capture_output=True, text=True, cwd=tmp_path,

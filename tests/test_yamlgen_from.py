@@ -496,7 +496,7 @@ def test_three_mhsa_layers_build_on_the_latest_release(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "MHSA adds 800,448 parameters = 3·(C²+C) for each of 2 layers with C = 64, 512" in r.stdout
     assert any(ln.split()[:2] == ["difference", "+2"] for ln in r.stdout.splitlines()), r.stdout
-    assert (work / "mine-MHSA.yaml").is_file() and "WARNING" not in r.stderr, r.stderr
+    assert (work / "mine-MHSA-P2P5.yaml").is_file() and "WARNING" not in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("at", ["P3,P4,P5", "P5", "P2,P5"])
