@@ -72,18 +72,22 @@ def run_child(
         )
         sys.stdout.flush()
         sys.stderr.flush()
-        copier = None
         if silent and not os.environ.get(DEBUG_ENV):
             streams = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
         else:
             streams = {"stdout": sys.stderr.fileno() if quiet or silent else None}
-            dest = sys.stderr if quiet or silent else sys.stdout
-            if not _is_terminal(dest) or not _is_terminal(sys.stderr):
-                # a log, not a terminal: ultralytics' colours and \r progress bars would litter it; copy it plain
-                streams = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
+            dest = {"stdout": sys.stderr if quiet or silent else sys.stdout, "stderr": sys.stderr}
+            for name, stream in dest.items():
+                if not _is_terminal(stream):
+                    # a log, not a terminal: ultralytics' colours and \r progress bars would litter it; copy it plain
+                    streams[name] = subprocess.PIPE
         proc = subprocess.Popen(cmd, env=env, **streams)
-        if proc.stdout is not None:
-            copier = threading.Thread(target=_copy_plain, args=(proc.stdout, dest), daemon=True)
+        copiers = [
+            threading.Thread(target=_copy_plain, args=(src, dest[name]), daemon=True)
+            for name, src in (("stdout", proc.stdout), ("stderr", proc.stderr))
+            if src is not None
+        ]
+        for copier in copiers:
             copier.start()
         result: dict | None = None
         error: str | None = None
@@ -126,7 +130,7 @@ def run_child(
             except subprocess.TimeoutExpired:
                 proc.kill()
             raise
-        if copier is not None:
+        for copier in copiers:
             copier.join(timeout=10)
         if error is not None:
             raise PatchError(error)

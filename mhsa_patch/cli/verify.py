@@ -331,7 +331,7 @@ def port_weights(
     """
     from mhsa_patch.modelyaml.align import port_weights as run_port
 
-    steps = _Steps(enabled=not as_json)
+    steps = _Steps(enabled=not as_json, verbose=True)  # the port child's own output is shown
     with steps.running():
         res = pick_target(target, python)
         tgt = res.target
