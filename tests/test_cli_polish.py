@@ -85,7 +85,9 @@ def test_gitignore_covers_the_quick_start_outputs_at_the_root_only():
 # -- issue 15 A: the quick start twice, default names ----------------------------------------------------------------
 
 
-def test_gen_yaml_twice_says_unchanged_and_a_changed_file_is_refused_with_both_ways_out(latest_pkg, tmp_path, monkeypatch):
+def test_gen_yaml_twice_says_unchanged_and_a_changed_file_is_refused_with_both_ways_out(
+    latest_pkg, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     first = cli("gen-yaml", "--scale", "n", "-t", str(latest_pkg))
     assert first.exit_code == 0, first.output

@@ -157,19 +157,28 @@ def gen_yaml(
             show_default=False,
         ),
     ] = None,
-    heads: Annotated[int, typer.Option("--heads", metavar="N", help="Attention heads; must divide the channels C.")] = 4,
+    heads: Annotated[
+        int, typer.Option("--heads", metavar="N", help="Attention heads; must divide the channels C.")
+    ] = 4,
     pos_emb: Annotated[
         bool,
         typer.Option("--pos-emb", help="Learned relative positions, sized to the feature grid at --imgsz."),
     ] = False,
     imgsz: Annotated[
-        int, typer.Option("--imgsz", metavar="N", help="Training image size: the grid of --pos-emb, the GFLOPs of --check.")
+        int,
+        typer.Option("--imgsz", metavar="N", help="Training image size: the grid of --pos-emb, the GFLOPs of --check."),
     ] = 640,
     base: Annotated[
-        Optional[str], typer.Option("--base", metavar="yolov8|yolo11|yolo26", help="Model family: yolov8, yolo11 or yolo26. [default: yolov8]")
+        Optional[str],
+        typer.Option(
+            "--base", metavar="yolov8|yolo11|yolo26", help="Model family: yolov8, yolo11 or yolo26. [default: yolov8]"
+        ),
     ] = None,
     task: Annotated[
-        Optional[str], typer.Option("--task", metavar="detect|segment|pose|obb", help="detect, segment, pose or obb. [default: detect]")
+        Optional[str],
+        typer.Option(
+            "--task", metavar="detect|segment|pose|obb", help="detect, segment, pose or obb. [default: detect]"
+        ),
     ] = None,
     at: Annotated[
         Optional[str],

@@ -43,9 +43,10 @@ class Group(TyperGroup):
             _one_line(e)
 
     def invoke(self, ctx):
+        # the subcommand's parse errors and a callback's BadParameter arrive here
         try:
             return super().invoke(ctx)
-        except click.exceptions.UsageError as e:  # the subcommand's parse errors and a callback's BadParameter arrive here
+        except click.exceptions.UsageError as e:
             _one_line(e)
 
 

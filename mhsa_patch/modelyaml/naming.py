@@ -52,9 +52,9 @@ def output_name(req: Request) -> str:
 
 
 def variant_tags(req: Request) -> list[str]:
-    """What sets the file apart from the default request: ``P3P4P5`` (``--at``; an index is ``L12``, a module upper-cased), ``C256``
-    (``--channels``), ``h8`` (``--heads``), ``pos640`` (``--pos-emb`` at ``--imgsz``), ``pre`` (``--lateral
-    pre-attention``). Each tag's digits are followed by ``-`` or the end, never by a scale letter, so a tag cannot
+    """What sets the file apart from the default request: ``P3P4P5`` (``--at``; an index is ``L12``, a module
+    upper-cased), ``C256`` (``--channels``), ``h8`` (``--heads``), ``pos640`` (``--pos-emb`` at ``--imgsz``),
+    ``pre`` (``--lateral pre-attention``). Each tag's digits are followed by ``-`` or the end, never by a scale letter, so a tag cannot
     change the scale ultralytics reads from the name."""
     tags = []
     if req.at is not None and req.points != ("P5",):
