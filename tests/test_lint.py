@@ -70,7 +70,8 @@ def test_the_tutorials_yaml_is_clean(canonical, known):
     assert r.findings == () and r.error is None
     assert r.scale == "n" and r.layers == 24
     assert [m.describe() for m in r.mhsa] == [
-        "layer 10: MHSA(n_dims=256, width=14, height=14, heads=4, pos_emb=False) on 20×20 (P5/32)"
+        "layer 10: MHSA(n_dims=256, width=14, height=14, heads=4, pos_emb=False) on 20×20 (P5/32), "
+        "width and height unused without pos_emb"
     ]
 
 
@@ -126,7 +127,8 @@ def test_args_read_as_channels_and_heads(canonical, known):
     text = sub(canonical, MHSA_ROW, "- [-1, 1, MHSA, [1024, 8]] # 1024 channels, 8 heads")
     r = lint(text, known)
     assert r.mhsa[0].describe() == (
-        "layer 10: MHSA(n_dims=256, width=1024, height=8, heads=4, pos_emb=False) on 20×20 (P5/32)"
+        "layer 10: MHSA(n_dims=256, width=1024, height=8, heads=4, pos_emb=False) on 20×20 (P5/32), "
+        "width and height unused without pos_emb"
     )
     assert rules(r) == ["mhsa-args"]  # "# 1024 channels" is not taken for an index comment
     msg = r.warnings[0].message
@@ -329,7 +331,7 @@ def test_lint_only_passes_the_tutorials_yaml_on_an_unpatched_copy(latest, canoni
     assert r.stderr == ""
     assert "Lint yolov8n-MHSA.yaml: 24 layers, scale n, 1 MHSA, --imgsz 640" in r.stdout
     assert "  layer 10: MHSA(n_dims=256, width=14, height=14, heads=4, pos_emb=False) on 20×20 (P5/32)" in r.stdout
-    assert "is not patched: run 'mhsa-patch apply' before building" in r.stdout
+    assert f"is not patched: run 'mhsa-patch apply --target {latest.package}' before building" in r.stdout
     assert "lint passed ✅ (no warnings; nothing built)" in r.stdout
 
 

@@ -432,7 +432,7 @@ def test_accepted_output_names_and_sibling_warning(tmp_path):
     w = naming.check_output(tmp_path / "yolov8n-MHSA.yaml", Request(scale="n"), target("8.4.100"))
     assert len(w) == 1 and "yolov8-MHSA.yaml exists" in w[0] and "ultralytics 8.4.100 loads it instead" in w[0]
     (tmp_path / "yolov8n-MHSA.yaml").write_text("x")
-    with pytest.raises(PatchError, match="exists: pass --force"):
+    with pytest.raises(PatchError, match="exists and differs from what gen-yaml would write: pass --force"):
         naming.check_output(tmp_path / "yolov8n-MHSA.yaml", Request(scale="n"), t)
     naming.check_output(tmp_path / "yolov8n-MHSA.yaml", Request(scale="n"), t, force=True)
     with pytest.raises(PatchError, match="no such directory"):
@@ -476,7 +476,7 @@ def test_cli_output_options(pkg, workdir):
     (workdir / "sub").mkdir()
     r = cli("-s", "m", "-t", str(pkg), "-o", "sub", "--base", "yolo26", "--task", "pose", "--heads", "8", "--pos-emb")
     assert r.exit_code == 0, r.output
-    d = yaml.safe_load((workdir / "sub" / "yolo26m-pose-MHSA.yaml").read_text())
+    d = yaml.safe_load((workdir / "sub" / "yolo26m-pose-MHSA-h8-pos640.yaml").read_text())
     assert d["backbone"][-1] == [-1, 1, "MHSA", [20, 20, 8, True]] and list(d["scales"]) == ["m"]
     r = cli("-s", "n", "-t", str(pkg), "-o", "my.yaml")
     assert r.exit_code == 0 and "carries no scale" in r.stderr
@@ -486,7 +486,7 @@ def test_cli_output_options(pkg, workdir):
 def test_cli_refuses_to_overwrite_without_force(pkg, workdir):
     out = workdir / "yolov8n-MHSA.yaml"
     out.write_text("mine\n")
-    assert_refused(cli("-s", "n", "-t", str(pkg)), "exists: pass --force")
+    assert_refused(cli("-s", "n", "-t", str(pkg)), "exists and differs", "pass --force", "or -o NAME")
     assert out.read_text() == "mine\n"
     r = cli("-s", "n", "-t", str(pkg), "--force")
     assert r.exit_code == 0 and "MHSA" in out.read_text()
@@ -530,8 +530,11 @@ def test_cli_scale_less_names_follow_the_target_release(pkg, workdir, tmp_path):
         (["-s", "n", "--check"], "--check needs the patch"),
     ],
 )
-def test_cli_bad_input_is_one_line_exit_1_and_no_file(pkg, workdir, args, needle):
-    assert_refused(cli(*args, "-t", str(pkg)), needle)
+def test_cli_bad_input_is_one_line_and_no_file(pkg, workdir, args, needle):
+    """A bad option value is a usage error (exit 2, ``usage:``); a refused name or an unpatched target exits 1."""
+    usage = not needle.startswith(("reads scale", "--check"))
+    line = assert_refused(cli(*args, "-t", str(pkg)), needle, code=2 if usage else 1)
+    assert line.startswith("ERROR ❌ usage: ") == usage
     assert list(workdir.iterdir()) == []
 
 
@@ -564,7 +567,7 @@ def test_cli_real_process_exit_codes_and_no_torch(pkg, tmp_path):
         [sys.executable, "-c", code, "gen-yaml", "-s", "n", "--heads", "5", "-t", str(pkg)],
         capture_output=True, text=True, cwd=tmp_path,
     )  # fmt: skip
-    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "--heads 5 does not divide" in r.stderr
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "usage: --heads 5 does not divide" in r.stderr
     r = subprocess.run(
         [sys.executable, "-c", code, "gen-yaml", "-s", "s", "-t", str(pkg)],
         capture_output=True, text=True, cwd=tmp_path,

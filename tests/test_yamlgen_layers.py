@@ -132,13 +132,13 @@ def test_cli_bot3(workdir):
     assert r.exit_code == 0, r.stdout + r.stderr
     written = workdir / "yolov8n-BoT3.yaml"
     assert written.read_text() == generate(find_target(pkg), Request(scale="n", layer="BoT3")).text
-    assert "BoT3 in place of layer 8 C2f (P5/32, 256 channels, args [1024]), read by layers 9" in r.stdout
+    assert "BoT3 in place of layer 8 C2f (P5/32, 256 channels, args [1024]), read by layer 9" in r.stdout
     for args, needle in [
         (["--at", "P4"], "--at does not apply to --layer BoT3"),
         (["--pos-emb"], "--pos-emb does not apply"),
         (["--layer", "X"], "unknown layer 'X'"),
     ]:
         extra = args if args[0] == "--layer" else ["--layer", "BoT3", *args]
-        assert_refused(cli("gen-yaml", "-s", "s", *extra, "-t", str(pkg)), needle)
+        assert_refused(cli("gen-yaml", "-s", "s", *extra, "-t", str(pkg)), "usage: ", needle, code=2)
     assert sorted(p.name for p in workdir.glob("*.yaml")) == ["yolov8n-BoT3.yaml"]
     assert "--layer" in cli("gen-yaml", "--help").stdout

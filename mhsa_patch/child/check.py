@@ -229,6 +229,16 @@ def train(events, model_path: str, imgsz: int, epochs: int, batch: int, images: 
                 losses.append(loss_floats(items))
 
         yolo.add_callback("on_train_batch_end", record)
+        yolo.add_callback("on_pretrain_routine_start", _quiet_model)
+        reported: set[int] = set()
+
+        def epoch_end(trainer):  # releases call it again for the final validation of best.pt: one line per epoch
+            event = epoch_event(trainer)
+            if event["epoch"] not in reported and event["epoch"] <= event["epochs"]:
+                reported.add(event["epoch"])
+                events.emit(**event)
+
+        yolo.add_callback("on_fit_epoch_end", epoch_end)
         try:
             yolo.train(
                 data=str(data),
@@ -283,6 +293,29 @@ def train(events, model_path: str, imgsz: int, epochs: int, batch: int, images: 
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _quiet_model(trainer) -> None:
+    """Build the trainer's model without its layer table: the parent prints the table once, with true GFLOPs."""
+    get_model = trainer.get_model
+
+    def quiet(cfg=None, weights=None, verbose=True):  # noqa: ARG001 - the trainer's signature
+        return get_model(cfg=cfg, weights=weights, verbose=False)
+
+    trainer.get_model = quiet
+
+
+def epoch_event(trainer) -> dict:
+    """One finished epoch for the parent's progress line: its number, mean training losses, validation metrics."""
+    event: dict = {"epoch": int(trainer.epoch) + 1, "epochs": int(trainer.epochs)}
+    try:
+        items = trainer.label_loss_items(trainer.tloss, prefix="train")
+        event["loss"] = {k.split("/", 1)[-1]: round(float(v), 4) for k, v in items.items()}
+    except Exception:  # noqa: BLE001 - a release without the helper: no losses in the line, the run goes on
+        pass
+    metrics = getattr(trainer, "metrics", None) or {}
+    event["metrics"] = {k.split("/", 1)[-1]: round(float(v), 4) for k, v in metrics.items() if "mAP" in k}
+    return event
 
 
 # --------------------------------------------------------------------------------------------------------- main

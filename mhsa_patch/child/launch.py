@@ -10,15 +10,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mhsa_patch.child.protocol import DEBUG_ENV
-from mhsa_patch.errors import PatchError
+from mhsa_patch.errors import PatchError, UsageError
 from mhsa_patch.child.env import child_command
 from mhsa_patch.patching.target import Target
 
@@ -28,14 +30,15 @@ CHILD_ENV = {"YOLO_OFFLINE": "1"}
 PROBE_TIMEOUT = 900
 
 
-def require_applied(target: Target) -> None:
-    """Refuse with one line unless the engine reports the patch applied on ``target``."""
+def require_applied(target: Target, apply: str = "mhsa-patch apply") -> None:
+    """Refuse with one line unless the engine reports the patch applied on ``target``; ``apply`` is the command the
+    user would run to patch it (the CLI's ``apply_command``: ``--target`` only where the user needed it)."""
     from mhsa_patch.patching.engine import status
 
     st = status(target)
     if st.state != "applied":
         hint = {
-            "not-applied": f"run 'mhsa-patch apply --target {target.package}' first",
+            "not-applied": f"run '{apply}' first",
             "partial": "the patch is half there; run 'mhsa-patch status' to see which piece is missing",
             "conflict": "an MHSA without the tool's marker is there; run 'mhsa-patch status' for details",
         }.get(st.state, "run 'mhsa-patch status' for details")
@@ -73,7 +76,19 @@ def run_child(
             streams = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
         else:
             streams = {"stdout": sys.stderr.fileno() if quiet or silent else None}
+            dest = {"stdout": sys.stderr if quiet or silent else sys.stdout, "stderr": sys.stderr}
+            for name, stream in dest.items():
+                if not _is_terminal(stream):
+                    # a log, not a terminal: ultralytics' colours and \r progress bars would litter it; copy it plain
+                    streams[name] = subprocess.PIPE
         proc = subprocess.Popen(cmd, env=env, **streams)
+        copiers = [
+            threading.Thread(target=_copy_plain, args=(src, dest[name]), daemon=True)
+            for name, src in (("stdout", proc.stdout), ("stderr", proc.stderr))
+            if src is not None
+        ]
+        for copier in copiers:
+            copier.start()
         result: dict | None = None
         error: str | None = None
         start = time.monotonic()
@@ -115,6 +130,8 @@ def run_child(
             except subprocess.TimeoutExpired:
                 proc.kill()
             raise
+        for copier in copiers:
+            copier.join(timeout=10)
         if error is not None:
             raise PatchError(error)
         if result is None:
@@ -123,6 +140,33 @@ def run_child(
                 f"rerun with MHSA_PATCH_DEBUG=1 for its traceback"
             )
         return result
+
+
+ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return os.isatty(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # a test runner's buffer: not a terminal
+        return False
+
+
+def plain(line: str) -> str:
+    """A log line as a file should hold it: no escape codes, and of a ``\r``-redrawn progress bar its last state."""
+    line = ANSI_RE.sub("", line.rstrip("\n"))
+    parts = [p for p in line.split("\r") if p.strip()]
+    return parts[-1] if parts else ""
+
+
+def _copy_plain(src, dest) -> None:
+    """Copy the child's output to ``dest`` line by line, each through :func:`plain`."""
+    for raw in iter(src.readline, b""):
+        text = plain(raw.decode("utf-8", errors="replace"))
+        if text:
+            dest.write(text + "\n")
+            dest.flush()
+    src.close()
 
 
 def check_inputs(
@@ -138,16 +182,18 @@ def check_inputs(
 ) -> Path:
     """The model's path once ``check``'s inputs are valid; a one-line :class:`PatchError` otherwise."""
     path = Path(model).expanduser()
+    if path.is_dir():
+        raise PatchError(f"{path} is a folder: give a model .yaml or a .pt checkpoint")
     if not path.is_file():
         raise PatchError(f"{path}: no such model file")
     if path.suffix not in (".yaml", ".yml", ".pt"):
         raise PatchError(f"{path}: expected a model .yaml or a .pt checkpoint")
     if imgsz < 64 or imgsz % 32:
-        raise PatchError(f"--imgsz {imgsz}: must be a multiple of 32, at least 64")
+        raise UsageError(f"--imgsz {imgsz}: must be a multiple of 32, at least 64")
     if train and (train_imgsz < 32 or train_imgsz % 32):
-        raise PatchError(f"--train-imgsz {train_imgsz}: must be a multiple of 32, at least 32")
+        raise UsageError(f"--train-imgsz {train_imgsz}: must be a multiple of 32, at least 32")
     if runs < 1 or epochs < 1 or batch < 1 or images < 2:
-        raise PatchError("--runs, --epochs and --batch must be >= 1 and --images >= 2")
+        raise UsageError("--runs, --epochs and --batch must be >= 1 and --images >= 2")
     return path
 
 
@@ -165,8 +211,13 @@ def run_check(
     keep: str | os.PathLike | None = None,
     on_event: Callable[[dict], None] | None = None,
     quiet: bool = False,
+    apply: str = "mhsa-patch apply",
+    verbose: bool = False,
 ) -> dict:
     """Check ``model`` (a model YAML or a ``.pt``) against ``target``; return the child's report.
+
+    The child's own output (ultralytics' logs, progress bars, the trainer's lines) is shown only with ``verbose``;
+    otherwise its events (steps, one per finished epoch) are all the caller gets, through ``on_event``.
 
     Raises :class:`PatchError` (one line) when the target is not patched, the model is missing or does not build,
     or any step fails (non-finite outputs or losses, no gradient through MHSA, checkpoints that do not reload).
@@ -174,14 +225,14 @@ def run_check(
     path = check_inputs(
         model, imgsz=imgsz, train=train, runs=runs, train_imgsz=train_imgsz, epochs=epochs, batch=batch, images=images
     )
-    require_applied(target)
+    require_applied(target, apply)
     args = ["--model", str(path.resolve()), "--imgsz", str(imgsz), "--runs", str(runs)]
     if train:
         args += ["--train", "--train-imgsz", str(train_imgsz), "--epochs", str(epochs), "--batch", str(batch)]
         args += ["--images", str(images)]
         if keep is not None:
             args += ["--keep", str(Path(keep).expanduser().resolve())]
-    return run_child(target, "mhsa_patch.child.check", args, on_event=on_event, quiet=quiet)
+    return run_child(target, "mhsa_patch.child.check", args, on_event=on_event, quiet=quiet, silent=not verbose)
 
 
 def run_probe(target: Target, cfgs: Sequence[str], imgsz: int, *, timeout: float = PROBE_TIMEOUT) -> dict:

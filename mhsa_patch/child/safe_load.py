@@ -650,6 +650,19 @@ def _where(ckpt, obj) -> str:
 # ---------------------------------------------------------------------------------------------------- loading
 
 
+def _not_a_checkpoint(path: str, e: BaseException) -> CheckpointRefused:
+    """What a file torch.load cannot read is, in words: torch's own message for random bytes is ``KeyError: 72``."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if zipfile.is_zipfile(path):
+        what = f"a zip archive, but not a PyTorch checkpoint ({_one_line(e)})"
+    elif head[:1] == b"\x80":  # a pickle's PROTO opcode: torch's legacy format or a bare pickle, cut short or damaged
+        what = f"a damaged or truncated pickle, not a PyTorch checkpoint ({_one_line(e)})"
+    else:
+        what = "not a PyTorch checkpoint: neither a zip nor a pickle file (truncated, or another format)"
+    return CheckpointRefused(f"{path} is {what}")
+
+
 def unpickle(
     path: str | Path, layers: dict[str, str] | None = None, checked: frozenset[str] | None = None
 ) -> tuple[object, dict]:
@@ -680,7 +693,7 @@ def unpickle(
     except Exception as e:  # noqa: BLE001 - anything else the file does wrong: one line
         if session.missing:
             raise _missing_error(session) from None
-        raise CheckpointRefused(f"{path} is not a PyTorch checkpoint: {_one_line(e)}") from None
+        raise _not_a_checkpoint(path, e) from None
     if session.missing:
         raise _missing_error(session)
     report = {"path": path, "mapped": dict(session.mapped), "layers": [], "renamed": dict(session.renamed),

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from mhsa_patch import __version__
+from mhsa_patch.cli.usage import Command, Group
 
 app = typer.Typer(
     name="mhsa-patch",
@@ -14,6 +15,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=Group,
 )
 
 
@@ -36,12 +38,15 @@ def _register_commands() -> None:
     # Each command is a plain top-level function of its family's module; this is the one place that names them.
     from mhsa_patch.cli import gen_yaml, patch, verify
 
-    app.command()(patch.apply)
-    app.command()(patch.revert)
-    app.command()(patch.status)
-    app.command("gen-yaml")(gen_yaml.gen_yaml)
-    app.command()(verify.check)
-    app.command("port-weights")(verify.port_weights)
+    for name, func in (
+        ("apply", patch.apply),
+        ("revert", patch.revert),
+        ("status", patch.status),
+        ("gen-yaml", gen_yaml.gen_yaml),
+        ("check", verify.check),
+        ("port-weights", verify.port_weights),
+    ):
+        app.command(name, cls=Command)(func)
 
 
 _register_commands()

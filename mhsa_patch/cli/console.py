@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from mhsa_patch.errors import PatchError
+from mhsa_patch.errors import PatchError, UsageError
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -35,6 +35,8 @@ def warn(msg: str) -> None:
 
 
 def fail(msg: str | PatchError, code: int = 1) -> NoReturn:
-    """Print one line on stderr and exit (1: refusal or failure). Never a traceback."""
+    """Print one line on stderr and exit (1: refusal or failure; 2: a :class:`UsageError`). Never a traceback."""
+    if isinstance(msg, UsageError):
+        msg, code = f"usage: {msg}", 2
     err.print(f"[red]ERROR ❌[/] {escape(str(msg))}")
     raise typer.Exit(code)

@@ -1,10 +1,11 @@
 """``gen-yaml``: write a ready-to-train model YAML with one of our layers (MHSA by default), built from the target release's own config or the user's.
 
-Exit codes: 0 written; 1 refused (bad choice or value, existing output, unpatched target with ``--check``, a
-model that does not build, an unreadable ``--from`` file), one ``ERROR ❌`` line on stderr and nothing written; 2
-usage errors found by the parser itself (a missing ``--scale`` without ``--from``, ``--heads abc``). Unknown scale,
-base, task or lateral names are refusals (exit 1), not usage errors, so that every bad value gets the same one-line
-message. The work is :func:`mhsa_patch.modelyaml.write.write_model_yaml`; this module parses and prints.
+Exit codes: 0 written, or the file already holds exactly this text (``unchanged``); 1 refused (an existing output
+that holds something else, a refused output name, unpatched target with ``--check``, a model that does not build,
+an unreadable ``--from`` file), one ``ERROR ❌`` line on stderr and nothing written; 2 usage errors, one
+``ERROR ❌ usage: ...`` line: a missing ``--scale`` without ``--from``, ``--heads abc``, and every bad option value
+(an unknown scale, base, task, layer or lateral, ``--at P7``, ``--imgsz 0``, ``--heads`` that do not divide C).
+The work is :func:`mhsa_patch.modelyaml.write.write_model_yaml`; this module parses and prints.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import typer
 from rich.markup import escape
 
 from mhsa_patch.cli.console import fail, info, out, warn
-from mhsa_patch.cli.options import PythonOpt, TargetOpt, pick_target, warn_shadow
-from mhsa_patch.errors import PatchError
+from mhsa_patch.cli.options import PythonOpt, TargetOpt, apply_command, pick_target, warn_shadow
+from mhsa_patch.errors import PatchError, UsageError
 from mhsa_patch.patches import LAYERS
 
 if TYPE_CHECKING:
@@ -89,6 +90,11 @@ def print_check(result: emit.Result, name: str, probe: dict, imgsz: int) -> None
         info(f"{name} adds {delta:,} parameters = 3·(C²+C){positions}{each} with {c_is}")
 
 
+def read_by(readers) -> str:
+    """``read by layer 9``, ``read by layers 11, 21``."""
+    return f"read by layer{'s' * (len(readers) != 1)} {', '.join(map(str, readers))}"
+
+
 def _describe(ins: emit.Insertion, pos_emb: bool, heads: int) -> str:
     from mhsa_patch.modelyaml.graph import stage_label
 
@@ -96,13 +102,13 @@ def _describe(ins: emit.Insertion, pos_emb: bool, heads: int) -> str:
     if ins.replaced is not None:
         return (
             f"{name} in place of layer {ins.index} {ins.replaced} ({stage_label(ins.stride)}, {ins.channels} "
-            f"channels, args {ins.mhsa_args}), read by layers {', '.join(map(str, ins.readers))}"
+            f"channels, args {ins.mhsa_args}), {read_by(ins.readers)}"
         )
     given = " from --channels" if ins.channels_given else ""
     positions = f", {ins.grid}x{ins.grid} positions" if pos_emb else ""
     return (
         f"{name} after layer {ins.after} as layer {ins.index} ({stage_label(ins.stride)}, C={ins.channels}{given}, "
-        f"{heads} heads{positions}), read by layers {', '.join(map(str, ins.readers))}"
+        f"{heads} heads{positions}), {read_by(ins.readers)}"
     )
 
 
@@ -112,6 +118,7 @@ def gen_yaml(
         typer.Option(
             "--scale",
             "-s",
+            metavar="n|s|m|l|x",
             help="Model scale: n, s, m, l or x. Required, except with --from (default: the file's name or only "
             "scale; refused for a file without 'scales').",
             show_default=False,
@@ -122,8 +129,10 @@ def gen_yaml(
         typer.Option(
             "--output",
             "-o",
-            help="File (or folder) to write. Default: <base><scale>[-task]-<layer>.yaml (with --from: "
-            "<stem>-<layer>.yaml, its scale letter set to --scale) in the working directory.",
+            metavar="PATH",
+            help="File (or folder) to write. Default, in the working directory: a name that says what is in the "
+            "file and carries its scale, e.g. yolov8n-MHSA.yaml, yolov8n-MHSA-P3P4P5.yaml, yolo11s-seg-BoT3.yaml "
+            "(with --from: the file's name, its scale letter set to --scale, and the layer).",
             show_default=False,
         ),
     ] = None,
@@ -131,6 +140,7 @@ def gen_yaml(
         Optional[str],
         typer.Option(
             "--from",
+            metavar="PATH",
             help="Your own model YAML as the base (custom modules, P2 heads ...), in place of the release's config. "
             "Excludes --base and --task.",
             show_default=False,
@@ -140,30 +150,41 @@ def gen_yaml(
         Optional[str],
         typer.Option(
             "--layer",
+            metavar="|".join(spec.name for spec in LAYERS),
             help="The layer to add: "
             + "; ".join(f"{spec.name}: {spec.note}" for spec in LAYERS)
             + f". Options a layer does not take are refused. [default: {LAYERS[0].name}]",
             show_default=False,
         ),
     ] = None,
-    heads: Annotated[int, typer.Option("--heads", help="Attention heads; must divide the channels C.")] = 4,
+    heads: Annotated[
+        int, typer.Option("--heads", metavar="N", help="Attention heads; must divide the channels C.")
+    ] = 4,
     pos_emb: Annotated[
         bool,
         typer.Option("--pos-emb", help="Learned relative positions, sized to the feature grid at --imgsz."),
     ] = False,
     imgsz: Annotated[
-        int, typer.Option("--imgsz", help="Training image size: the grid of --pos-emb, the GFLOPs of --check.")
+        int,
+        typer.Option("--imgsz", metavar="N", help="Training image size: the grid of --pos-emb, the GFLOPs of --check."),
     ] = 640,
     base: Annotated[
-        Optional[str], typer.Option("--base", help="Model family: yolov8, yolo11 or yolo26. [default: yolov8]")
+        Optional[str],
+        typer.Option(
+            "--base", metavar="yolov8|yolo11|yolo26", help="Model family: yolov8, yolo11 or yolo26. [default: yolov8]"
+        ),
     ] = None,
     task: Annotated[
-        Optional[str], typer.Option("--task", help="detect, segment, pose or obb. [default: detect]")
+        Optional[str],
+        typer.Option(
+            "--task", metavar="detect|segment|pose|obb", help="detect, segment, pose or obb. [default: detect]"
+        ),
     ] = None,
     at: Annotated[
         Optional[str],
         typer.Option(
             "--at",
+            metavar="P3,P4,P5",
             help="Insert after a backbone stage (P3, P4, P5: the stage's last layer), a backbone module "
             "(SPPF, C2PSA) or a layer index; several, comma-separated (P3,P4,P5), insert one MHSA after each. "
             "Default: P5.",
@@ -174,6 +195,7 @@ def gen_yaml(
         Optional[str],
         typer.Option(
             "--channels",
+            metavar="C[,C...]",
             help="The channels C MHSA gets, where a module gen-yaml does not know feeds it: one value, or one per "
             "--at point (comma-separated).",
             show_default=False,
@@ -183,6 +205,7 @@ def gen_yaml(
         str,
         typer.Option(
             "--lateral",
+            metavar="attention|pre-attention",
             help="What the head's other readers of that layer get: 'attention' (the MHSA output, the "
             "tutorial's wiring) or 'pre-attention' (the feature before MHSA).",
         ),
@@ -206,16 +229,17 @@ def gen_yaml(
     # here, not at import: every other command would pay for PyYAML
     from mhsa_patch.modelyaml import request, write
 
-    if scale is None and from_yaml is None:
-        raise typer.BadParameter("missing: n, s, m, l or x (only --from can do without)", param_hint="'--scale' / '-s'")
     try:
+        if scale is None and from_yaml is None:
+            raise UsageError("missing option '--scale' / '-s': n, s, m, l or x (only --from can do without)")
         res = pick_target(target, python)
         tgt = res.target
         req = request.Request(
             scale=scale, base=base, task=task, heads=heads, pos_emb=pos_emb, imgsz=imgsz, at=at, lateral=lateral,
             from_yaml=from_yaml, channels=channels, layer=layer,
         )  # fmt: skip
-        done = write.write_model_yaml(tgt, req, output, force=force, check=check)
+        apply_cmd = apply_command(target, python)
+        done = write.write_model_yaml(tgt, req, output, force=force, check=check, apply=apply_cmd)
     except PatchError as e:
         fail(e)
     result = done.result
@@ -224,14 +248,15 @@ def gen_yaml(
         warn(note)
     if done.state != "applied":
         warn(
-            f"ultralytics {tgt.version} at {tgt.package} is not patched (status: {done.state}): run 'mhsa-patch "
-            "apply' before building or training this model"
+            f"ultralytics {tgt.version} at {tgt.package} is not patched (status: {done.state}): run '{apply_cmd}' "
+            "before building or training this model"
         )
     where = escape(str(done.path))
+    did = "unchanged" if done.unchanged else "wrote"  # the same command run twice: the file already holds this text
     if len(result.insertions) == 1:
-        info(f"wrote {where}: {_describe(result.insertions[0], req.pos_emb, req.heads)}")
+        info(f"{did} {where}: {_describe(result.insertions[0], req.pos_emb, req.heads)}")
     else:
-        info(f"wrote {where}: {len(result.insertions)} {result.spec.name} layers")
+        info(f"{did} {where}: {len(result.insertions)} {result.spec.name} layers")
         for ins in result.insertions:
             info(f"  {_describe(ins, req.pos_emb, req.heads)}")
     if done.probe is not None:

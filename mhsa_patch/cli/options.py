@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Annotated, Optional
 
 import typer
 
 from mhsa_patch.cli.console import fail, header, warn
+from mhsa_patch.errors import UsageError
 from mhsa_patch.patching.discover import Resolved, resolve
 from mhsa_patch.patching.target import Target
 
@@ -15,6 +17,7 @@ TargetOpt = Annotated[
     typer.Option(
         "--target",
         "-t",
+        metavar="PATH",
         help="ultralytics package folder (holding nn/tasks.py) or a folder containing ultralytics/. "
         "Default: the ultralytics that 'python' started in the current folder imports.",
         show_default=False,
@@ -25,6 +28,7 @@ PythonOpt = Annotated[
     Optional[str],
     typer.Option(
         "--python",
+        metavar="PATH",
         help="Act on the ultralytics this Python interpreter imports when started in the current folder "
         "(a conda env, a notebook kernel's venv); its children run under it too. Not with --target.",
         show_default=False,
@@ -38,8 +42,19 @@ def pick_target(target: Optional[str], python: Optional[str]) -> Resolved:
     Raises :class:`PatchError` for the caller to print.
     """
     if target is not None and python is not None:
-        fail("--python and --target cannot be combined: --target names the copy, --python finds it", code=2)
+        fail(UsageError("--python and --target cannot be combined: --target names the copy, --python finds it"))
     return resolve(target, python)
+
+
+def apply_command(target: Optional[str], python: Optional[str]) -> str:
+    """The shortest ``apply`` that patches the copy this command acted on: the same ``--target`` / ``--python`` the
+    user gave (as given: it is run from the same folder), none when the default copy was used."""
+    cmd = "mhsa-patch apply"
+    if target is not None:
+        cmd += f" --target {shlex.quote(target)}"
+    if python is not None:
+        cmd += f" --python {shlex.quote(python)}"
+    return cmd
 
 
 def warn_shadow(res: Resolved) -> None:

@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from mhsa_patch.cli.console import err, fail, header, info, out, warn
 from mhsa_patch.errors import PatchError
@@ -122,18 +121,15 @@ def status(
         return
     header(st.target)
     warn_shadow(res)
-    table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
-    table.add_column("file")
-    table.add_column("state")
-    table.add_column("pieces")
+    # One line per piece under its file, not a table: a table wraps a piece over two lines at 80 columns, and a
+    # piped or narrow output must keep each piece, and each path, whole on its line.
+    fw = max(len(f.rel) for f in st.files)
+    pw = max((len(p.label) for f in st.files for p in f.pieces), default=0)
     for f in st.files:
-        pieces = ", ".join(
-            f"{p.layer} {p.edit}: {p.state}"
-            + (f" (line {p.line}" + (f", class at {p.origin}" if p.origin else "") + ")" if p.line else "")
-            for p in f.pieces
-        )
-        table.add_row(f.rel, f"[{STATE_STYLE[f.state]}]{f.state}[/]", escape(pieces))
-    out.print(table)
+        out.print(f"{escape(f.rel):<{fw}}  [{STATE_STYLE[f.state]}]{f.state}[/]")
+        for p in f.pieces:
+            where = (f" (line {p.line}" + (f", class at {p.origin}" if p.origin else "") + ")") if p.line else ""
+            out.print(f"  {escape(p.label):<{pw}}  {p.state}{escape(where)}")
     for note in st.notes:
         warn(note)
     out.print(f"state: [bold {STATE_STYLE[st.state]}]{st.state}[/]")

@@ -16,31 +16,44 @@ from rich.markup import escape
 from mhsa_patch.cli.console import fail, header, info, out, warn
 from mhsa_patch.errors import PatchError
 from mhsa_patch.patches import layer_names
-from mhsa_patch.cli.options import PythonOpt, TargetOpt, open_target, pick_target, warn_shadow
+from mhsa_patch.cli.options import PythonOpt, TargetOpt, apply_command, open_target, pick_target, warn_shadow
+from mhsa_patch.cli.usage import Text
 
 
 class _Steps:
-    """Progress of the child's steps: a spinner on a terminal, one ``✔ step (time)`` line per finished step.
+    """Progress of the child's steps: a spinner on a terminal, one ``✔ step (time)`` line per finished step, one line
+    per finished training epoch. Plain lines, no escape codes or carriage returns, when stdout is not a terminal.
 
-    The spinner stops for good before ultralytics' trainer starts printing its own progress bars.
+    With ``verbose`` the child's own output (ultralytics' logs and progress bars) is shown too: the spinner then stops
+    for good before the steps where ultralytics prints.
     """
 
     QUIET_STEPS = {"data", "train", "reload"}  # ultralytics prints during these
 
-    def __init__(self, enabled: bool = True):
+    def __init__(self, enabled: bool = True, verbose: bool = False):
         self.enabled = enabled
+        self.verbose = verbose
         self.current: Optional[str] = None
         self.started = 0.0
         self.status = None
+        self.epoch_t: Optional[float] = None  # the child's clock at the last epoch's end (events carry "t")
 
     def __call__(self, event: dict) -> None:
-        if not self.enabled or "step" not in event:
+        if not self.enabled:
             return
-        if event["step"] in self.QUIET_STEPS:
+        if "epoch" in event:
+            self._epoch(event)
+            return
+        if "step" not in event:
+            return
+        hands_over = self.verbose and event["step"] in self.QUIET_STEPS
+        if hands_over:
             self._stop_spinner()  # first: a stopping spinner clears its own line
         self._finish()
         self.current, self.started = event.get("msg", event["step"]), time.monotonic()
-        if event["step"] in self.QUIET_STEPS:
+        if event["step"] == "train":
+            self.epoch_t = event.get("t")
+        if hands_over:
             out.print(f"  [bold]…[/] {escape(self.current)}")
             self.current = None  # ultralytics' own output shows this step's progress
         elif out.is_terminal:
@@ -49,6 +62,13 @@ class _Steps:
                 self.status.start()
             else:
                 self.status.update(escape(self.current))
+
+    def _epoch(self, event: dict) -> None:
+        t, took = event.get("t"), ""
+        if isinstance(t, (int, float)) and isinstance(self.epoch_t, (int, float)):
+            took = f" [dim]({t - self.epoch_t:.1f} s)[/]"
+        self.epoch_t = t
+        out.print(f"    epoch {event['epoch']}/{event.get('epochs', '?')}: {escape(epoch_line(event))}{took}")
 
     def _finish(self) -> None:
         if self.current is not None:
@@ -77,6 +97,13 @@ class _Steps:
             self.close(ok=False)
             fail("interrupted", code=130)
         self.close(ok=True)
+
+
+def epoch_line(event: dict) -> str:
+    """``box_loss 3.214, cls_loss 4.102, dfl_loss 2.310; mAP50-95(B) 0.000`` from a child's epoch event."""
+    loss = ", ".join(f"{k} {v:.3f}" for k, v in (event.get("loss") or {}).items())
+    metrics = ", ".join(f"{k} {v:.3f}" for k, v in (event.get("metrics") or {}).items())
+    return "; ".join(p for p in (loss, metrics) if p) or "done"
 
 
 def _model_name(report: dict) -> str:
@@ -164,7 +191,7 @@ def _ranges(pairs: list[list[int]]) -> str:
     return ", ".join(parts)
 
 
-def _print_lint(result, tgt, *, quiet: bool, lint_only: bool) -> None:
+def _print_lint(result, tgt, *, quiet: bool, lint_only: bool, apply: str) -> None:
     """The lint's findings: info lines on stdout (none with --json), warnings on stderr."""
     if not quiet:
         if result.error is None:  # an error stops the lint: no scale or layer count to tell
@@ -180,7 +207,7 @@ def _print_lint(result, tgt, *, quiet: bool, lint_only: bool) -> None:
         if lint_only and result.mhsa and result.patched is False:
             out.print(
                 f"  ultralytics {tgt.version} at {tgt.package} is not patched: "
-                f"run 'mhsa-patch apply' before building or training this model",
+                f"run '{apply}' before building or training this model",
                 markup=False,
             )
     for f in result.warnings:
@@ -188,21 +215,26 @@ def _print_lint(result, tgt, *, quiet: bool, lint_only: bool) -> None:
 
 
 def check(
-    model: Annotated[str, typer.Argument(metavar="MODEL", help="The MHSA model: a YAML (from gen-yaml) or a .pt checkpoint.")],
+    model: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODEL", click_type=Text(), help="The MHSA model: a YAML (from gen-yaml) or a .pt checkpoint."
+        ),
+    ],
     target: TargetOpt = None,
     python: PythonOpt = None,
     train: Annotated[
         bool,
         typer.Option("--train", help="Also train briefly with ultralytics' own trainer on a synthetic dataset."),
     ] = False,
-    imgsz: Annotated[int, typer.Option("--imgsz", min=64, help="Square size for forward, FLOPs and latency.")] = 640,
-    runs: Annotated[int, typer.Option("--runs", min=1, help="Timed runs per model for the latency ratio.")] = 10,
-    train_imgsz: Annotated[int, typer.Option("--train-imgsz", min=32, help="Image size of the --train run.")] = 128,
-    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Epochs of the --train run.")] = 1,
-    batch: Annotated[int, typer.Option("--batch", min=1, help="Batch size of the --train run.")] = 4,
-    images: Annotated[int, typer.Option("--images", min=2, help="Synthetic training images of the --train run.")] = 16,
+    imgsz: Annotated[int, typer.Option("--imgsz", min=64, metavar="N", help="Square size for forward, FLOPs and latency.")] = 640,
+    runs: Annotated[int, typer.Option("--runs", min=1, metavar="N", help="Timed runs per model for the latency ratio.")] = 10,
+    train_imgsz: Annotated[int, typer.Option("--train-imgsz", min=32, metavar="N", help="Image size of the --train run.")] = 128,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, metavar="N", help="Epochs of the --train run.")] = 1,
+    batch: Annotated[int, typer.Option("--batch", min=1, metavar="N", help="Batch size of the --train run.")] = 4,
+    images: Annotated[int, typer.Option("--images", min=2, metavar="N", help="Synthetic training images of the --train run.")] = 16,
     keep: Annotated[
-        Optional[str], typer.Option("--keep", help="Keep the --train run (dataset, weights) in this folder.")
+        Optional[str], typer.Option("--keep", metavar="PATH", help="Keep the --train run (dataset, weights) in this folder.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object on stdout.")] = False,
     lint_only: Annotated[
@@ -210,6 +242,10 @@ def check(
         typer.Option("--lint-only", help="Stop after the lint of the YAML: no build, no child process, no patch needed."),
     ] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Lint warnings fail the command (exit 1), for CI.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", help="Also show ultralytics' own log: the trainer's lines and progress bars."),
+    ] = False,
 ) -> None:
     """Prove an MHSA model builds and trains.
 
@@ -219,7 +255,7 @@ def check(
     """
     from mhsa_patch.child.launch import check_inputs, run_check
 
-    steps = _Steps(enabled=not as_json)
+    steps = _Steps(enabled=not as_json, verbose=verbose)
     lint = None
     with steps.running():
         tgt = open_target(target, python, header_line=not as_json)
@@ -232,7 +268,7 @@ def check(
             from mhsa_patch.modelyaml.lint import lint_file
 
             lint = lint_file(path, tgt, imgsz=imgsz)
-            _print_lint(lint, tgt, quiet=as_json, lint_only=lint_only)
+            _print_lint(lint, tgt, quiet=as_json, lint_only=lint_only, apply=apply_command(target, python))
             if lint.error is not None:
                 raise PatchError(("" if lint.error.rule == "yaml" else "the model does not build: ") + lint.error.message)
             if strict and lint.warnings:
@@ -257,6 +293,8 @@ def check(
             keep=keep,
             on_event=steps,
             quiet=as_json,
+            apply=apply_command(target, python),
+            verbose=verbose,
         )
     if as_json:
         if lint is not None:
@@ -270,9 +308,18 @@ def check(
 
 
 def port_weights(
-    src: Annotated[str, typer.Argument(metavar="SRC", help="A stock checkpoint: yolov8n.pt and its kind.")],
-    model: Annotated[str, typer.Argument(metavar="MODEL", help="The MHSA model YAML (from gen-yaml) of the same base and scale.")],
-    output: Annotated[str, typer.Option("--output", "-o", help="Where to write the MHSA checkpoint (.pt).")],
+    src: Annotated[
+        str, typer.Argument(metavar="SRC", click_type=Text(), help="A stock checkpoint: yolov8n.pt and its kind.")
+    ],
+    model: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODEL", click_type=Text(), help="The MHSA model YAML (from gen-yaml) of the same base and scale."
+        ),
+    ],
+    output: Annotated[
+        str, typer.Option("--output", "-o", metavar="PATH", help="Where to write the MHSA checkpoint (.pt).")
+    ],
     target: TargetOpt = None,
     python: PythonOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUTPUT if it exists.")] = False,
@@ -284,7 +331,7 @@ def port_weights(
     """
     from mhsa_patch.modelyaml.align import port_weights as run_port
 
-    steps = _Steps(enabled=not as_json)
+    steps = _Steps(enabled=not as_json, verbose=True)  # the port child's own output is shown
     with steps.running():
         res = pick_target(target, python)
         tgt = res.target

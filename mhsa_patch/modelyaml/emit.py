@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from mhsa_patch import __version__
-from mhsa_patch.errors import PatchError
+from mhsa_patch.errors import PatchError, UsageError
 from mhsa_patch.modelyaml.bases import base_config
 from mhsa_patch.modelyaml.graph import HEAD_MODULES, make_divisible, remap_many, resolve_at, stage_label, trace
 from mhsa_patch.modelyaml.naming import guess_scale, output_name, stock_name
@@ -167,11 +167,11 @@ def _settle_scale(p, req: Request, where: str, path: Path) -> str | None:
             return named
         if len(scales) == 1:
             return str(next(iter(scales)))
-        raise PatchError(f"{where} has scales {', '.join(map(str, scales))}: pass --scale to pick one")
+        raise UsageError(f"{where} has scales {', '.join(map(str, scales))}: pass --scale to pick one")
     if "scales" not in p.keys:
         raise PatchError(f"{where}: unexpected layout of the 'scales' block")
     if req.scale not in scales:
-        raise PatchError(f"unknown scale '{req.scale}' for {where}: it has {', '.join(map(str, scales))}")
+        raise UsageError(f"unknown scale '{req.scale}' for {where}: it has {', '.join(map(str, scales))}")
     return req.scale
 
 
@@ -199,10 +199,10 @@ def _fill(template, **values) -> list:
 def _refuse_stacked(at: str, i: int, rows: list[Row], name: str) -> None:
     """A --from file that has the layer already: it may go elsewhere, not after one of its rows or where one is fed."""
     if rows[i].module == name:
-        raise PatchError(f"--at {at}: layer {i} is {name} already; choose another insertion point")
+        raise UsageError(f"--at {at}: layer {i} is {name} already; choose another insertion point")
     for r in rows[i + 1 :]:
         if r.module == name and i in [x if x >= 0 else r.index + x for x in _froms(r.from_)]:
-            raise PatchError(
+            raise UsageError(
                 f"--at {at}: layer {i} ({rows[i].module}) already feeds {name} (layer {r.index}); "
                 "choose another insertion point"
             )
@@ -233,7 +233,7 @@ def generate(target: Target, req: Request) -> Result:
     for k, at in enumerate(req.points):
         i = resolve_at(at, rows, chans, strides, n_backbone, where, name)
         if i in afters:
-            raise PatchError(f"--at {req.at}: {afters[i]} and {at} are both layer {i} ({rows[i].module})")
+            raise UsageError(f"--at {req.at}: {afters[i]} and {at} are both layer {i} ({rows[i].module})")
         _refuse_stacked(at, i, rows, name)
         afters[i] = at
         given[i] = None if req.channels is None else req.channels[k if len(req.channels) > 1 else 0]
@@ -247,14 +247,14 @@ def generate(target: Target, req: Request) -> Result:
             )
         if u is None and c is not None and c != chans[i]:
             one_each = " (one value per --at point, in order)" if len(afters) > 1 else ""
-            raise PatchError(
+            raise UsageError(
                 f"--channels {','.join(map(str, req.channels))}: layer {i} ({rows[i].module}) gives {chans[i]} "
                 f"channels{at_scale}, not {c}: drop --channels or correct it{one_each}"
             )
         c = chans[i] if c is None else c
         if c % req.heads:
             divisors = [h for h in range(1, c + 1) if c % h == 0]
-            raise PatchError(
+            raise UsageError(
                 f"--heads {req.heads} does not divide the {c} channels {name} gets{at_scale} "
                 f"(after layer {i}, {rows[i].module}): choose one of {', '.join(map(str, divisors))}"
             )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import re
 
-from mhsa_patch.errors import PatchError
+from mhsa_patch.errors import PatchError, UsageError
 from mhsa_patch.modelyaml.rows import Row, _froms
 from mhsa_patch.patches import LAYERS
 
@@ -151,7 +151,7 @@ def resolve_at(
         stage = [r.index for r in rows[:n_backbone] if strides[r.index] == want and chans[r.index] is not None]
         if not stage:
             have = sorted({s for s in strides[:n_backbone] if s})
-            raise PatchError(
+            raise UsageError(
                 f"--at {at}: no backbone layer at stride {want} in {where} "
                 f"(stages: {', '.join(f'P{int(math.log2(s))}' for s in have)})"
             )
@@ -159,14 +159,14 @@ def resolve_at(
     elif re.fullmatch(r"-?\d+", at):
         i = int(at)
         if i < 0 or i >= last:
-            raise PatchError(f"--at {i}: choose a layer index from 0 to {last - 1} (layer {last} is the output head)")
+            raise UsageError(f"--at {i}: choose a layer index from 0 to {last - 1} (layer {last} is the output head)")
     else:
         hits = [r.index for r in rows[:n_backbone] if r.module.lower() == at.lower()]
         if not hits:
             names = ", ".join(dict.fromkeys(r.module for r in rows[:n_backbone]))
-            raise PatchError(f"--at {at}: not a stage (P3, P4, P5), a layer index, or a backbone module ({names})")
+            raise UsageError(f"--at {at}: not a stage (P3, P4, P5), a layer index, or a backbone module ({names})")
         if len(hits) > 1:
-            raise PatchError(
+            raise UsageError(
                 f"--at {at}: {len(hits)} backbone layers are {rows[hits[0]].module} "
                 f"({', '.join(map(str, hits))}): pass the index"
             )

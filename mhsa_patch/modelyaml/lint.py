@@ -87,9 +87,12 @@ class MhsaCall:
         )
 
     def describe(self) -> str:
+        """The call and the map it runs on; width and height marked unused without pos_emb (they size only the
+        position tables), so that ``width=14`` on a 20×20 map does not read as a mismatch."""
         where = "?" if self.size is None else f"{self.size}×{self.size}"
         stage = f" ({stage_label(self.stride)})" if self.stride else ""
-        return f"layer {self.index}: {self.call()} on {where}{stage}"
+        unused = "" if self.pos_emb else ", width and height unused without pos_emb"
+        return f"layer {self.index}: {self.call()} on {where}{stage}{unused}"
 
 
 @dataclass(frozen=True)
@@ -633,8 +636,10 @@ def lint_file(path: str | Path, target, *, imgsz: int = 640) -> LintResult:
     path = Path(path).expanduser()
     try:
         text = path.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise PatchError(f"cannot read {path}: {e}") from None
+    except UnicodeDecodeError as e:  # gen-yaml --from's wording
+        raise PatchError(f"{path.name}: not UTF-8 text (byte {e.start}), not a model YAML") from None
+    except OSError as e:
+        raise PatchError(f"cannot read {path}: {e.strerror or e}") from None
     result = lint_text(text, path.name, imgsz=imgsz, known=known_modules(target))
     sibling = Path(unified_path(path))
     if sibling != path and sibling.is_file() and _release_tries_unified_first(target):

@@ -37,17 +37,37 @@ def unified_path(path: str | Path) -> str:
 
 
 def output_name(req: Request) -> str:
-    """``yolov8n-MHSA.yaml``, ``yolo11s-seg-BoT3.yaml``: the scale right after the model number (ultralytics' rule),
-    the layer's ``suffix`` last.
+    """``yolov8n-MHSA.yaml``, ``yolo11s-seg-BoT3.yaml``, ``yolov8n-MHSA-P3P4P5-h8.yaml``: the scale right after the
+    model number (ultralytics' rule), the layer's ``suffix``, then one tag per option that changes the file
+    (:func:`variant_tags`), so that two different requests never default to the same file.
 
     With ``--from my-model.yaml``: ``my-model-MHSA.yaml``, the scale letter set to ``req.scale`` where the name
     carries one (``yolov8n-p2.yaml --scale s`` -> ``yolov8s-p2-MHSA.yaml``) or names a model family without one
     (``yolov8-bifpn.yaml`` -> ``yolov8n-bifpn-MHSA.yaml``), so that ultralytics reads the scale the file builds.
     """
-    suffix = req.spec.suffix
+    suffix = req.spec.suffix + "".join(f"-{tag}" for tag in variant_tags(req))
     if req.from_yaml is not None:
         return f"{_scaled_stem(Path(req.from_yaml).stem, req.scale)}{suffix}.yaml"
     return f"{req.base}{req.scale}{TASKS[req.task]}{suffix}.yaml"
+
+
+def variant_tags(req: Request) -> list[str]:
+    """What sets the file apart from the default request: ``P3P4P5`` (``--at``; an index is ``L12``, a module
+    upper-cased), ``C256`` (``--channels``), ``h8`` (``--heads``), ``pos640`` (``--pos-emb`` at ``--imgsz``),
+    ``pre`` (``--lateral pre-attention``). Each tag's digits are followed by ``-`` or the end, never by a scale letter, so a tag cannot
+    change the scale ultralytics reads from the name."""
+    tags = []
+    if req.at is not None and req.points != ("P5",):
+        tags.append("".join(f"L{p}" if p.isdigit() else p.upper() for p in req.points))
+    if req.channels is not None:
+        tags.append("C" + "-".join(map(str, req.channels)))
+    if req.heads != 4:
+        tags.append(f"h{req.heads}")
+    if req.pos_emb:
+        tags.append(f"pos{req.imgsz}")
+    if req.lateral != "attention":
+        tags.append("pre")
+    return tags
 
 
 def stock_name(req: Request) -> str:
@@ -76,7 +96,8 @@ def check_output(
 ) -> list[str]:
     """Refuse output names that would not build the requested scale; return warnings for risky surroundings.
 
-    Refused: an existing file (without ``force``), a directory, a missing parent folder, a suffix other than
+    Refused: an existing file (without ``force``; the caller passes ``force`` for a file that already holds what it
+    would write), a directory, a missing parent folder, a suffix other than
     .yaml/.yml, a name whose scale differs from ``req.scale``; and, on releases that try the scale-less name first
     (up to 8.4.100), a scale-less name of a model family (``yolov8-MHSA.yaml``), which they would load in place of
     the scaled files, and a name that resolves to the release's own config (``yolov8n.yaml``). On a release that
@@ -94,7 +115,7 @@ def check_output(
     if path.suffix.lower() not in (".yaml", ".yml"):
         raise PatchError(f"{name}: a model config must end in .yaml (ultralytics loads other names as weights)")
     if path.exists() and not force:
-        raise PatchError(f"{path} exists: pass --force to overwrite it")
+        raise exists_error(path)
     guessed = guess_scale(name)
     stem = Path(name).stem
     unified_first = _release_tries_unified_first(target)
@@ -135,6 +156,14 @@ def check_output(
     elif not guessed and req.scale is not None and chosen:
         warnings.append(f"{name} carries no scale: it still builds scale {req.scale} (its only 'scales' row)")
     return warnings
+
+
+def exists_error(path: Path) -> PatchError:
+    """The refusal for an output file that holds something else, naming both ways out."""
+    return PatchError(
+        f"{path} exists and differs from what gen-yaml would write: pass --force to overwrite it, "
+        f"or -o NAME to write another file"
+    )
 
 
 def _release_tries_unified_first(target: Target) -> bool:

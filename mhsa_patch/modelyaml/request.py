@@ -6,7 +6,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from mhsa_patch.errors import PatchError
+from mhsa_patch.errors import UsageError
 from mhsa_patch.patches import LAYERS, LayerSpec
 
 SCALES = ("n", "s", "m", "l", "x")
@@ -22,16 +22,16 @@ def layer_spec(name: str | None) -> LayerSpec:
     for spec in LAYERS:
         if spec.name.lower() == wanted.lower():
             return spec
-    raise PatchError(f"unknown layer '{name}': choose one of {', '.join(s.name for s in LAYERS)}")
+    raise UsageError(f"unknown layer '{name}': choose one of {', '.join(s.name for s in LAYERS)}")
 
 
 def _positive(value, what: str) -> int:
     if isinstance(value, bool):
-        raise PatchError(f"{what} must be a positive integer, got {value}")
+        raise UsageError(f"{what} must be a positive integer, got {value}")
     if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
         value = int(value)
     if not isinstance(value, int) or value <= 0:
-        raise PatchError(f"{what} must be a positive integer, got {value}")
+        raise UsageError(f"{what} must be a positive integer, got {value}")
     return value
 
 
@@ -68,34 +68,34 @@ class Request:
         from_yaml = None if self.from_yaml is None or str(self.from_yaml) == "" else str(self.from_yaml)
         if from_yaml is not None and (self.base is not None or self.task is not None):
             given = " and ".join(f"--{k}" for k in ("base", "task") if getattr(self, k) is not None)
-            raise PatchError(f"--from {from_yaml}: the model comes from that file, {given} cannot apply: drop {given}")
+            raise UsageError(f"--from {from_yaml}: the model comes from that file, {given} cannot apply: drop {given}")
         scale = None if self.scale is None else str(self.scale).strip().lower()
         base = None if from_yaml else str(self.base or "yolov8").strip().lower()
         task = None if from_yaml else str(self.task or "detect").strip().lower()
         lateral = str(self.lateral).strip().lower()
         if scale is None and from_yaml is None:
-            raise PatchError("--scale is required (n, s, m, l or x)")
+            raise UsageError("--scale is required (n, s, m, l or x)")
         if scale is not None and scale not in SCALES:
-            raise PatchError(f"unknown scale '{self.scale}': choose one of {', '.join(SCALES)}")
+            raise UsageError(f"unknown scale '{self.scale}': choose one of {', '.join(SCALES)}")
         if base is not None and base not in BASES:
-            raise PatchError(f"unknown base '{self.base}': choose one of {', '.join(BASES)}")
+            raise UsageError(f"unknown base '{self.base}': choose one of {', '.join(BASES)}")
         if task is not None and task not in TASKS:
-            raise PatchError(f"unknown task '{self.task}': choose one of {', '.join(TASKS)}")
+            raise UsageError(f"unknown task '{self.task}': choose one of {', '.join(TASKS)}")
         if lateral not in LATERALS:
-            raise PatchError(f"unknown lateral '{self.lateral}': choose one of {', '.join(LATERALS)}")
+            raise UsageError(f"unknown lateral '{self.lateral}': choose one of {', '.join(LATERALS)}")
         if not isinstance(self.heads, int) or isinstance(self.heads, bool) or self.heads <= 0:
-            raise PatchError(f"--heads must be a positive integer, got {self.heads}")
+            raise UsageError(f"--heads must be a positive integer, got {self.heads}")
         if not isinstance(self.imgsz, int) or isinstance(self.imgsz, bool) or self.imgsz <= 0:
-            raise PatchError(f"--imgsz must be a positive integer, got {self.imgsz}")
+            raise UsageError(f"--imgsz must be a positive integer, got {self.imgsz}")
         at = None if self.at is None or str(self.at).strip() == "" else str(self.at).strip()
         if at is not None:
             points = [p.strip() for p in at.split(",")]
             if "" in points:
-                raise PatchError(f"--at {at}: an empty insertion point (write --at P3,P4,P5)")
+                raise UsageError(f"--at {at}: an empty insertion point (write --at P3,P4,P5)")
             points = [p.upper() if re.fullmatch(r"[pP]\d+", p) else p for p in points]
             seen = [p for k, p in enumerate(points) if p.lower() in (q.lower() for q in points[:k])]
             if seen:
-                raise PatchError(f"--at {at}: {seen[0]} is given twice")
+                raise UsageError(f"--at {at}: {seen[0]} is given twice")
             at = ",".join(points)
         channels = self.channels
         if channels is not None:
@@ -108,7 +108,7 @@ class Request:
             channels = tuple(_positive(c, f"--channels {text}:") for c in channels)
             n_points = len(at.split(",")) if at else 1
             if len(channels) not in (1, n_points):
-                raise PatchError(
+                raise UsageError(
                     f"--channels {text}: give one value, or one per --at point ({n_points}: {at or 'P5'}), in order"
                 )
         given = {
@@ -118,7 +118,7 @@ class Request:
         for option, is_given in given.items():
             if is_given and option not in spec.options:
                 flag = "--" + option.replace("_", "-")
-                raise PatchError(f"{flag} does not apply to --layer {spec.name}: {spec.note or 'it takes no options'}")
+                raise UsageError(f"{flag} does not apply to --layer {spec.name}: {spec.note or 'it takes no options'}")
         values = {"scale": scale, "base": base, "task": task, "lateral": lateral, "at": at}
         values.update(from_yaml=from_yaml, channels=channels, layer=spec.name)
         for name, value in values.items():

@@ -27,6 +27,7 @@ class Written:
     warnings: tuple[str, ...]
     state: str  # the engine's status of the target ("applied", "not-applied", ...) or "unknown"
     probe: dict | None = None  # the --check build report (mhsa_patch.child.probe), when asked
+    unchanged: bool = False  # the file already held exactly this text: nothing was written
 
 
 def patch_state(target: Target) -> tuple[str, str]:
@@ -56,13 +57,23 @@ def output_path(output: str | None, file_name: str, cwd: Path | None = None) -> 
     return path.absolute()
 
 
+def holds(path: Path, data: bytes) -> bool:
+    """Whether ``path`` is a regular file holding exactly ``data`` (read no further than its length)."""
+    try:
+        if not path.is_file() or path.is_symlink() or path.stat().st_size != len(data):
+            return False
+        return path.read_bytes() == data
+    except OSError:
+        return False
+
+
 def write_text(path: Path, text: str, *, force: bool = False) -> None:
     """Write ``text`` (UTF-8) to ``path`` in one step; without ``force``, refuse if the file exists (even if it
     appeared meanwhile)."""
     try:
         write_atomic(path, text.encode("utf-8"), exclusive=not force)
     except FileExistsError:
-        raise PatchError(f"{path} exists: pass --force to overwrite it") from None
+        raise naming.exists_error(path) from None
     except OSError as e:
         raise PatchError(f"cannot write {path}: {e.strerror or e}") from None
 
@@ -82,25 +93,35 @@ def build_report(target: Target, result: emit.Result, name: str, imgsz: int) -> 
 
 
 def write_model_yaml(
-    target: Target, req: Request, output: str | None = None, *, force: bool = False, check: bool = False
+    target: Target,
+    req: Request,
+    output: str | None = None,
+    *,
+    force: bool = False,
+    check: bool = False,
+    apply: str = "mhsa-patch apply",
 ) -> Written:
     """Generate the config for ``req``, check the output name, build it first with ``check``, then write it.
 
     Raises :class:`PatchError` (one line) before anything is written: bad request or base, refused output name,
-    existing file without ``force``, ``check`` on an unpatched target, a model that does not build.
+    existing file that holds something else without ``force``, ``check`` on an unpatched target, a model that does
+    not build (``apply``: the command the refusal suggests). A file that already holds exactly the generated text is left as it is (``unchanged``): running the
+    same command twice succeeds.
     """
     result = emit.generate(target, req)
     path = output_path(output, result.file_name)
+    unchanged = holds(path, result.text.encode("utf-8"))
     notes = list(result.warnings) + naming.check_output(
-        path, result.request or req, target, force=force, chosen=output is not None
+        path, result.request or req, target, force=force or unchanged, chosen=output is not None
     )
     state, why = patch_state(target)
     if check and state != "applied":
         detail = f" ({why})" if state == "unknown" and why else ""
         raise PatchError(
             f"--check needs the patch: ultralytics {target.version} at {target.package} is not patched "
-            f"(status: {state}{detail}); run 'mhsa-patch apply' first"
+            f"(status: {state}{detail}); run '{apply}' first"
         )
     probe = build_report(target, result, path.name, req.imgsz) if check else None
-    write_text(path, result.text, force=force)
-    return Written(path, result, tuple(notes), state, probe)
+    if not unchanged:
+        write_text(path, result.text, force=force)
+    return Written(path, result, tuple(notes), state, probe, unchanged)

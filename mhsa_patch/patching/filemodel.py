@@ -220,7 +220,8 @@ class TargetFile:
                 state = PieceState.UNMARKED if not f.marked else (PieceState.MARKED if f.current else PieceState.OUTDATED)
                 line = self.line_of(f.node) if state is PieceState.UNMARKED else None
                 origin = f"{f.origin.rel}:{f.origin.line}" if f.origin is not None and not f.origin.in_target else None
-                pieces.append(Piece(self.rel, edit.key, layer.name, state, line, origin))
+                name = getattr(getattr(f.node, "name", None), "value", None) if edit.key == "class" else None
+                pieces.append(Piece(self.rel, edit.key, layer.name, state, line, origin, name))
         state = combine(_PIECE_TO_FILE[p.state] for p in pieces)
         modified = None
         if entry is not None and state is not State.NOT_APPLIED:

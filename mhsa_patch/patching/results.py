@@ -88,6 +88,12 @@ class Piece:
     state: PieceState
     line: Optional[int] = None
     origin: Optional[str] = None  # a hand-written import's class, outside the target files: "nn/modules/MHSA.py:5"
+    name: Optional[str] = None  # a class piece's class (BoT3's layer has two: BottleneckTransformer, BoT3)
+
+    @property
+    def label(self) -> str:
+        """``MHSA import``, ``BottleneckTransformer class``: what a person reads in ``status``."""
+        return f"{self.name or self.layer} {self.edit}"
 
 
 @dataclass(frozen=True)
@@ -126,7 +132,8 @@ class Status:
                     "state": f.state.value,
                     "modified_since_apply": f.modified_since_apply,
                     "pieces": [
-                        {"edit": p.edit, "layer": p.layer, "state": p.state.value, "line": p.line, "origin": p.origin} for p in f.pieces
+                        {"edit": p.edit, "layer": p.layer, "name": p.name, "state": p.state.value, "line": p.line, "origin": p.origin}
+                        for p in f.pieces
                     ],
                 }
                 for f in self.files
