@@ -30,7 +30,6 @@ from mhsa_patch.child.compat import (
     model_task,
     require_patched,
     synthetic_batch,
-    unused_parameters,
     ultralytics_info,
 )
 from mhsa_patch.child.protocol import ChildError, one_line, run_main
@@ -132,11 +131,10 @@ def train_step(model, h: int, w: int) -> dict:
     if not all(bool(torch.isfinite(g).all()) for g in grads):
         raise ChildError(f"training step at {w}x{h}: non-finite gradients")
     added = [m for m in model.modules() if is_layer(m)]
-    unused = unused_parameters()
     norm = 0.0
-    for m in added:
+    for m in added:  # every Parameter: one without a gradient stops DDP without find_unused_parameters
         for name, p in m.named_parameters():
-            if p.grad is None and not name.endswith(unused):
+            if p.grad is None:
                 raise ChildError(f"training step: {type(m).__name__} parameter {name} got no gradient")
             if p.grad is not None:
                 norm += float(p.grad.norm()) ** 2

@@ -24,13 +24,6 @@ def ultralytics_info() -> tuple[str, Path]:
     return ultralytics.__version__, Path(ultralytics.__file__).parent
 
 
-def unused_parameters() -> tuple[str, ...]:
-    """Parameter names the layers keep for trained checkpoints but never use (no gradient is expected there)."""
-    from mhsa_patch.patches import LAYERS
-
-    return tuple(name for spec in LAYERS for name in spec.unused)
-
-
 def require_patched() -> None:
     """Refuse with one line when the imported ultralytics lacks a layer of the patch (not patched, or half of it)."""
     version, where = ultralytics_info()
