@@ -122,6 +122,34 @@ def test_check_on_the_first_supported_release(tmp_path):
 
 
 @pytest.mark.training
+@pytest.mark.releases
+@pytest.mark.parametrize("version", ["8.0.98", "8.1.30"])
+def test_check_train_on_old_releases_with_todays_torch(tmp_path, version):
+    """Releases up to 8.2.x call torch.load without weights_only, which torch >= 2.6 refuses: ultralytics' trainer
+    stopped at reloading last.pt. The child routes the release's own loading through the restricted loader, so
+    --train passes with no unsafe switch set (the suite sets none: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is absent)."""
+    import importlib.metadata
+
+    from mhsa_patch.patching.target import version_tuple
+
+    assert version_tuple(importlib.metadata.version("torch"))[:2] >= (2, 6)  # the wall is there to hit
+    pkg = releases.copy_release(version, tmp_path / "site")
+    site = pkg.parent
+    assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in trainkit.env(site)
+    trainkit.ok(trainkit.cli("apply", "--target", str(site), site=site))
+    cfg = trainkit.gen_yaml(site, tmp_path / "cfg")
+    proc = trainkit.cli("check", str(cfg), "--train", "--json", "--imgsz", "128", "--runs", "1",
+                        "--target", str(site), site=site)
+    r = trainkit.json_report(proc)
+    assert r["ultralytics"] == version and r["restricted_loading"] is True
+    assert set(r["train"]["reloaded"]) == {"last.pt", "best.pt"}
+    assert all(v["added_layers"] for v in r["train"]["reloaded"].values())
+    # the user's own 'yolo train' outside the tool hits the wall: check says so in one line, and what fixes it
+    assert "torch<2.6 with this release, or ultralytics>=8.2.103" in proc.stderr
+    assert r["torch_load_note"].startswith(f"ultralytics {version} calls torch.load without weights_only")
+
+
+@pytest.mark.training
 def test_check_a_segmentation_model(tmp_path):
     """Other tasks build, run and get gradients through MHSA (a surrogate loss: no masks here); --train is refused."""
     p = trainkit.patched()

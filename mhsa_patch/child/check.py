@@ -29,6 +29,7 @@ from mhsa_patch.child.compat import (
     loss_floats,
     model_task,
     require_patched,
+    route_checkpoint_loading,
     synthetic_batch,
     ultralytics_info,
 )
@@ -289,6 +290,7 @@ def train(events, model_path: str, imgsz: int, epochs: int, batch: int, images: 
 def check(events, a) -> dict:
     version, where = ultralytics_info()
     require_patched()
+    routed = route_checkpoint_loading()  # before anything loads a checkpoint: old releases on today's torch
     name = Path(a.model).name
     events.step("build", f"Building {name}")
     model, table = model_of(a.model)
@@ -302,6 +304,7 @@ def check(events, a) -> dict:
         "scale": str((getattr(model, "yaml", None) or {}).get("scale") or "?"),
         "nc": _nc(model),
         "added_layers": added,
+        "restricted_loading": routed,  # the release's own torch.load calls go through the restricted loader
     }
     if a.train and report["task"] != "detect":
         raise ChildError(

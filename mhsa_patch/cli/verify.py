@@ -16,6 +16,7 @@ from rich.markup import escape
 from mhsa_patch.cli.console import fail, header, info, out, warn
 from mhsa_patch.errors import PatchError
 from mhsa_patch.patches import layer_names
+from mhsa_patch.patching.torchload import weights_only_note
 from mhsa_patch.cli.options import PythonOpt, TargetOpt, open_target, pick_target, warn_shadow
 
 
@@ -223,6 +224,9 @@ def check(
     lint = None
     with steps.running():
         tgt = open_target(target, python, header_line=not as_json)
+        torch_note = weights_only_note(tgt)
+        if torch_note:
+            warn(torch_note)
         path = check_inputs(model, imgsz=imgsz, train=train, runs=runs, train_imgsz=train_imgsz, epochs=epochs,
                             batch=batch, images=images)
         if path.suffix == ".pt":
@@ -261,6 +265,7 @@ def check(
     if as_json:
         if lint is not None:
             report["lint"] = lint.to_dict()
+        report["torch_load_note"] = torch_note
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
     if not report.get("added_layers"):
