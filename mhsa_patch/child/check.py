@@ -4,8 +4,8 @@
 
 Steps: build; forward at ``imgsz x imgsz`` and at a rectangular ``imgsz x 3/4 imgsz``; one training step
 (ultralytics' loss, backward, one SGD step) with a check that the patch's layers got a gradient; the model summary (layers,
-parameters, true GFLOPs with attention); CPU latency against the stock model of the same scale (the same YAML
-without the rows the patch added), measured in this process. With ``--train``: a short run of ultralytics' own trainer on a
+parameters, true GFLOPs with attention); CPU latency against the baseline (the release's own config the model was
+made from, at its scale and ``nc``; see :mod:`mhsa_patch.modelyaml.baseline`), measured in this process. With ``--train``: a short run of ultralytics' own trainer on a
 synthetic dataset drawn on the spot, then ``last.pt`` and ``best.pt`` reloaded and run on an image.
 """
 
@@ -65,16 +65,18 @@ def model_of(model_path: str):
     return build(model_path, table=True)
 
 
-def stock_of(model):
-    """The stock model this one was made from: its own YAML without the added rows, same scale and classes."""
-    from mhsa_patch.modelyaml.align import strip_mhsa
+def baseline_of(model, package: Path, model_name: str):
+    """``(stock model, baseline)``: what the model is compared with (see :mod:`mhsa_patch.modelyaml.baseline`): the
+    release's own config it was made from at the same scale and ``nc``, else its own YAML without our layers."""
+    from mhsa_patch.modelyaml.baseline import choose
 
     cfg = copy.deepcopy(getattr(model, "yaml", None) or {})
     if not cfg.get("backbone"):
         raise ChildError("the model carries no YAML (model.yaml); cannot derive its stock counterpart")
-    stock_cfg = strip_mhsa(cfg)
+    base = choose(cfg, package, model_name)
+    stock_cfg = dict(base.cfg)
     stock_cfg.pop("yaml_file", None)
-    return build(stock_cfg, nc=_nc(model))[0]
+    return build(stock_cfg, nc=_nc(model))[0], base
 
 
 def forward(model, h: int, w: int) -> dict:
@@ -319,9 +321,11 @@ def check(events, a) -> dict:
     report["train_step"] = train_step(model, s, s)
     events.step("summary", "Counting parameters and true GFLOPs (attention included)")
     report["summary"] = summary(model, s, table)
-    stock = stock_of(model)
+    stock, base = baseline_of(model, where, name)
     st = summary(stock, s)
-    report["stock"] = {"parameters": st["parameters"], "gflops": st["gflops"], "layers": len(st["layers"])}
+    report["baseline"] = base.name
+    report["stock"] = {**base.to_dict(), "nc": _nc(stock), "parameters": st["parameters"], "gflops": st["gflops"],
+                       "layers": len(st["layers"])}
     events.step("latency", f"Timing {a.runs} CPU runs each of the model and the stock model at {s}x{s}")
     report["latency"] = latency(model, stock, s, a.runs)
     if a.train:
