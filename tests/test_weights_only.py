@@ -85,6 +85,7 @@ print(json.dumps({"routed": routed, "replaced": torch.load is not own, "model": 
 """
 
 
+@pytest.mark.releases
 def test_a_childs_routing_covers_the_release_alone(tmp_path):
     """On 8.0.98, ultralytics' own torch.load calls go through the restricted loader; other callers keep torch's."""
     releases.copy_release("8.0.98", tmp_path / "site")
