@@ -37,7 +37,6 @@ class LayerSpec:
     options: tuple[str, ...] = ()  # gen-yaml options that apply (at, lateral, channels, heads, pos_emb)
     row_note: str = ""  # comment of an inserted row: "{stage}", "{channels}", "{given}", "{heads}", "{positions}"
     file_suffix: str = ""  # of gen-yaml's file names (yolov8n-MHSA.yaml); "" means "-<name>"
-    unused: tuple[str, ...] = ()  # parameter names kept for trained checkpoints, never used: they get no gradient
     tutorial_state: bool = False  # pickled objects must hold the tutorial's state (checked when loading checkpoints)
     params: Callable | None = None  # (channels, row args) -> parameters an inserted row adds (None: not known)
     lint_args: str = ""  # "attention": the lint explains its args as MHSA's [width, height, heads, pos_emb]
@@ -79,7 +78,6 @@ LAYERS = (
         parse_model_rule="scale_like_c3",
         summary="BoTNet CSP block with MHSA bottlenecks",
         helpers=("BottleneckTransformer",),
-        unused=("fc1.weight", "fc1.bias"),  # BottleneckTransformer's fc1: forks' checkpoints hold it
         placement="replace",
         replaces=("C2f", "C3k2"),
         restore_args=("{c2}", True),  # the backbone's last C2f/C3k2 in yolov8, yolo11 and yolo26: [1024, True]

@@ -21,7 +21,8 @@ class BottleneckTransformer(nn.Module):
     ``cv1 = Conv(c1, c2 * expansion, 1, 1)``, ``cv2 = nn.Sequential(MHSA(c2, width=w, height=h, heads=heads)
     [, nn.AvgPool2d(2, 2)])`` with ``(w, h) = resolution``, ``shortcut`` a ``Conv2d(c1, expansion * c2, 1, stride)`` +
     ``BatchNorm2d`` module when ``stride != 1 or c1 != expansion * c2``, else the boolean ``c1 == c2``, and an unused
-    ``fc1 = nn.Linear(c2, c2)`` that the checkpoints hold (it gets no gradient).
+    ``fc1 = nn.Linear(c2, c2)`` that the checkpoints hold, its ``weight`` and ``bias`` kept as buffers (see
+    ``unused_linear``): the same state_dict keys, no Parameter without a gradient.
 
     ``MHSA`` is built as the forks call it, without ``pos_emb``, so it has no positional tables: ``resolution`` sets
     no parameter and changes no number, and the block runs at any input size. ``resolution=None`` falls back to
@@ -54,7 +55,29 @@ class BottleneckTransformer(nn.Module):
                 nn.Conv2d(c1, expansion * c2, kernel_size=1, stride=stride),
                 nn.BatchNorm2d(expansion * c2),
             )
-        self.fc1 = nn.Linear(c2, c2)  # unused: trained checkpoints hold it
+        self.fc1 = self.unused_linear(nn.Linear(c2, c2))  # trained checkpoints hold it; the forward never uses it
+
+    @staticmethod
+    def unused_linear(fc1):
+        """``fc1`` with its ``weight`` and ``bias`` turned from Parameters into buffers (the same keys and values).
+
+        Why: a Parameter the forward never uses gets no gradient, and DistributedDataParallel without
+        ``find_unused_parameters`` (ultralytics 8.0 to 8.2, and 8.4 with ``compile=True``) then stops at the second
+        iteration. Buffers stay in the state_dict, so checkpoints that hold ``fc1.weight``/``fc1.bias`` load strictly.
+        """
+        for name in ("weight", "bias"):
+            tensor = getattr(fc1, name, None)
+            if isinstance(tensor, nn.Parameter):
+                delattr(fc1, name)
+                fc1.register_buffer(name, tensor.detach())
+        return fc1
+
+    def __setstate__(self, state):
+        """A block unpickled from an older checkpoint (``fc1`` as Parameters) gets the buffers too."""
+        super().__setstate__(state)
+        fc1 = self._modules.get("fc1")
+        if isinstance(fc1, nn.Module):
+            self.unused_linear(fc1)
 
     def forward(self, x):
         """``(B, c1, H, W) -> (B, c2, H, W)`` (``H/2 x W/2`` with ``stride == 2``)."""

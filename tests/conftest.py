@@ -14,7 +14,6 @@ def _offline_ultralytics(tmp_path_factory):
     """Ultralytics writes a settings file on first import and tries the network otherwise."""
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ["YOLO_CONFIG_DIR"] = str(tmp_path_factory.mktemp("yolo-config"))
-    os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
     yield
 
 

@@ -51,3 +51,15 @@ def without_row(froms: list, index: int) -> list:
             fs.append(a - old_k if x < 0 else a)
         out.append(fs[0] if isinstance(f, int) else fs)
     return out
+
+
+def fork_bot3_yaml(mhsa_yaml: str, nc: int = 3) -> str:
+    """A fork's ``yolov8-BoT3.yaml`` written from gen-yaml's MHSA YAML: BoT3 added after SPPF as an extra layer (its
+    readers renumbered as gen-yaml renumbered MHSA's), ``[-1, 1, BoT3, [1024]]``, and ``nc`` classes."""
+    import re
+
+    text, n = re.subn(r"\[-1, 1, MHSA, \[[^\]]*\]\]", "[-1, 1, BoT3, [1024]]", mhsa_yaml)
+    assert n == 1, "gen-yaml's MHSA row not found"
+    text, n = re.subn(r"(?m)^nc: \d+", f"nc: {nc}", text)
+    assert n == 1, "no nc line"
+    return text

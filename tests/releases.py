@@ -6,6 +6,7 @@ Nothing here touches the ultralytics installed in the environment. Each test get
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -22,7 +23,8 @@ CACHE = Path(os.environ.get("MHSA_PATCH_TEST_CACHE", Path.home() / ".cache" / "m
 
 # Old releases import packages that current ultralytics no longer pulls in (see shared/guides). They go into a
 # side folder put on PYTHONPATH, never into the environment. --no-deps keeps numpy & co from being shadowed.
-SIDE_PACKAGES = ("tqdm", "setuptools<81", "pandas", "python-dateutil", "tzdata", "hub-sdk")
+# 8.1.x's trainer imports cpuinfo (py-cpuinfo) when it starts.
+SIDE_PACKAGES = ("tqdm", "setuptools<81", "pandas", "python-dateutil", "tzdata", "hub-sdk", "py-cpuinfo")
 
 
 def _locked_once(dest: Path, build) -> Path:
@@ -82,7 +84,9 @@ def side_packages() -> Path:
             check=True,
         )
 
-    return _locked_once(CACHE / "side-packages", install)
+    # the folder is named after the list, so a package added to it is installed into a new folder
+    key = hashlib.sha256(" ".join(SIDE_PACKAGES).encode()).hexdigest()[:8]
+    return _locked_once(CACHE / f"side-packages-{key}", install)
 
 
 def release_env(site: Path, config_dir: Path | None = None) -> dict[str, str]:
@@ -94,7 +98,6 @@ def release_env(site: Path, config_dir: Path | None = None) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env["YOLO_OFFLINE"] = "1"
     env["YOLO_CONFIG_DIR"] = str(config_dir or Path(tempfile.mkdtemp(prefix="yolo-cfg-")))
-    env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"  # releases <= 8.2.0 call torch.load without weights_only
     # One thread: a 2-core machine running the suite (and other work) slows down 4-6x when children spin-wait
     # on two OpenMP threads each.
     env["OMP_NUM_THREADS"] = "1"

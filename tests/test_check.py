@@ -8,7 +8,7 @@ import pytest
 
 import releases
 import trainkit
-from helpers import assert_refused
+from helpers import assert_refused, fork_bot3_yaml
 
 
 @pytest.mark.training
@@ -31,7 +31,8 @@ def test_check_with_training_run():
         "YOLOv8n-MHSA summary: 24 layers",
         "ultralytics.nn.modules.conv.MHSA",
         "GFLOPs at 640x640 (true, attention included",
-        "Stock model of the same scale: 23 layers, 3,157,200 parameters",
+        "baseline: yolov8n.yaml (nc=80): 23 layers, 3,157,200 parameters",
+        "MHSA added: +197,376 parameters (+6.3%)",
         "CPU latency at 640x640",
         "Training run: 4 iterations, finite losses",
         "reloaded and predicted: last.pt",
@@ -61,6 +62,43 @@ def test_check_json_on_a_checkpoint():
     assert r["latency"]["ratio"] > 0 and r["latency"]["runs"] == 2
     assert r["train_step"]["added_grad_norm"] > 0 and r["train_step"]["added_updated"]
     assert "train" not in r
+
+
+@pytest.mark.training
+def test_baseline_is_the_releases_own_config(tmp_path):
+    """Real builds of three shapes against the release's yolov8n.yaml at the same nc: a fork's yolov8-BoT3.yaml (nc 3,
+    BoT3 added after SPPF, no scale in its name), gen-yaml's BoT3 in place of C2f, MHSA added; then a user's own head,
+    compared with its YAML without BoT3. The JSON carries the baseline's name; the text says it in plain words."""
+    p = trainkit.patched()
+    fork = tmp_path / "yolov8-BoT3.yaml"
+    fork.write_text(fork_bot3_yaml(p["yaml"].read_text()))
+    bot3 = trainkit.gen_yaml(p["site"], tmp_path / "bot3", "n", "--layer", "BoT3")
+
+    def check(cfg, *extra):
+        return trainkit.cli("check", str(cfg), *extra, "--imgsz", "256", "--runs", "1", "--target", str(p["site"]),
+                            site=p["site"])
+
+    proc = trainkit.ok(check(fork))
+    assert "baseline: yolov8n.yaml (nc=3): 23 layers, 3,011,433 parameters," in proc.stdout
+    assert "BoT3 added: +198,272 parameters (+6.6%), +" in proc.stdout
+    r = trainkit.json_report(check(fork, "--json"))
+    assert r["baseline"] == "yolov8n.yaml" and r["stock"]["config"] == "cfg/models/v8/yolov8.yaml"
+    assert (r["stock"]["nc"], r["stock"]["layers"], r["stock"]["parameters"]) == (3, 23, 3011433)
+    assert r["summary"]["parameters"] - r["stock"]["parameters"] == r["summary"]["layers"][10]["params"] == 198272
+
+    proc = trainkit.ok(check(bot3))
+    assert "baseline: yolov8n.yaml (nc=80): 23 layers, 3,157,200 parameters," in proc.stdout
+    assert "BoT3 in place of C2f: −262,016 parameters (−8.3%), −" in proc.stdout
+    r = trainkit.json_report(check(p["yaml"], "--json"))
+    assert (r["baseline"], r["stock"]["changes"], r["stock"]["parameters"]) == ("yolov8n.yaml", "MHSA added", 3157200)
+
+    custom = tmp_path / "yolov8-bifpn-BoT3.yaml"  # the head's first C2f repeated twice: no stock config has that
+    custom.write_text(fork.read_text().replace("[-1, 3, C2f, [512]] # 13", "[-1, 6, C2f, [512]] # 13", 1))
+    assert custom.read_text() != fork.read_text()
+    proc = trainkit.ok(check(custom))
+    assert "yolov8-bifpn-BoT3.yaml's other rows match no stock config" in proc.stderr
+    assert "baseline: yolov8-bifpn-BoT3.yaml without BoT3 (nc=3): 23 layers," in proc.stdout
+    assert "BoT3 added: +198,272 parameters" in proc.stdout
 
 
 @pytest.mark.training
@@ -122,6 +160,34 @@ def test_check_on_the_first_supported_release(tmp_path):
 
 
 @pytest.mark.training
+@pytest.mark.releases
+@pytest.mark.parametrize("version", ["8.0.98", "8.1.30"])
+def test_check_train_on_old_releases_with_todays_torch(tmp_path, version):
+    """Releases up to 8.2.x call torch.load without weights_only, which torch >= 2.6 refuses: ultralytics' trainer
+    stopped at reloading last.pt. The child routes the release's own loading through the restricted loader, so
+    --train passes with no unsafe switch set (the suite sets none: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is absent)."""
+    import importlib.metadata
+
+    from mhsa_patch.patching.target import version_tuple
+
+    assert version_tuple(importlib.metadata.version("torch"))[:2] >= (2, 6)  # the wall is there to hit
+    pkg = releases.copy_release(version, tmp_path / "site")
+    site = pkg.parent
+    assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in trainkit.env(site)
+    trainkit.ok(trainkit.cli("apply", "--target", str(site), site=site))
+    cfg = trainkit.gen_yaml(site, tmp_path / "cfg")
+    proc = trainkit.cli("check", str(cfg), "--train", "--json", "--imgsz", "128", "--runs", "1",
+                        "--target", str(site), site=site)
+    r = trainkit.json_report(proc)
+    assert r["ultralytics"] == version and r["restricted_loading"] is True
+    assert set(r["train"]["reloaded"]) == {"last.pt", "best.pt"}
+    assert all(v["added_layers"] for v in r["train"]["reloaded"].values())
+    # the user's own 'yolo train' outside the tool hits the wall: check says so in one line, and what fixes it
+    assert "torch<2.6 with this release, or ultralytics>=8.2.103" in proc.stderr
+    assert r["torch_load_note"].startswith(f"ultralytics {version} calls torch.load without weights_only")
+
+
+@pytest.mark.training
 def test_check_a_segmentation_model(tmp_path):
     """Other tasks build, run and get gradients through MHSA (a surrogate loss: no masks here); --train is refused."""
     p = trainkit.patched()
@@ -136,8 +202,8 @@ def test_check_a_segmentation_model(tmp_path):
 
 @pytest.mark.training
 def test_check_a_bot3_model(tmp_path):
-    """gen-yaml --layer BoT3: BoT3 in place of layer 8's C2f; it builds, runs, learns (its unused fc1 aside), and the
-    stock model it is compared with is the real yolov8n."""
+    """gen-yaml --layer BoT3: BoT3 in place of layer 8's C2f; it builds, runs, every parameter learns (its unused fc1
+    is buffers), and the stock model it is compared with is the real yolov8n."""
     p = trainkit.patched()
     cfg = trainkit.gen_yaml(p["site"], tmp_path / "bot3", "n", "--layer", "BoT3")
     assert cfg.name == "yolov8n-BoT3.yaml"

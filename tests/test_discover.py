@@ -121,7 +121,6 @@ def world(tmp_path_factory):
         PYTHONPATH=str(releases.side_packages()),  # what old releases import; no ultralytics in there
         YOLO_OFFLINE="1",
         YOLO_CONFIG_DIR=str(base / "yolo-config"),
-        TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1",
         OMP_NUM_THREADS="1",
     )
     return {

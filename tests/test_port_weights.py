@@ -256,6 +256,71 @@ def test_port_into_bot3_carries_every_tensor_but_the_replaced_layer(tmp_path):
     assert c["bot3"] == "BoT3"
 
 
+OLD_BOT3_CKPT = r"""
+import sys
+from datetime import datetime
+
+import torch
+import ultralytics
+from ultralytics.nn.tasks import DetectionModel
+
+cfg, out = sys.argv[1], sys.argv[2]
+torch.manual_seed(0)
+model = DetectionModel(cfg, nc=80, verbose=False)
+for m in model.modules():  # fc1 back to Parameters with distinct values, as a fork (or an older patch) pickled it
+    if type(m).__name__ == "BottleneckTransformer":
+        w, b = m.fc1.weight.detach().clone().normal_(), m.fc1.bias.detach().clone().normal_()
+        del m.fc1.weight, m.fc1.bias
+        m.fc1.weight, m.fc1.bias = torch.nn.Parameter(w), torch.nn.Parameter(b)
+assert any(n.endswith("fc1.weight") for n, _ in model.named_parameters())
+model.names = {i: f"class{i}" for i in range(80)}
+model.args = {"task": "detect", "imgsz": 640}
+torch.save({"date": datetime.now().isoformat(), "version": ultralytics.__version__, "epoch": -1, "model": model.half(),
+            "ema": None, "optimizer": None, "train_args": {"model": cfg, "task": "detect"}}, out)
+"""
+
+CHECK_CARRIED = r"""
+import json, sys
+import torch
+from ultralytics.nn.tasks import DetectionModel
+
+src = torch.load(sys.argv[1], weights_only=False)["model"]  # unpickling turns the old fc1 Parameters into buffers
+dst = torch.load(sys.argv[2], weights_only=False)["model"]
+ssd, dsd = src.state_dict(), dst.state_dict()
+fc1 = [k for k in dsd if ".fc1." in k]
+fresh = DetectionModel(sys.argv[3], nc=80, verbose=False)
+fresh.load_state_dict(ssd, strict=True)  # the old checkpoint's keys load strictly into today's class
+print(json.dumps({
+    "fc1": fc1, "equal": all(torch.equal(ssd[k], dsd[k]) for k in dsd), "same_keys": list(ssd) == list(dsd),
+    "fc1_params": [n for n, _ in list(src.named_parameters()) + list(dst.named_parameters()) if ".fc1." in n],
+    "fc1_nonzero": all(float(dsd[k].float().abs().sum()) > 0 for k in fc1),
+}))
+"""
+
+
+@pytest.mark.training
+def test_port_carries_an_old_bot3_checkpoints_fc1(tmp_path):
+    """A BoT3 checkpoint whose fc1 was pickled as Parameters (forks, older patches) ported into the same BoT3 YAML:
+    every tensor carried, fc1's included; fc1 arrives as buffers; the old state_dict loads strictly into a fresh
+    model."""
+    p = trainkit.patched()
+    cfg = trainkit.gen_yaml(p["site"], tmp_path / "bot3", "n", "--layer", "BoT3")
+    old = tmp_path / "old-bot3.pt"
+    proc = trainkit.run_python(OLD_BOT3_CKPT, p["site"], str(cfg), str(old))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "ported.pt"
+    r = trainkit.json_report(
+        trainkit.cli("port-weights", str(old), str(cfg), "-o", str(out), "--json", "--target", str(p["site"]),
+                     site=p["site"])
+    )
+    assert r["transferred"] == r["total"] and r["left_at_init"] == [] and r["added_layers"] == []
+    proc = trainkit.run_python(CHECK_CARRIED, p["site"], str(old), str(out), str(cfg))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    c = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert c["fc1"] == ["model.8.m.0.fc1.weight", "model.8.m.0.fc1.bias"]
+    assert c["equal"] and c["same_keys"] and c["fc1_nonzero"] and c["fc1_params"] == []
+
+
 TRAIN = r"""
 import sys
 from ultralytics.cfg import entrypoint

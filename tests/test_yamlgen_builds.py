@@ -270,10 +270,10 @@ print("JSON " + json.dumps(out))
 
 def bot3_params(c1: int, c2: int, n: int) -> int:
     """BoT3(c1, c2, n) counted by hand: cv1, cv2 = Conv(c1, c_, 1), cv3 = Conv(2c_, c2, 1) (conv + BatchNorm), and n
-    BottleneckTransformer(c_, c_) blocks of Conv(c_, c_, 1) + MHSA(c_) (3·(c_²+c_)) + the unused fc1 Linear(c_, c_)
-    (c_² + c_), shortcut the identity; c_ = c2 // 2."""
+    BottleneckTransformer(c_, c_) blocks of Conv(c_, c_, 1) + MHSA(c_) (3·(c_²+c_)), shortcut the identity;
+    c_ = c2 // 2. The unused fc1 Linear(c_, c_) is buffers, not parameters (it stays in the state_dict)."""
     c_ = int(c2 * 0.5)
-    return 2 * (c1 * c_ + 2 * c_) + (2 * c_ * c2 + 2 * c2) + n * ((c_ * c_ + 2 * c_) + 3 * (c_ * c_ + c_) + c_ * c_ + c_)
+    return 2 * (c1 * c_ + 2 * c_) + (2 * c_ * c2 + 2 * c2) + n * ((c_ * c_ + 2 * c_) + 3 * (c_ * c_ + c_))
 
 
 def _bot3_case(version: str, tmp_path: Path, cases: list[tuple[str, str]]) -> None:

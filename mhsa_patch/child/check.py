@@ -4,8 +4,8 @@
 
 Steps: build; forward at ``imgsz x imgsz`` and at a rectangular ``imgsz x 3/4 imgsz``; one training step
 (ultralytics' loss, backward, one SGD step) with a check that the patch's layers got a gradient; the model summary (layers,
-parameters, true GFLOPs with attention); CPU latency against the stock model of the same scale (the same YAML
-without the rows the patch added), measured in this process. With ``--train``: a short run of ultralytics' own trainer on a
+parameters, true GFLOPs with attention); CPU latency against the baseline (the release's own config the model was
+made from, at its scale and ``nc``; see :mod:`mhsa_patch.modelyaml.baseline`), measured in this process. With ``--train``: a short run of ultralytics' own trainer on a
 synthetic dataset drawn on the spot, then ``last.pt`` and ``best.pt`` reloaded and run on an image.
 """
 
@@ -29,8 +29,8 @@ from mhsa_patch.child.compat import (
     loss_floats,
     model_task,
     require_patched,
+    route_checkpoint_loading,
     synthetic_batch,
-    unused_parameters,
     ultralytics_info,
 )
 from mhsa_patch.child.protocol import ChildError, one_line, run_main
@@ -65,16 +65,18 @@ def model_of(model_path: str):
     return build(model_path, table=True)
 
 
-def stock_of(model):
-    """The stock model this one was made from: its own YAML without the added rows, same scale and classes."""
-    from mhsa_patch.modelyaml.align import strip_mhsa
+def baseline_of(model, package: Path, model_name: str):
+    """``(stock model, baseline)``: what the model is compared with (see :mod:`mhsa_patch.modelyaml.baseline`): the
+    release's own config it was made from at the same scale and ``nc``, else its own YAML without our layers."""
+    from mhsa_patch.modelyaml.baseline import choose
 
     cfg = copy.deepcopy(getattr(model, "yaml", None) or {})
     if not cfg.get("backbone"):
         raise ChildError("the model carries no YAML (model.yaml); cannot derive its stock counterpart")
-    stock_cfg = strip_mhsa(cfg)
+    base = choose(cfg, package, model_name)
+    stock_cfg = dict(base.cfg)
     stock_cfg.pop("yaml_file", None)
-    return build(stock_cfg, nc=_nc(model))[0]
+    return build(stock_cfg, nc=_nc(model))[0], base
 
 
 def forward(model, h: int, w: int) -> dict:
@@ -132,11 +134,10 @@ def train_step(model, h: int, w: int) -> dict:
     if not all(bool(torch.isfinite(g).all()) for g in grads):
         raise ChildError(f"training step at {w}x{h}: non-finite gradients")
     added = [m for m in model.modules() if is_layer(m)]
-    unused = unused_parameters()
     norm = 0.0
-    for m in added:
+    for m in added:  # every Parameter: one without a gradient stops DDP without find_unused_parameters
         for name, p in m.named_parameters():
-            if p.grad is None and not name.endswith(unused):
+            if p.grad is None:
                 raise ChildError(f"training step: {type(m).__name__} parameter {name} got no gradient")
             if p.grad is not None:
                 norm += float(p.grad.norm()) ** 2
@@ -324,6 +325,7 @@ def epoch_event(trainer) -> dict:
 def check(events, a) -> dict:
     version, where = ultralytics_info()
     require_patched()
+    routed = route_checkpoint_loading()  # before anything loads a checkpoint: old releases on today's torch
     name = Path(a.model).name
     events.step("build", f"Building {name}")
     model, table = model_of(a.model)
@@ -337,6 +339,7 @@ def check(events, a) -> dict:
         "scale": str((getattr(model, "yaml", None) or {}).get("scale") or "?"),
         "nc": _nc(model),
         "added_layers": added,
+        "restricted_loading": routed,  # the release's own torch.load calls go through the restricted loader
     }
     if a.train and report["task"] != "detect":
         raise ChildError(
@@ -351,9 +354,11 @@ def check(events, a) -> dict:
     report["train_step"] = train_step(model, s, s)
     events.step("summary", "Counting parameters and true GFLOPs (attention included)")
     report["summary"] = summary(model, s, table)
-    stock = stock_of(model)
+    stock, base = baseline_of(model, where, name)
     st = summary(stock, s)
-    report["stock"] = {"parameters": st["parameters"], "gflops": st["gflops"], "layers": len(st["layers"])}
+    report["baseline"] = base.name
+    report["stock"] = {**base.to_dict(), "nc": _nc(stock), "parameters": st["parameters"], "gflops": st["gflops"],
+                       "layers": len(st["layers"])}
     events.step("latency", f"Timing {a.runs} CPU runs each of the model and the stock model at {s}x{s}")
     report["latency"] = latency(model, stock, s, a.runs)
     if a.train:

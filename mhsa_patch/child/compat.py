@@ -24,13 +24,6 @@ def ultralytics_info() -> tuple[str, Path]:
     return ultralytics.__version__, Path(ultralytics.__file__).parent
 
 
-def unused_parameters() -> tuple[str, ...]:
-    """Parameter names the layers keep for trained checkpoints but never use (no gradient is expected there)."""
-    from mhsa_patch.patches import LAYERS
-
-    return tuple(name for spec in LAYERS for name in spec.unused)
-
-
 def require_patched() -> None:
     """Refuse with one line when the imported ultralytics lacks a layer of the patch (not patched, or half of it)."""
     version, where = ultralytics_info()
@@ -44,16 +37,22 @@ def require_patched() -> None:
         )
 
 
+def _layer_classes() -> tuple[dict[str, str], frozenset[str]]:
+    """The patch's classes at the module the patch puts them in, and those whose pickled state is checked."""
+    from mhsa_patch.patches import LAYERS
+
+    classes = {name: "ultralytics.nn.modules.conv" for spec in LAYERS for name in (*spec.helpers, spec.name)}
+    return classes, frozenset(spec.name for spec in LAYERS if spec.tutorial_state)
+
+
 def load_checkpoint(path: str):
     """``(model, ckpt)`` from a ``.pt`` file: FP32, eval mode, as ultralytics itself loads it, but unpickled through
     :mod:`mhsa_patch.child.safe_load`'s allow-list (checkpoints are code). A layer pickled under a fork's module path
     (``ultralytics.nn.modules.MHSA.MHSA``, ...) is mapped to the patched class after its state is checked."""
     from mhsa_patch.child.safe_load import CheckpointRefused
     from mhsa_patch.child.safe_load import load_checkpoint as safe_load
-    from mhsa_patch.patches import LAYERS
 
-    classes = {name: "ultralytics.nn.modules.conv" for spec in LAYERS for name in (*spec.helpers, spec.name)}
-    checked = frozenset(spec.name for spec in LAYERS if spec.tutorial_state)
+    classes, checked = _layer_classes()
     try:
         model, ckpt, _ = safe_load(path, classes, checked=checked)
     except CheckpointRefused as e:
@@ -61,6 +60,44 @@ def load_checkpoint(path: str):
     except Exception as e:  # noqa: BLE001
         raise ChildError(f"{path} is not an ultralytics checkpoint: {one_line(e)}") from None
     return model, ckpt
+
+
+def route_checkpoint_loading() -> bool:
+    """Make the target's own checkpoint loading safe on today's torch; every child calls this at its start.
+
+    Releases up to the 8.2 series call ``torch.load(file, map_location=...)`` without ``weights_only``
+    (:mod:`mhsa_patch.patching.torchload` tells them apart by their files). Torch >= 2.6 then loads weights only and
+    refuses every ultralytics checkpoint (trainer's ``strip_optimizer``, validator's and ``YOLO(...)``'s
+    ``torch_safe_load``); before 2.6 it ran plain pickle on them. On such a release, ``torch.load`` calls made by
+    ultralytics' own modules without ``weights_only`` or ``pickle_module`` go through the restricted unpickler of
+    :mod:`mhsa_patch.child.safe_load` instead (our layers mapped, their state checked, nothing else run), on every
+    torch. Any other caller, and any call that chose its own loading, gets torch's ``load`` unchanged. Returns whether
+    the loading was routed. The unsafe ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` is never needed.
+    """
+    import torch
+
+    from mhsa_patch.patching.torchload import loads_without_weights_only
+
+    if getattr(torch.load, "_mhsa_patch_routed", False):
+        return True
+    if not loads_without_weights_only(ultralytics_info()[1]):
+        return False
+    from mhsa_patch.child.safe_load import unpickle
+
+    original = torch.load
+    classes, checked = _layer_classes()
+
+    def load(f, *args, **kwargs):
+        caller = str(sys._getframe(1).f_globals.get("__name__") or "")
+        ours = caller == "ultralytics" or caller.startswith("ultralytics.")
+        if not ours or args[1:] or {"pickle_module", "weights_only"} & set(kwargs) or not isinstance(f, (str, os.PathLike)):
+            return original(f, *args, **kwargs)
+        map_location = args[0] if args else kwargs.get("map_location")
+        return unpickle(f, classes, checked, map_location=map_location)[0]
+
+    load._mhsa_patch_routed = True
+    torch.load = load
+    return True
 
 
 def yaml_task(path: str | dict) -> str:

@@ -10,7 +10,15 @@ import os
 import re
 from pathlib import Path
 
-from mhsa_patch.child.compat import build, layer_type, load_checkpoint, model_task, require_patched, ultralytics_info
+from mhsa_patch.child.compat import (
+    build,
+    layer_type,
+    load_checkpoint,
+    model_task,
+    require_patched,
+    route_checkpoint_loading,
+    ultralytics_info,
+)
 from mhsa_patch.child.protocol import ChildError, run_main
 from mhsa_patch.errors import PatchError
 from mhsa_patch.modelyaml.align import align
@@ -48,6 +56,7 @@ def port(events, src: str, model_yaml: str, out: str) -> dict:
 
     version, where = ultralytics_info()
     require_patched()
+    route_checkpoint_loading()  # before anything loads a checkpoint: old releases on today's torch
     events.step("load", f"Loading {Path(src).name}")
     smodel, sckpt = load_checkpoint(src)
     if not hasattr(smodel, "model") or not hasattr(smodel, "yaml"):

@@ -664,7 +664,7 @@ def _not_a_checkpoint(path: str, e: BaseException) -> CheckpointRefused:
 
 
 def unpickle(
-    path: str | Path, layers: dict[str, str] | None = None, checked: frozenset[str] | None = None
+    path: str | Path, layers: dict[str, str] | None = None, checked: frozenset[str] | None = None, map_location="cpu"
 ) -> tuple[object, dict]:
     """``(ckpt, report)``: the checkpoint as stored, read with the restricted unpickler; its MHSA objects checked.
 
@@ -687,7 +687,8 @@ def unpickle(
         if any(n.endswith("constants.pkl") for n in names):
             raise CheckpointRefused(f"{path} is a TorchScript archive, not a checkpoint; load the original .pt")
     try:
-        ckpt = torch.load(path, map_location="cpu", pickle_module=_restricted_pickle_module(session), weights_only=False)
+        ckpt = torch.load(path, map_location=map_location, pickle_module=_restricted_pickle_module(session),
+                          weights_only=False)
     except CheckpointRefused:
         raise
     except Exception as e:  # noqa: BLE001 - anything else the file does wrong: one line

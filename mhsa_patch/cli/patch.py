@@ -105,16 +105,19 @@ def status(
     """
     from mhsa_patch.patching import engine
     from mhsa_patch.patching.discover import copy_states
+    from mhsa_patch.patching.torchload import weights_only_note
 
     try:
         res = pick_target(target, python)
         st = engine.status(res.target)
         copies = None if res.discovery is None else copy_states(res.discovery, {st.target.package: st.state})
+        torch_note = weights_only_note(res.target)
     except PatchError as e:
         fail(e)
     if as_json:
         warn_shadow(res)
         data = st.to_dict()
+        data["torch_load_note"] = torch_note
         data["python"] = None if res.discovery is None else res.discovery.python
         data["copies"] = None if copies is None else [c.to_dict() for c in copies]
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
@@ -132,6 +135,8 @@ def status(
             out.print(f"  {escape(p.label):<{pw}}  {p.state}{escape(where)}")
     for note in st.notes:
         warn(note)
+    if torch_note:
+        warn(torch_note)
     out.print(f"state: [bold {STATE_STYLE[st.state]}]{st.state}[/]")
     if copies and len(copies) > 1:
         d = res.discovery

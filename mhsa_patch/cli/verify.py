@@ -16,6 +16,7 @@ from rich.markup import escape
 from mhsa_patch.cli.console import fail, header, info, out, warn
 from mhsa_patch.errors import PatchError
 from mhsa_patch.patches import layer_names
+from mhsa_patch.patching.torchload import weights_only_note
 from mhsa_patch.cli.options import PythonOpt, TargetOpt, apply_command, open_target, pick_target, warn_shadow
 from mhsa_patch.cli.usage import Text
 
@@ -135,6 +136,12 @@ def _print_table(summary: dict) -> None:
             out.print(line, markup=False)
 
 
+def _signed(x: float, spec: str = ",") -> str:
+    """``+214,784``, ``−245,504`` (a real minus sign), ``+7.1%``: a difference in plain words."""
+    text = format(abs(x), spec)
+    return ("−" if x < 0 else "+") + text
+
+
 def _print_check(report: dict) -> None:
     s, st, lat = report["summary"], report["stock"], report["latency"]
     name = _model_name(report)
@@ -146,17 +153,23 @@ def _print_check(report: dict) -> None:
         f"{s['gflops']:.1f} GFLOPs at {s['imgsz']}x{s['imgsz']} (true, attention included{thop_note})",
         markup=False,
     )
+    if st.get("note"):
+        warn(st["note"])
+    out.print(
+        f"baseline: {st.get('name', 'the stock model')} (nc={st.get('nc', '?')}): {st['layers']} layers, "
+        f"{st['parameters']:,} parameters, {st['gflops']:.1f} GFLOPs",
+        markup=False,
+    )
     dp = s["parameters"] - st["parameters"]
     dg = s["gflops"] - st["gflops"]
     out.print(
-        f"Stock model of the same scale: {st['layers']} layers, {st['parameters']:,} parameters, "
-        f"{st['gflops']:.1f} GFLOPs → the added layers add {dp:+,} parameters ({dp / st['parameters']:+.1%}), "
-        f"{dg:+.2f} GFLOPs ({dg / st['gflops']:+.1%})",
+        f"{st.get('changes', 'the added layers')}: {_signed(dp)} parameters ({_signed(dp / st['parameters'], '.1%')}), "
+        f"{_signed(dg, '.2f')} GFLOPs ({_signed(dg / st['gflops'], '.1%')})",
         markup=False,
     )
     out.print(
         f"CPU latency at {lat['imgsz']}x{lat['imgsz']}, batch 1, {lat['threads']} thread{'s' * (lat['threads'] != 1)}, median of {lat['runs']}: "
-        f"{lat['model_ms']:.1f} ms vs {lat['stock_ms']:.1f} ms stock → ×{lat['ratio']:.2f}",
+        f"{lat['model_ms']:.1f} ms vs {lat['stock_ms']:.1f} ms baseline → ×{lat['ratio']:.2f}",
         markup=False,
     )
     step = report["train_step"]
@@ -259,6 +272,9 @@ def check(
     lint = None
     with steps.running():
         tgt = open_target(target, python, header_line=not as_json)
+        torch_note = weights_only_note(tgt)
+        if torch_note:
+            warn(torch_note)
         path = check_inputs(model, imgsz=imgsz, train=train, runs=runs, train_imgsz=train_imgsz, epochs=epochs,
                             batch=batch, images=images)
         if path.suffix == ".pt":
@@ -299,6 +315,7 @@ def check(
     if as_json:
         if lint is not None:
             report["lint"] = lint.to_dict()
+        report["torch_load_note"] = torch_note
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
     if not report.get("added_layers"):

@@ -32,8 +32,12 @@ MHSA_NAMES = INSERTED = frozenset(spec.name for spec in LAYERS if spec.placement
 REPLACING = {spec.name: frozenset(spec.replaces) for spec in LAYERS if spec.placement == "replace"}
 
 
-def _module_name(row) -> str:
+def module_name(row) -> str:
+    """A row's module without its ``nn.``/``torch.nn.`` prefix."""
     return str(row[2]).rsplit(".", 1)[-1]
+
+
+_module_name = module_name
 
 
 def mhsa_rows(cfg: dict) -> list[int]:
@@ -49,11 +53,16 @@ def strip_mhsa(cfg: dict) -> dict:
     A reference to an MHSA row becomes a reference to that row's own input (the layer it was inserted after), so
     the result is the model ultralytics ships whatever convention the YAML used for the layers after the insertion.
     """
-    backbone, head = list(cfg.get("backbone") or []), list(cfg.get("head") or [])
-    cfg = _restore_replaced(cfg, len(backbone))
+    cfg = _restore_replaced(cfg, len(list(cfg.get("backbone") or [])))
+    return drop_rows(cfg, MHSA_NAMES)
+
+
+def drop_rows(cfg: dict, names) -> dict:
+    """``cfg`` without the rows of the modules ``names``, every ``from`` renumbered; a reference to a dropped row
+    becomes a reference to that row's own input (so BoT3 added after SPPF goes and its readers read SPPF)."""
     backbone, head = list(cfg.get("backbone") or []), list(cfg.get("head") or [])
     rows = backbone + head
-    drop = set(mhsa_rows(cfg))
+    drop = {i for i, row in enumerate(rows) if _module_name(row) in names}
     if not drop:
         return copy.deepcopy(cfg)
 
@@ -64,11 +73,13 @@ def strip_mhsa(cfg: dict) -> dict:
         seen = set()
         while j in drop:
             if j in seen:
-                raise PatchError(f"layer {j} (MHSA) feeds itself; the YAML is malformed")
+                raise PatchError(f"layer {j} ({_module_name(rows[j])}) feeds itself; the YAML is malformed")
             seen.add(j)
             f = rows[j][0]
             if not isinstance(f, int):
-                raise PatchError(f"layer {j} (MHSA) takes several inputs ({f}); an MHSA row takes one")
+                raise PatchError(
+                    f"layer {j} ({_module_name(rows[j])}) takes several inputs ({f}); a row of it takes one"
+                )
             j = absolute(j, f)
         return j
 
@@ -95,6 +106,11 @@ def strip_mhsa(cfg: dict) -> dict:
     stock = copy.deepcopy({k: v for k, v in cfg.items() if k not in ("backbone", "head")})
     stock["backbone"], stock["head"] = out_backbone, out_head
     return stock
+
+
+def restore_replaced(cfg: dict) -> dict:
+    """``cfg`` with each row of a layer that replaces a stock row turned back into that row (see below)."""
+    return _restore_replaced(cfg, len(list(cfg.get("backbone") or [])))
 
 
 def _restore_replaced(cfg: dict, n_backbone: int) -> dict:
