@@ -1,5 +1,6 @@
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,27 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 import releases  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _nothing_left_behind(tmp_path_factory):
+    """Every temporary file and lock of the run goes under pytest's base folder, which pytest removes after a
+    passing run (``tmp_path_retention_policy = "failed"``): the system temporary folder and the user's lock folder
+    (``~/.cache/mhsa-patch/locks``) are left as they were. TMPDIR reaches every child; ``tempfile.tempdir`` is this
+    process's cached copy. test_leftovers.py checks it."""
+    base = tmp_path_factory.getbasetemp()
+    saved = {k: os.environ.get(k) for k in ("TMPDIR", "MHSA_PATCH_LOCK_DIR")}
+    saved_tempdir = tempfile.tempdir
+    (base / "tmp").mkdir(exist_ok=True)
+    os.environ["TMPDIR"] = tempfile.tempdir = str(base / "tmp")
+    os.environ["MHSA_PATCH_LOCK_DIR"] = str(base / "locks")
+    yield
+    tempfile.tempdir = saved_tempdir
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -293,4 +293,28 @@ def test_lock_file_lives_outside_the_package(latest_pkg):
     assert lock_file(latest_pkg.parent / "." / "ultralytics") == path  # keyed by the resolved path
     engine.apply(find_target(latest_pkg))
     engine.revert(find_target(latest_pkg))
-    assert path.exists() and unchanged(latest_pkg)  # no lock file (nor anything else) left in the package
+    assert unchanged(latest_pkg)  # no lock file (nor anything else) left in the package
+    assert not path.exists()  # nor in the lock folder: the run removed its lock file
+
+
+def test_a_waiter_on_a_removed_lock_file_takes_the_new_one(latest_pkg):
+    """The race of removing a flock file: B opens the lock file and waits; A removes it (holding the lock) and lets
+    go; B gets the lock on a file without a name. B must notice and lock the file the path names, so that C, which
+    creates a fresh file meanwhile, still waits for B."""
+    a = hold_lock(latest_pkg)
+    b = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(latest_pkg)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env(), text=True
+    )
+    try:
+        time.sleep(2)  # B has opened the file and is waiting on it
+        a.stdin.close()
+        assert a.wait(timeout=60) == 0
+        assert b.stdout.readline() == "held\n"
+        assert lock_file(latest_pkg).exists()  # B holds a file that the path names
+        cmd = [sys.executable, "-m", "mhsa_patch", "apply", "-t", str(latest_pkg)]
+        r = subprocess.run(cmd, env=env(MHSA_PATCH_LOCK_TIMEOUT="1"), capture_output=True, text=True, timeout=120)
+        assert r.returncode == 1 and "lock held, waited 1 s" in r.stderr, r.stdout + r.stderr
+    finally:
+        b.stdin.close()
+        assert b.wait(timeout=60) == 0
+    assert not lock_file(latest_pkg).exists()

@@ -35,7 +35,7 @@ run_python = releases.run_python
 
 def cli(*args: str, site: Path | None = None, timeout: float = 600, cwd: Path | None = None, env_extra=None):
     """``python -m mhsa_patch args...`` with the offline test environment (and ``site`` on PYTHONPATH when given)."""
-    env_ = env(site or workdir())
+    env_ = env(site or workdir(), offline=False)
     env_.update(env_extra or {})
     return subprocess.run(
         [sys.executable, "-m", "mhsa_patch", *args],
