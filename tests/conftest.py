@@ -44,3 +44,12 @@ def _offline_ultralytics(tmp_path_factory):
 def latest_pkg(tmp_path) -> Path:
     """A fresh copy of the latest release's ultralytics/ package under tmp_path/site."""
     return releases.copy_release(releases.LATEST, tmp_path / "site")
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """An empty folder under tmp_path, made the current one (where gen-yaml writes by default)."""
+    d = tmp_path / "work"
+    d.mkdir()
+    monkeypatch.chdir(d)
+    return d

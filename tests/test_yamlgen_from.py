@@ -24,8 +24,9 @@ from mhsa_patch.modelyaml.emit import generate
 from mhsa_patch.modelyaml.request import Request, command_line
 from mhsa_patch.modelyaml.rows import parse_base
 from mhsa_patch.patching.target import find_target
-from test_yamlgen import ROW, absolute, assert_refused, base_layers, cli, layers, readers_of, strip_mhsa, target
-from test_yamlgen import workdir  # noqa: F401 - a fixture
+from helpers import ROW, absolute, assert_refused, base_layers, layers, readers_of, strip_mhsa
+from helpers import gen_yaml as cli
+from helpers import release_target as target
 
 REPO = Path(__file__).resolve().parents[1]
 
