@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from mhsa_patch.patches.mhsa import MHSA
-from reference_layers import TUTORIAL_SOURCE  # the tutorial's class, verbatim: trained checkpoints come from it
+import reference_layers  # the tutorial's class, verbatim: trained checkpoints come from it
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYER_FILE = ROOT / "patches" / "mhsa.py"
@@ -32,10 +32,7 @@ TUTORIAL_ATTRIBUTES = {"heads", "pos", "softmax", "query", "key", "value", "rel_
 @pytest.fixture(scope="module")
 def tutorial_module():
     """A real module (picklable by reference, like ultralytics.nn.modules.conv) that holds the tutorial's class."""
-    module = types.ModuleType("mhsa_tutorial_legacy")
-    module.__dict__.update(torch=torch, nn=nn)
-    exec(compile(TUTORIAL_SOURCE, "<tutorial>", "exec"), module.__dict__)
-    sys.modules[module.__name__] = module
+    module = reference_layers.tutorial_module("mhsa_tutorial_legacy")
     yield module
     sys.modules.pop(module.__name__, None)
 
