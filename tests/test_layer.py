@@ -290,22 +290,30 @@ def test_constructor_signature_and_yaml_args():
 
 @pytest.mark.parametrize("pos", [False, True])
 def test_fused_path_uses_the_memory_saving_kernel(pos):
-    """Restricted to the flash kernel, SDPA raises if q, k, v do not qualify (e.g. a last dim with stride != 1)."""
+    """Restricted to the flash kernel, SDPA raises if q, k, v do not qualify (e.g. a last dim with stride != 1); the
+    profiler shows that the flash kernel did run, forward and backward, in float32 and under bfloat16 autocast."""
     import contextlib
+
+    from torch.profiler import ProfilerActivity, profile
 
     try:
         from torch.nn.attention import SDPBackend, sdpa_kernel  # torch >= 2.2
 
         only_flash = sdpa_kernel([SDPBackend.FLASH_ATTENTION])
     except ImportError:  # older torch: no way to restrict the CPU kernel; the numbers are still checked
-        only_flash = contextlib.nullcontext()
+        only_flash = None
     layer = MHSA(32, 24, 24, 4, pos)
     x = torch.randn(2, 32, 24, 24, requires_grad=True)
-    with only_flash:
+    with only_flash or contextlib.nullcontext(), profile(activities=[ProfilerActivity.CPU]) as prof:
         out = layer(x)
         out.sum().backward()
         with torch.autocast("cpu", dtype=torch.bfloat16):
             layer(x).float().sum().backward()
+    ran = [e.name for e in prof.events()]
+    assert ran.count("aten::scaled_dot_product_attention") == 2, sorted(set(ran))
+    if only_flash is not None:
+        assert ran.count("aten::_scaled_dot_product_flash_attention_for_cpu") == 2, sorted(set(ran))
+        assert ran.count("aten::_scaled_dot_product_flash_attention_for_cpu_backward") == 2, sorted(set(ran))
     torch.testing.assert_close(out, reference(layer, x.detach()), rtol=1e-4, atol=1e-5)
 
 
