@@ -134,3 +134,62 @@ def test_inline_command_lines_are_read_too(tmp_path):
     md = tmp_path / "x.md"
     md.write_text("Run `mhsa-patch apply --dry-run` first, see `mhsa-patch status`.\n```bash\nmhsa-patch revert\n```\n")
     assert command_lines(md) == ["mhsa-patch apply --dry-run", "mhsa-patch status", "mhsa-patch revert"]
+
+
+# -- facts both READMEs state: the layers apply inserts and the files it changes ---------------------------------------
+
+APPLY_SECTION = {"en": "## What `apply` changes", "zh-CN": "## `apply` 改了什么"}
+BACKTICKED = re.compile(r"`([^`]+)`")
+
+
+def apply_section(lang: str) -> tuple[str, list[list[str]]]:
+    """The "what apply changes" section of a README: its prose before the table, and the table's rows as cells."""
+    text = READMES[lang].read_text(encoding="utf-8")
+    assert APPLY_SECTION[lang] in text, f"{lang}: no {APPLY_SECTION[lang]!r} section"
+    section = text.split(APPLY_SECTION[lang], 1)[1].split("\n## ", 1)[0]
+    lines = section.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("|"))
+    rows = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines[start:] if ln.startswith("| `")]
+    return "\n".join(lines[:start]), rows
+
+
+def names_in(cell: str) -> set[str]:
+    """The class names a cell shows in code spans (`MHSA`, `"BoT3"`), not code such as `from .conv import (...)`."""
+    return {t.strip('"') for t in BACKTICKED.findall(cell) if re.fullmatch(r'"?[A-Z][A-Za-z0-9_]*"?', t)}
+
+
+@pytest.mark.parametrize("lang", list(READMES))
+def test_the_readmes_list_the_files_apply_changes(lang):
+    from mhsa_patch.patching.target import TARGET_FILES
+
+    _, rows = apply_section(lang)
+    assert [BACKTICKED.findall(row[0])[0] for row in rows] == list(TARGET_FILES)
+
+
+@pytest.mark.parametrize("lang", list(READMES))
+def test_the_readmes_list_the_layers_apply_inserts(lang):
+    from mhsa_patch.patches import LAYERS, layer_names
+
+    prose, rows = apply_section(lang)
+    helpers = {h for spec in LAYERS for h in spec.helpers}
+    for row in rows:  # every file's edit names every layer, and nothing else
+        assert names_in(" ".join(row[1:])) == set(layer_names()), (lang, row)
+    shown = [t for t in BACKTICKED.findall(prose) if t in set(layer_names()) | helpers]
+    first = list(dict.fromkeys(t for t in shown if t not in helpers))
+    assert first == list(layer_names()), (lang, shown)  # in the order apply inserts them
+    assert set(shown) - set(layer_names()) <= helpers
+
+
+def test_the_quick_start_notes_give_the_same_figures():
+    """Test count, time, downloads and cache size: every figure of the English quick start is in the Chinese one."""
+    def quick_start(lang: str) -> str:
+        text = READMES[lang].read_text(encoding="utf-8")
+        return text.split("\n## ", 2)[1]  # the first section after the title: the quick start
+
+    en, zh = quick_start("en"), quick_start("zh-CN")
+    figures = set(re.findall(r"\b(\d+ (?:MB|GB|tests|minutes|ultralytics wheels))\b", en))
+    assert len(figures) >= 5, figures
+    units = {"tests": "个测试", "minutes": "分钟", "ultralytics wheels": "个 ultralytics wheel"}
+    for figure in figures:
+        number, unit = figure.split(" ", 1)
+        assert f"{number} {units.get(unit, unit)}" in zh, figure
