@@ -68,6 +68,7 @@ def gen_yaml(site: Path, dest_dir: Path, scale: str = "n", *extra: str) -> Path:
 
 
 STOCK_CKPT = r"""
+import sys
 from datetime import datetime
 
 import torch
