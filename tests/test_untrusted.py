@@ -292,6 +292,26 @@ def test_lock_file_lives_outside_the_package(latest_pkg):
     assert not path.exists()  # nor in the lock folder: the run removed its lock file
 
 
+def test_stale_lock_files_are_pruned_and_held_ones_kept(latest_pkg, tmp_path):
+    """Lock files left by killed runs (or by older versions, which kept them) go at the next run; one that another
+    run holds stays."""
+    other = releases.copy_release(releases.LATEST, tmp_path / "other")
+    holder = hold_lock(other)  # holds its own lock file meanwhile
+    try:
+        folder = lock_file(latest_pkg).parent
+        stale = [folder / f"{n:032x}.lock" for n in range(3)]
+        for p in stale:
+            p.touch()
+        (folder / "notes.txt").touch()  # not a lock file of the tool: never touched
+        engine.apply(find_target(latest_pkg))
+        assert not any(p.exists() for p in stale)
+        assert lock_file(other).exists() and (folder / "notes.txt").exists()
+    finally:
+        holder.stdin.close()
+        assert holder.wait(timeout=60) == 0
+    assert not lock_file(other).exists() and not lock_file(latest_pkg).exists()
+
+
 def test_a_waiter_on_a_removed_lock_file_takes_the_new_one(latest_pkg):
     """The race of removing a flock file: B opens the lock file and waits; A removes it (holding the lock) and lets
     go; B gets the lock on a file without a name. B must notice and lock the file the path names, so that C, which

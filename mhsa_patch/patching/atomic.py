@@ -13,6 +13,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -246,6 +247,33 @@ def _names_inode(path: Path, inode: tuple[int, int]) -> bool:
     return (st.st_dev, st.st_ino) == inode
 
 
+_LOCK_NAME = re.compile(r"[0-9a-f]{32}\.lock")
+
+
+def _prune_stale(own: Path) -> None:
+    """Remove the lock files that no run holds in the folder of ``own`` (left by killed runs, or by versions of the
+    tool that kept them), by the same rule as ``locked``: take the lock without waiting, check that the name still
+    names the locked file, remove it while holding the lock. A file some run holds or is taking is left alone."""
+    import filelock
+
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(own.parent):
+            if entry.name == own.name or not _LOCK_NAME.fullmatch(entry.name) or not entry.is_file(follow_symlinks=False):
+                continue
+            lock = filelock.FileLock(entry.path, timeout=0)
+            try:
+                lock.acquire()
+            except (filelock.Timeout, OSError):
+                continue
+            try:
+                inode = _held_inode(lock)
+                if inode is not None and _names_inode(Path(entry.path), inode):
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
+            finally:
+                lock.release()
+
+
 @contextlib.contextmanager
 def locked(package: Path) -> Iterator[None]:
     """Exclusive lock on a package folder, on every platform (``filelock``: flock on POSIX, msvcrt on Windows).
@@ -258,9 +286,9 @@ def locked(package: Path) -> Iterator[None]:
     while a third run creates a new file and locks that. So the holder removes the name *while it still holds the
     lock*, and every run, once it holds a lock, checks that the path still names the inode it locked; if not (it
     was removed or replaced meanwhile) it lets go and takes the lock again. filelock 3.x leaves the file and does no
-    such check (recent filelock checks for a removed inode itself); on Windows filelock deletes it after release
-    where no other process has it open, and an open file cannot be removed there, so nothing is removed here.
-    A run killed while holding the lock leaves its file, which the next run on that package removes.
+    such check (recent filelock checks for a removed inode itself). On Windows filelock itself removes it after
+    release where it can (a file another process has open cannot be removed there), so nothing is removed here.
+    A run killed while holding the lock leaves its file; the next run removes such stale files (``_prune_stale``).
     """
     import filelock
 
@@ -283,6 +311,8 @@ def locked(package: Path) -> Iterator[None]:
         if inode is None or _names_inode(path, inode):
             break
         lock.release()  # the file was removed by the run before us: take the lock on the file the path names now
+    if os.name == "posix" and inode is not None:
+        _prune_stale(path)
     try:
         yield
     finally:
