@@ -33,7 +33,9 @@ def _nothing_left_behind(tmp_path_factory):
 
 @pytest.fixture(autouse=True, scope="session")
 def _offline_ultralytics(tmp_path_factory):
-    """Ultralytics writes a settings file on first import and tries the network otherwise."""
+    """Ultralytics writes a settings file on first import and tries the network otherwise. YOLO_OFFLINE is for this
+    process's own ultralytics (test_bot3_layer imports it): runs of the tool get none (releases.release_env with
+    offline=False), so that test_offline.py sees the tool set it for its children."""
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ["YOLO_CONFIG_DIR"] = str(tmp_path_factory.mktemp("yolo-config"))
     os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"

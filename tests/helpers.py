@@ -37,6 +37,8 @@ def checkout_env(site: Path | None = None, *, checkout: Path = ROOT, offline: bo
     PYTHONPATH), and with ``site`` the ultralytics under it (``releases.release_env``; ``offline=False`` for a run of
     the tool, which must set YOLO_OFFLINE for its children itself). ``extra`` goes on top."""
     env = releases.release_env(site, offline=offline) if site is not None else dict(os.environ)
+    if not offline:
+        env.pop("YOLO_OFFLINE", None)
     env["PYTHONPATH"] = os.pathsep.join([str(checkout), *filter(None, [env.get("PYTHONPATH")])])
     env.update(extra)
     return env

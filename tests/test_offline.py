@@ -14,6 +14,7 @@ import pytest
 
 import releases
 import trainkit
+from helpers import checkout_env
 
 pytestmark = pytest.mark.training
 
@@ -59,11 +60,10 @@ def guarded(tmp_path: Path) -> tuple[dict[str, str], Path]:
 
 
 def cli(env: dict[str, str], *args: str, site: Path, cwd: Path | None = None):
-    # trainkit.cli puts site first on PYTHONPATH, then ours: prepend the hook again so it stays first
-    full = trainkit.env(site, offline=False)  # no YOLO_OFFLINE from the test: the tool must set it itself
-    full.update(env)
-    full["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(trainkit.ROOT), str(site), str(releases.side_packages())])
-    return trainkit.cli(*args, site=site, env_extra=full, timeout=900, cwd=cwd)
+    # the hook first on PYTHONPATH, then this checkout and the site; no YOLO_OFFLINE from the test: the tool must
+    # set it itself (trainkit.cli runs the tool with offline=False)
+    path = os.pathsep.join([env["PYTHONPATH"], checkout_env(site, offline=False)["PYTHONPATH"]])
+    return trainkit.cli(*args, site=site, env_extra={**env, "PYTHONPATH": path}, timeout=900, cwd=cwd)
 
 
 def assert_offline(log: Path, proc) -> None:
