@@ -205,9 +205,10 @@ def lock_file(package: Path) -> Path:
     """The lock file for a package folder, named by the hash of its resolved path.
 
     Not in the package: filelock needs a file (``locked`` removes it again, see there), and ``revert`` must leave the
-    package byte-identical to the stock one, with no extra file, not even for an instant. Not in a shared folder such as /tmp either, where another user could plant or lock the name. The cost:
-    two different users patching one shared install do not serialize (each takes their own lock); only a user who
-    can write the package can patch it, and every write stays atomic.
+    package byte-identical to the stock one, with no extra file, not even for an instant. Not in a shared folder
+    such as /tmp either, where another user could plant or lock the name. The cost: two different users patching one
+    shared install do not serialize (each takes their own lock); only a user who can write the package can patch it,
+    and every write stays atomic.
     """
     name = sha256(_key(package).encode("utf-8", "surrogateescape"))[:32] + ".lock"
     problems = []
@@ -307,16 +308,16 @@ def locked(package: Path) -> Iterator[None]:
             ) from None
         except OSError as e:
             raise PatchError(f"{path}: cannot take the lock ({e.strerror or e}); nothing was changed") from None
-        inode = _held_inode(lock)
+        inode = _held_inode(lock) if os.name == "posix" else None  # nothing is removed on Windows: no check needed
         if inode is None or _names_inode(path, inode):
             break
         lock.release()  # the file was removed by the run before us: take the lock on the file the path names now
-    if os.name == "posix" and inode is not None:
+    if inode is not None:
         _prune_stale(path)
     try:
         yield
     finally:
-        if os.name == "posix" and inode is not None and _names_inode(path, inode):
+        if inode is not None and _names_inode(path, inode):
             with contextlib.suppress(OSError):
                 os.unlink(path)  # still holding the lock: a waiter on this inode will see it gone and retry
         lock.release()
