@@ -12,11 +12,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import releases
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.releases  # a second pytest on copies of a release: about 15 s, kept out of the fast part
 def test_a_run_leaves_the_temporary_folder_and_the_lock_folder_as_they_were(tmp_path):
     tmp, home = tmp_path / "tmp", tmp_path / "home"
     tmp.mkdir()
