@@ -84,8 +84,10 @@ def _run_worker(case, args) -> dict:
         "--n", str(n), "--threads", str(args.threads), "--repeats", str(args.repeats), "--warmup", str(args.warmup),
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads), YOLO_OFFLINE="1")
-    env.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="bench-bot3-yolo-"))  # no settings file in $HOME
-    return run_worker(cmd, env, name)
+    if env.get("YOLO_CONFIG_DIR"):
+        return run_worker(cmd, env, name)
+    with tempfile.TemporaryDirectory(prefix="bench-bot3-yolo-") as config:  # no settings file in $HOME, none left
+        return run_worker(cmd, {**env, "YOLO_CONFIG_DIR": config}, name)
 
 
 def main(argv=None) -> int:

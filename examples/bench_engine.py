@@ -22,6 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from mhsa_patch.patching.discover import resolve
 from mhsa_patch.patching.target import TARGET_FILES, find_target
 
 BASELINE = """
@@ -48,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        source = find_target(args.target)
+        source = resolve(args.target).target
         site = Path(tmp)
         shutil.copytree(source.package, site / "ultralytics", ignore=shutil.ignore_patterns("__pycache__"))
         target = find_target(site)

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from mhsa_patch.child.env import target_env
-from mhsa_patch.patching.target import find_target
+from mhsa_patch.patching.discover import resolve
 
 
 def mhsa_patch(*args: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heads", type=int, default=4)
     a = ap.parse_args(argv)
 
-    target = find_target(a.target)
+    target = resolve(a.target).target
     env = target_env(target, {"YOLO_OFFLINE": "1"})
     t = ["--target", str(target.site)]
     with tempfile.TemporaryDirectory(prefix="mhsa-compare-") as tmp:

@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 
 from mhsa_patch.child.env import target_env
-from mhsa_patch.patching.target import find_target
+from mhsa_patch.patching.discover import resolve
 
 STAND_IN = r"""
 import sys
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="also run 'mhsa-patch check' on the ported weights")
     a = ap.parse_args(argv)
 
-    target = find_target(a.target)
+    target = resolve(a.target).target
     work = Path(a.workdir or tempfile.mkdtemp(prefix="mhsa-full-path-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     env = target_env(target, {"YOLO_OFFLINE": os.environ.get("YOLO_OFFLINE", "1")})

@@ -31,9 +31,9 @@ CHILD = "MHSA_EXAMPLE_CHILD"
 def relaunch(a, argv: list[str]) -> int:
     """Run this script again with the target's ultralytics first on PYTHONPATH (and offline)."""
     from mhsa_patch.child.env import target_env
-    from mhsa_patch.patching.target import find_target
+    from mhsa_patch.patching.discover import resolve
 
-    target = find_target(a.target)
+    target = resolve(a.target).target
     env = target_env(target, {CHILD: "1", "YOLO_OFFLINE": "1"})
     return subprocess.run([sys.executable, __file__, *argv], env=env).returncode
 

@@ -1,5 +1,6 @@
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,31 @@ import releases  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _nothing_left_behind(tmp_path_factory):
+    """Every temporary file and lock of the run goes under pytest's base folder, which pytest removes after a
+    passing run (``tmp_path_retention_policy = "failed"``): the system temporary folder and the user's lock folder
+    (``~/.cache/mhsa-patch/locks``) are left as they were. TMPDIR reaches every child; ``tempfile.tempdir`` is this
+    process's cached copy. test_leftovers.py checks it."""
+    base = tmp_path_factory.getbasetemp()
+    saved = {k: os.environ.get(k) for k in ("TMPDIR", "MHSA_PATCH_LOCK_DIR")}
+    saved_tempdir = tempfile.tempdir
+    (base / "tmp").mkdir(exist_ok=True)
+    os.environ["TMPDIR"] = tempfile.tempdir = str(base / "tmp")
+    os.environ["MHSA_PATCH_LOCK_DIR"] = str(base / "locks")
+    yield
+    tempfile.tempdir = saved_tempdir
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _offline_ultralytics(tmp_path_factory):
-    """Ultralytics writes a settings file on first import and tries the network otherwise."""
+    """Ultralytics writes a settings file on first import and tries the network otherwise. YOLO_OFFLINE is for this
+    process's own ultralytics (test_bot3_layer imports it): runs of the tool get none (releases.release_env with
+    offline=False), so that test_offline.py sees the tool set it for its children."""
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ["YOLO_CONFIG_DIR"] = str(tmp_path_factory.mktemp("yolo-config"))
     yield
@@ -21,3 +45,12 @@ def _offline_ultralytics(tmp_path_factory):
 def latest_pkg(tmp_path) -> Path:
     """A fresh copy of the latest release's ultralytics/ package under tmp_path/site."""
     return releases.copy_release(releases.LATEST, tmp_path / "site")
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """An empty folder under tmp_path, made the current one (where gen-yaml writes by default)."""
+    d = tmp_path / "work"
+    d.mkdir()
+    monkeypatch.chdir(d)
+    return d

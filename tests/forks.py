@@ -17,7 +17,6 @@ from __future__ import annotations
 import ast
 import io
 import json
-import os
 import pickletools
 import re
 import subprocess
@@ -26,7 +25,8 @@ import zipfile
 from pathlib import Path
 
 import releases
-from test_layer import TUTORIAL_SOURCE
+from helpers import checkout_env
+from reference_layers import TUTORIAL_SOURCE
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -340,16 +340,9 @@ def pickle_globals(path: Path) -> set[str]:
     return {arg.replace(" ", ".") for op, arg, _ in pickletools.genops(io.BytesIO(data)) if op.name == "GLOBAL"}
 
 
-def child_env(site: Path) -> dict:
-    """The offline test environment for ``site`` with this checkout's mhsa_patch first on the path."""
-    env = releases.release_env(site)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env["PYTHONPATH"]])
-    return env
-
-
 def run_child(code: str, site: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", code, *args], env=child_env(site), capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-c", code, *args], env=checkout_env(site), capture_output=True, text=True, timeout=timeout
     )
 
 

@@ -90,16 +90,24 @@ class BoT3(nn.Module):
 '''
 
 
-def reference_module(name: str, conv) -> types.ModuleType:
-    """A module named ``name``, registered in ``sys.modules``, holding the tutorial's MHSA and the reference BoT3.
-
-    ``conv`` is the ``Conv`` class the reference builds on. The caller removes ``sys.modules[name]`` when done.
-    """
+def tutorial_module(name: str, *, conv=None) -> types.ModuleType:
+    """A real module named ``name``, registered in ``sys.modules`` (so that pickles refer to it by name, as to
+    ultralytics.nn.modules.conv), holding the tutorial's MHSA; with ``conv`` (the ``Conv`` class it builds on) the
+    reference BoT3 too. The one way the tests load the tutorial's class. The caller removes ``sys.modules[name]``."""
     import torch
     from torch import nn
 
     module = types.ModuleType(name)
-    module.__dict__.update(torch=torch, nn=nn, Conv=conv)
-    exec(compile(TUTORIAL_SOURCE + REFERENCE_BOT3_SOURCE, f"<{name}>", "exec"), module.__dict__)
+    module.__dict__.update(torch=torch, nn=nn)
+    source = TUTORIAL_SOURCE
+    if conv is not None:
+        module.__dict__["Conv"] = conv
+        source += REFERENCE_BOT3_SOURCE
+    exec(compile(source, f"<{name}>", "exec"), module.__dict__)
     sys.modules[name] = module
     return module
+
+
+def reference_module(name: str, conv) -> types.ModuleType:
+    """``tutorial_module`` with the reference BoT3 built on ``conv``."""
+    return tutorial_module(name, conv=conv)

@@ -89,14 +89,21 @@ def side_packages() -> Path:
     return _locked_once(CACHE / f"side-packages-{key}", install)
 
 
-def release_env(site: Path, config_dir: Path | None = None) -> dict[str, str]:
-    """Environment for a subprocess that must import the ultralytics under ``site`` (a folder holding ultralytics/)."""
+def release_env(site: Path, config_dir: Path | None = None, *, offline: bool = True) -> dict[str, str]:
+    """Environment for a subprocess that must import the ultralytics under ``site`` (a folder holding ultralytics/).
+
+    ``offline``: the test's own code importing ultralytics gets ``YOLO_OFFLINE=1``. A run of the tool passes False
+    and gets no ``YOLO_OFFLINE`` at all: the tool must set it for its children itself (test_offline.py checks it).
+    """
     env = dict(os.environ)
+    if offline:
+        env["YOLO_OFFLINE"] = "1"
+    else:
+        env.pop("YOLO_OFFLINE", None)
     paths = [str(site), str(side_packages())]
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(paths)
-    env["YOLO_OFFLINE"] = "1"
     env["YOLO_CONFIG_DIR"] = str(config_dir or Path(tempfile.mkdtemp(prefix="yolo-cfg-")))
     # One thread: a 2-core machine running the suite (and other work) slows down 4-6x when children spin-wait
     # on two OpenMP threads each.

@@ -1,5 +1,8 @@
 """Which ultralytics gets patched: the copy that 'python' run in the current folder imports, or --python's.
 
+The environment's own ultralytics is only read (never changed), whatever its release: nothing here expects a
+particular one. The releases that matter are the pinned wheels of the test cache (``releases.wheel``).
+
 The slow tests build two real virtual environments once per module, each with its own ultralytics release and no
 other (their torch, typer & co come from this environment through a folder of links that leaves its ultralytics out):
 
@@ -11,6 +14,7 @@ other (their torch, typer & co come from this environment through a folder of li
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -19,10 +23,9 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 import releases
-from mhsa_patch.cli import app
+from helpers import cli
 from mhsa_patch.errors import PatchError
 from mhsa_patch.patching import discover
 from mhsa_patch.patching.target import TARGET_FILES
@@ -39,9 +42,6 @@ model = YOLO("yolov8n-MHSA.yaml")
 kinds = [type(m).__name__ for m in model.model.model]
 print("TRAIN", ultralytics.__version__, ultralytics.__file__, kinds.count("MHSA"))
 """
-
-runner = CliRunner()
-
 
 def sources(root: Path) -> dict[str, bytes]:
     """A package tree's files and bytes, without the bytecode that installs and imports add."""
@@ -254,14 +254,15 @@ def test_pythonpath_copy_shadows_the_installed_one(tmp_path, monkeypatch):
 
     d = discover.discover()
     assert [(c.package, c.imported) for c in d.copies[:2]] == [(pkg, True), (SITE / "ultralytics", False)]
-    assert d.copies[0].version == ON_PYTHONPATH and d.copies[1].version == releases.LATEST
+    # the installed release, whatever it is (ultralytics is not pinned), as pip's metadata names it
+    assert d.copies[0].version == ON_PYTHONPATH and d.copies[1].version == importlib.metadata.version("ultralytics")
 
-    r = runner.invoke(app, ["apply"])
+    r = cli("apply")
     assert r.exit_code == 0, r.output
     assert f"acting on {ON_PYTHONPATH} at {pkg} (imported first, by 'python' run here); it shadows" in r.stderr
-    st = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
+    st = json.loads(cli("status", "--json").stdout)
     assert st["copies"][0] == {"path": str(pkg), "version": ON_PYTHONPATH, "state": "applied", "imported": True}
-    assert runner.invoke(app, ["revert"]).exit_code == 0
+    assert cli("revert").exit_code == 0
     assert sources(pkg) == sources(releases.pristine(ON_PYTHONPATH))
     assert {rel: (SITE / "ultralytics" / rel).read_bytes() for rel in TARGET_FILES} == installed
 
@@ -294,7 +295,7 @@ def test_python_refusals(tmp_path, command, args, code, message):
     plain = tmp_path / "not-a-python"
     plain.write_text("just text\n")
     args = [str(plain) if a == "NOTEXECUTABLE" else a for a in args]
-    r = runner.invoke(app, [command, *args])
+    r = cli(command, *args)
     assert r.exit_code == code, r.output
     assert r.stderr.startswith("ERROR ❌") and r.stderr.count("\n") == 1 and message in r.stderr
     assert r.stdout == "" and "Traceback" not in r.output
@@ -302,9 +303,9 @@ def test_python_refusals(tmp_path, command, args, code, message):
 
 def test_other_commands_take_python():
     for command in ("gen-yaml", "check", "port-weights"):
-        r = runner.invoke(app, [command, "--help"])
+        r = cli(command, "--help")
         assert "--python" in r.stdout, command
-    r = runner.invoke(app, ["gen-yaml", "-s", "n", "--python", "/bin/true"])
+    r = cli("gen-yaml", "-s", "n", "--python", "/bin/true")
     assert r.exit_code == 1 and "not a Python interpreter" in r.stderr
-    r = runner.invoke(app, ["check", "m.yaml", "--python", sys.executable, "--target", "/tmp"])
+    r = cli("check", "m.yaml", "--python", sys.executable, "--target", "/tmp")
     assert r.exit_code == 2 and "cannot be combined" in r.stderr

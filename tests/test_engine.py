@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import releases
-from helpers import assert_refused, cli
+from helpers import assert_refused, cli, unchanged
 from reference_layers import TUTORIAL_SOURCE
 from mhsa_patch.patching import atomic, engine, journal
 from mhsa_patch.errors import PatchError
@@ -23,10 +23,6 @@ from mhsa_patch.patching.target import TARGET_FILES, find_target
 # The matrix plus one release of each other layout in shared/guides/ultralytics-layouts.md.
 LAYOUTS = (*releases.MATRIX, "8.0.200", "8.1.47", "8.3.253", "8.4.100")
 
-
-
-def unchanged(pkg: Path, version: str = releases.LATEST) -> bool:
-    return releases.tree_bytes(pkg) == releases.tree_bytes(releases.pristine(version))
 
 
 @pytest.mark.parametrize("version", LAYOUTS)

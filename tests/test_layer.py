@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from mhsa_patch.patches.mhsa import MHSA
-from reference_layers import TUTORIAL_SOURCE  # the tutorial's class, verbatim: trained checkpoints come from it
+import reference_layers  # the tutorial's class, verbatim: trained checkpoints come from it
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYER_FILE = ROOT / "patches" / "mhsa.py"
@@ -32,10 +32,7 @@ TUTORIAL_ATTRIBUTES = {"heads", "pos", "softmax", "query", "key", "value", "rel_
 @pytest.fixture(scope="module")
 def tutorial_module():
     """A real module (picklable by reference, like ultralytics.nn.modules.conv) that holds the tutorial's class."""
-    module = types.ModuleType("mhsa_tutorial_legacy")
-    module.__dict__.update(torch=torch, nn=nn)
-    exec(compile(TUTORIAL_SOURCE, "<tutorial>", "exec"), module.__dict__)
-    sys.modules[module.__name__] = module
+    module = reference_layers.tutorial_module("mhsa_tutorial_legacy")
     yield module
     sys.modules.pop(module.__name__, None)
 
@@ -293,22 +290,30 @@ def test_constructor_signature_and_yaml_args():
 
 @pytest.mark.parametrize("pos", [False, True])
 def test_fused_path_uses_the_memory_saving_kernel(pos):
-    """Restricted to the flash kernel, SDPA raises if q, k, v do not qualify (e.g. a last dim with stride != 1)."""
+    """Restricted to the flash kernel, SDPA raises if q, k, v do not qualify (e.g. a last dim with stride != 1); the
+    profiler shows that the flash kernel did run, forward and backward, in float32 and under bfloat16 autocast."""
     import contextlib
+
+    from torch.profiler import ProfilerActivity, profile
 
     try:
         from torch.nn.attention import SDPBackend, sdpa_kernel  # torch >= 2.2
 
         only_flash = sdpa_kernel([SDPBackend.FLASH_ATTENTION])
     except ImportError:  # older torch: no way to restrict the CPU kernel; the numbers are still checked
-        only_flash = contextlib.nullcontext()
+        only_flash = None
     layer = MHSA(32, 24, 24, 4, pos)
     x = torch.randn(2, 32, 24, 24, requires_grad=True)
-    with only_flash:
+    with only_flash or contextlib.nullcontext(), profile(activities=[ProfilerActivity.CPU]) as prof:
         out = layer(x)
         out.sum().backward()
         with torch.autocast("cpu", dtype=torch.bfloat16):
             layer(x).float().sum().backward()
+    ran = [e.name for e in prof.events()]
+    assert ran.count("aten::scaled_dot_product_attention") == 2, sorted(set(ran))
+    if only_flash is not None:
+        assert ran.count("aten::_scaled_dot_product_flash_attention_for_cpu") == 2, sorted(set(ran))
+        assert ran.count("aten::_scaled_dot_product_flash_attention_for_cpu_backward") == 2, sorted(set(ran))
     torch.testing.assert_close(out, reference(layer, x.detach()), rtol=1e-4, atol=1e-5)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import releases
+from helpers import checkout_env
 from mhsa_patch.patches import LAYERS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,8 +105,7 @@ def changed_outside_patches(checkout: Path) -> list[str]:
 
 
 def tool(checkout: Path, *args: str) -> subprocess.CompletedProcess:
-    env = releases.release_env(checkout)
-    env["PYTHONPATH"] = str(checkout) + ":" + env["PYTHONPATH"]
+    env = checkout_env(checkout, checkout=checkout)
     # cwd: ``python -m`` puts the working directory first on sys.path, ahead of PYTHONPATH
     return subprocess.run(
         [sys.executable, "-m", "mhsa_patch", *args], env=env, cwd=checkout, capture_output=True, text=True

@@ -7,24 +7,21 @@ release's own model configs get no warning.
 from __future__ import annotations
 
 import itertools
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 import releases
-from mhsa_patch.cli import app
+from helpers import checkout_env, cli
 from mhsa_patch.modelyaml.emit import generate
 from mhsa_patch.modelyaml.lint import known_modules, lint_file, lint_text
 from mhsa_patch.modelyaml.request import Request
 from mhsa_patch.patching.target import find_target
 
 ROOT = Path(__file__).resolve().parent.parent
-runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
@@ -319,7 +316,7 @@ def test_sibling_loaded_in_place_of_the_file(tmp_path, canonical):
 
 
 def check(*args: str):
-    return runner.invoke(app, ["check", *args])
+    return cli("check", *args)
 
 
 def test_lint_only_passes_the_tutorials_yaml_on_an_unpatched_copy(latest, canonical, tmp_path):
@@ -393,7 +390,7 @@ def test_lint_only_imports_neither_torch_nor_ultralytics(latest, canonical, tmp_
         "try:\n    main()\nexcept SystemExit as e:\n"
         "    assert 'torch' not in sys.modules and 'ultralytics' not in sys.modules, 'imported torch'\n    raise\n"
     )
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env = checkout_env()
     r = subprocess.run([sys.executable, "-c", code, "check", str(y), "--lint-only", "--target", str(latest.package)],
                        capture_output=True, text=True, env=env)  # fmt: skip
     assert r.returncode == 0, r.stderr

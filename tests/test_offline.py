@@ -14,6 +14,7 @@ import pytest
 
 import releases
 import trainkit
+from helpers import checkout_env
 
 pytestmark = pytest.mark.training
 
@@ -40,7 +41,7 @@ socket.create_connection = lambda *a, **k: _record("socket.create_connection", *
 socket.getaddrinfo = lambda *a, **k: _record("socket.getaddrinfo", *a)
 socket.gethostbyname = lambda *a, **k: _record("socket.gethostbyname", *a)
 with open(os.environ["MHSA_TEST_NETLOG"] + ".pids", "a", encoding="utf-8") as f:
-    f.write(f"{os.getpid()}\n")
+    f.write(f"{os.getpid()} {os.environ.get('YOLO_OFFLINE', '-')}\n")  # as the process was started
 '''
 
 
@@ -59,18 +60,22 @@ def guarded(tmp_path: Path) -> tuple[dict[str, str], Path]:
 
 
 def cli(env: dict[str, str], *args: str, site: Path, cwd: Path | None = None):
-    # trainkit.cli puts site first on PYTHONPATH, then ours: prepend the hook again so it stays first
-    full = trainkit.env(site)
-    full.update(env)
-    full["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(trainkit.ROOT), str(site), str(releases.side_packages())])
-    return trainkit.cli(*args, site=site, env_extra=full, timeout=900, cwd=cwd)
+    # the hook first on PYTHONPATH, then this checkout and the site; no YOLO_OFFLINE from the test: the tool must
+    # set it itself (trainkit.cli runs the tool with offline=False)
+    path = os.pathsep.join([env["PYTHONPATH"], checkout_env(site, offline=False)["PYTHONPATH"]])
+    return trainkit.cli(*args, site=site, env_extra={**env, "PYTHONPATH": path}, timeout=900, cwd=cwd)
 
 
 def assert_offline(log: Path, proc) -> None:
     trainkit.ok(proc)
-    pids = Path(str(log) + ".pids").read_text().split()
-    assert len(pids) >= 2, f"the tool's child did not inherit PYTHONPATH (processes hooked: {pids})"
+    started = Path(str(log) + ".pids")
+    processes = [line.split() for line in started.read_text().splitlines()]
+    started.write_text("")  # the next run's processes only
+    assert len(processes) >= 2, f"the tool's child did not inherit PYTHONPATH (processes hooked: {processes})"
     assert log.read_text() == "", f"network access attempted:\n{log.read_text()}"
+    # the tool was started without YOLO_OFFLINE, and every child it started had it: the tool set it
+    (_, tool), *children = processes
+    assert tool == "-" and all(offline == "1" for _, offline in children), processes
 
 
 def test_check_and_check_train_stay_offline(tmp_path):

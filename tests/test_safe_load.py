@@ -18,8 +18,10 @@ import sys
 import types
 
 import forks
+from helpers import checkout_env
 import numpy as np
 import pytest
+import reference_layers
 import releases
 import torch
 from torch import nn
@@ -136,7 +138,7 @@ def world(tmp_path_factory):
     cases["forbidden"] = {"name": "forbidden", "ckpt": str(bad)}
 
     target = releases.copy_release(releases.LATEST, root / "latest" / "site").parent
-    env = forks.child_env(target)
+    env = checkout_env(target)
     proc = subprocess.run([sys.executable, "-m", "mhsa_patch", "apply", "--target", str(target)], env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -369,7 +371,8 @@ def test_tutorial_state_problems_name_what_differs(tutorial_class):
 
 @pytest.fixture
 def tutorial_class():
-    return _fake_module("tutorial_for_checks", forks.TUTORIAL_MODULE).MHSA
+    yield reference_layers.tutorial_module("tutorial_for_checks").MHSA
+    sys.modules.pop("tutorial_for_checks", None)
 
 
 def test_what_is_not_a_checkpoint_is_refused_in_one_line(tmp_path):
@@ -411,7 +414,7 @@ def test_port_weights_brings_a_fork_checkpoint_to_the_patched_stock_release(worl
     proc = subprocess.run(
         [sys.executable, "-m", "mhsa_patch", "port-weights", case["ckpt"], world["cfgs"][version], "-o", str(out),
          "--target", str(target), "--json"],
-        env=forks.child_env(target), capture_output=True, text=True, timeout=600,
+        env=checkout_env(target), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(proc.stdout)

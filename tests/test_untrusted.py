@@ -21,7 +21,7 @@ from mhsa_patch.patching import engine
 from mhsa_patch.patching.atomic import lock_file, sha256
 from mhsa_patch.patching.journal import JOURNAL, MAX_JOURNAL_BYTES, Journal
 from mhsa_patch.patching.target import TARGET_FILES, find_target
-from test_engine import assert_refused, cli, unchanged
+from helpers import assert_refused, checkout_env, cli, unchanged
 
 STATES = ("applying", "applied", "reverting")
 COMMANDS = ("status", "apply", "revert")
@@ -246,14 +246,9 @@ HOLD = (
 )
 
 
-def env(**extra: str) -> dict[str, str]:
-    paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), **extra}
-
-
 def hold_lock(pkg: Path) -> subprocess.Popen:
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(pkg)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env(), text=True
+        [sys.executable, "-c", HOLD, str(pkg)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=checkout_env(), text=True
     )
     assert holder.stdout.readline() == "held\n"
     return holder
@@ -265,19 +260,19 @@ def test_a_second_process_waits_for_the_lock_then_times_out_with_one_line(latest
     try:
         cmd = [sys.executable, "-m", "mhsa_patch", "apply", "-t", str(latest_pkg)]
         started = time.monotonic()
-        r = subprocess.run(cmd, env=env(MHSA_PATCH_LOCK_TIMEOUT="1"), capture_output=True, text=True, timeout=120)
+        r = subprocess.run(cmd, env=checkout_env(MHSA_PATCH_LOCK_TIMEOUT="1"), capture_output=True, text=True, timeout=120)
         assert time.monotonic() - started >= 1
         assert r.returncode == 1 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
         assert f"another mhsa-patch is working on {latest_pkg} (lock held, waited 1 s" in r.stderr
         assert releases.tree_state(latest_pkg) == stock
 
         # status takes no lock: it answers while another run holds it
-        r = subprocess.run([sys.executable, "-m", "mhsa_patch", "status", "-t", str(latest_pkg)], env=env(),
+        r = subprocess.run([sys.executable, "-m", "mhsa_patch", "status", "-t", str(latest_pkg)], env=checkout_env(),
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
 
         # with the default timeout the second run waits, and goes on once the first is done
-        waiter = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        waiter = subprocess.Popen(cmd, env=checkout_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         time.sleep(3)
         assert waiter.poll() is None and releases.tree_state(latest_pkg) == stock
     finally:
@@ -293,4 +288,48 @@ def test_lock_file_lives_outside_the_package(latest_pkg):
     assert lock_file(latest_pkg.parent / "." / "ultralytics") == path  # keyed by the resolved path
     engine.apply(find_target(latest_pkg))
     engine.revert(find_target(latest_pkg))
-    assert path.exists() and unchanged(latest_pkg)  # no lock file (nor anything else) left in the package
+    assert unchanged(latest_pkg)  # no lock file (nor anything else) left in the package
+    assert not path.exists()  # nor in the lock folder: the run removed its lock file
+
+
+def test_stale_lock_files_are_pruned_and_held_ones_kept(latest_pkg, tmp_path):
+    """Lock files left by killed runs (or by older versions, which kept them) go at the next run; one that another
+    run holds stays."""
+    other = releases.copy_release(releases.LATEST, tmp_path / "other")
+    holder = hold_lock(other)  # holds its own lock file meanwhile
+    try:
+        folder = lock_file(latest_pkg).parent
+        stale = [folder / f"{n:032x}.lock" for n in range(3)]
+        for p in stale:
+            p.touch()
+        (folder / "notes.txt").touch()  # not a lock file of the tool: never touched
+        engine.apply(find_target(latest_pkg))
+        assert not any(p.exists() for p in stale)
+        assert lock_file(other).exists() and (folder / "notes.txt").exists()
+    finally:
+        holder.stdin.close()
+        assert holder.wait(timeout=60) == 0
+    assert not lock_file(other).exists() and not lock_file(latest_pkg).exists()
+
+
+def test_a_waiter_on_a_removed_lock_file_takes_the_new_one(latest_pkg):
+    """The race of removing a flock file: B opens the lock file and waits; A removes it (holding the lock) and lets
+    go; B gets the lock on a file without a name. B must notice and lock the file the path names, so that C, which
+    creates a fresh file meanwhile, still waits for B."""
+    a = hold_lock(latest_pkg)
+    b = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(latest_pkg)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=checkout_env(), text=True
+    )
+    try:
+        time.sleep(2)  # B has opened the file and is waiting on it
+        a.stdin.close()
+        assert a.wait(timeout=60) == 0
+        assert b.stdout.readline() == "held\n"
+        assert lock_file(latest_pkg).exists()  # B holds a file that the path names
+        cmd = [sys.executable, "-m", "mhsa_patch", "apply", "-t", str(latest_pkg)]
+        r = subprocess.run(cmd, env=checkout_env(MHSA_PATCH_LOCK_TIMEOUT="1"), capture_output=True, text=True, timeout=120)
+        assert r.returncode == 1 and "lock held, waited 1 s" in r.stderr, r.stdout + r.stderr
+    finally:
+        b.stdin.close()
+        assert b.wait(timeout=60) == 0
+    assert not lock_file(latest_pkg).exists()

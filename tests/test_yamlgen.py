@@ -13,9 +13,10 @@ import sys
 import pytest
 import yaml
 
-import helpers
 import releases
-from helpers import absolute, assert_refused, without_row
+from helpers import ROW, assert_refused, base_layers, layers, readers_of, strip_mhsa
+from helpers import gen_yaml as cli
+from helpers import release_target as target
 from mhsa_patch import __version__
 from mhsa_patch.modelyaml import bases, naming, request
 from mhsa_patch.errors import PatchError
@@ -40,32 +41,6 @@ SHIPS = {
 }
 SUFFIX = {"detect": "", "segment": "-seg", "pose": "-pose", "obb": "-obb"}
 HEAD = {"detect": "Detect", "segment": "Segment", "pose": "Pose", "obb": "OBB"}
-
-
-def target(version: str):
-    return find_target(releases.pristine(version))
-
-
-def base_layers(version: str, base: str = "yolov8", task: str = "detect") -> tuple[dict, str]:
-    t = target(version)
-    path = bases.base_config(t, base, task)
-    text = path.read_text(encoding="utf-8")
-    return yaml.safe_load(text), text
-
-
-def layers(d: dict) -> list:
-    return d["backbone"] + d["head"]
-
-
-def strip_mhsa(new: list, mhsa: int) -> list:
-    """Undo the insertion independently of the generator: drop row ``mhsa``, send its readers to its input, renumber."""
-    assert new[mhsa][2] == "MHSA" and new[mhsa][0] == -1
-    kept = [row for k, row in enumerate(new) if k != mhsa]
-    return [[f, *row[1:]] for f, row in zip(without_row([r[0] for r in new], mhsa), kept)]
-
-
-def readers_of(rows: list, index: int) -> list[int]:
-    return [k for k, r in enumerate(rows) if index in absolute(r[0], k)]
 
 
 def all_cases():
@@ -237,9 +212,6 @@ def test_heads_error_lists_every_divisor():
 
 
 # -- the text: ultralytics' own style ---------------------------------------------------------------------------------
-
-
-ROW = re.compile(r"^\s*- \[.*\](\s+#.*)?$")
 
 
 @pytest.mark.parametrize("version,base,task", list(all_cases()))
@@ -442,21 +414,9 @@ def test_accepted_output_names_and_sibling_warning(tmp_path):
 # -- the command ------------------------------------------------------------------------------------------------------
 
 
-def cli(*args: str):
-    return helpers.cli("gen-yaml", *args)
-
-
 @pytest.fixture
 def pkg(tmp_path):
     return releases.copy_release(releases.LATEST, tmp_path / "site")
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    d = tmp_path / "work"
-    d.mkdir()
-    monkeypatch.chdir(d)
-    return d
 
 
 def test_cli_writes_the_default_name_in_the_working_directory(pkg, workdir):

@@ -39,7 +39,7 @@ class Parsed(torch.nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.yaml = tasks.yaml_model_load(cfg)
-        with probe.captured_table() as lines:
+        with compat.captured_table() as lines:
             self.model, self.save = tasks.parse_model(copy.deepcopy(self.yaml), ch=3, verbose=True)
         self.lines = list(lines)
 

@@ -7,7 +7,6 @@ the build test (marked ``releases``) patches a copy of the latest release and bu
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -24,8 +23,9 @@ from mhsa_patch.modelyaml.emit import generate
 from mhsa_patch.modelyaml.request import Request, command_line
 from mhsa_patch.modelyaml.rows import parse_base
 from mhsa_patch.patching.target import find_target
-from test_yamlgen import ROW, absolute, assert_refused, base_layers, cli, layers, readers_of, strip_mhsa, target
-from test_yamlgen import workdir  # noqa: F401 - a fixture
+from helpers import ROW, checkout_env, absolute, assert_refused, base_layers, layers, readers_of, strip_mhsa
+from helpers import gen_yaml as cli
+from helpers import release_target as target
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -453,7 +453,7 @@ print("JSON " + json.dumps(out))
 def test_three_mhsa_layers_build_on_the_latest_release(tmp_path):
     site = tmp_path / "site"
     releases.copy_release(releases.LATEST, site)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    env = checkout_env()
     r = subprocess.run(
         [sys.executable, "-m", "mhsa_patch", "apply", "--target", str(site)], capture_output=True, text=True, env=env
     )

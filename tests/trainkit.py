@@ -12,10 +12,10 @@ import functools
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
+import helpers
 import releases
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,17 +34,9 @@ run_python = releases.run_python
 
 
 def cli(*args: str, site: Path | None = None, timeout: float = 600, cwd: Path | None = None, env_extra=None):
-    """``python -m mhsa_patch args...`` with the offline test environment (and ``site`` on PYTHONPATH when given)."""
-    env_ = env(site or workdir())
-    env_.update(env_extra or {})
-    return subprocess.run(
-        [sys.executable, "-m", "mhsa_patch", *args],
-        env=env_,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    """``python -m mhsa_patch args...`` with the test environment (and ``site`` on PYTHONPATH when given)."""
+    return helpers.run_tool(*args, env=helpers.checkout_env(site or workdir(), offline=False, **(env_extra or {})),
+                            cwd=cwd, timeout=timeout)
 
 
 def ok(proc) -> subprocess.CompletedProcess:

@@ -8,6 +8,7 @@ below paper over that for every release the tool supports (8.0.98 and later).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from pathlib import Path
@@ -147,6 +148,36 @@ def model_class(task: str):
     return getattr(tasks, name.get(task, "DetectionModel"), None) or tasks.DetectionModel
 
 
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            self.lines.extend(str(record.getMessage()).splitlines())
+
+
+@contextlib.contextmanager
+def captured_table():
+    """Collect what ultralytics logs while building (parse_model's table) without printing it; skip model.info()."""
+    from ultralytics.nn import tasks
+
+    logger = logging.getLogger("ultralytics")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    cap = _Capture()
+    logger.handlers[:] = [cap]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    info = tasks.BaseModel.info
+    tasks.BaseModel.info = lambda self, *a, **k: None  # its thop pass costs time; summarize() reports the numbers
+    try:
+        yield cap.lines
+    finally:
+        tasks.BaseModel.info = info
+        logger.handlers[:], logger.level, logger.propagate = saved
+
+
 def build(cfg: str | dict, nc: int | None = None, *, table: bool = False):
     """``(model, lines)``: the model a YAML (a dict, a file or a stock name) describes, built as ``YOLO(cfg)`` would,
     by ultralytics' own ``parse_model``. With ``table``, ``lines`` is parse_model's layer table as ultralytics logs
@@ -155,8 +186,6 @@ def build(cfg: str | dict, nc: int | None = None, *, table: bool = False):
     with build_errors():
         if not table:
             return cls(cfg, ch=3, nc=nc, verbose=False), []
-        from mhsa_patch.child.probe import captured_table
-
         with captured_table() as lines:
             model = cls(cfg, ch=3, nc=nc, verbose=True)
         return model, list(lines)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import logging
 import os
 import sys
 
@@ -31,36 +30,6 @@ def ultralytics_version() -> str:
     import ultralytics
 
     return str(getattr(ultralytics, "__version__", "?"))
-
-
-class _Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        with contextlib.suppress(Exception):
-            self.lines.extend(str(record.getMessage()).splitlines())
-
-
-@contextlib.contextmanager
-def captured_table():
-    """Collect what ultralytics logs while building (parse_model's table) without printing it; skip model.info()."""
-    from ultralytics.nn import tasks
-
-    logger = logging.getLogger("ultralytics")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
-    cap = _Capture()
-    logger.handlers[:] = [cap]
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    info = tasks.BaseModel.info
-    tasks.BaseModel.info = lambda self, *a, **k: None  # its thop pass costs time; summarize() reports the numbers
-    try:
-        yield cap.lines
-    finally:
-        tasks.BaseModel.info = info
-        logger.handlers[:], logger.level, logger.propagate = saved
 
 
 def _cpu_attention_mapping():

@@ -13,9 +13,11 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 import stat
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
@@ -179,7 +181,11 @@ def remove_stale_temporaries(root: Path, folders: list[Path]) -> None:
 
 
 def _lock_folders() -> Iterator[Path]:
-    """Where lock files may go: the user's cache folder, else a per-user folder in the temporary folder."""
+    """Where lock files may go: ``MHSA_PATCH_LOCK_DIR`` if set (absolute), the user's cache folder, else a per-user
+    folder in the temporary folder."""
+    chosen = os.environ.get("MHSA_PATCH_LOCK_DIR", "")
+    if os.path.isabs(chosen):
+        yield Path(chosen)
     if sys.platform == "win32":
         base = os.environ.get("LOCALAPPDATA")
         if base:
@@ -198,11 +204,11 @@ def _lock_folders() -> Iterator[Path]:
 def lock_file(package: Path) -> Path:
     """The lock file for a package folder, named by the hash of its resolved path.
 
-    Not in the package: filelock needs a file and leaves it behind on release (deleting it would race with a waiter
-    holding the old inode), and ``revert`` must leave the package byte-identical to the stock one, with no extra
-    file. Not in a shared folder such as /tmp either, where another user could plant or lock the name. The cost:
-    two different users patching one shared install do not serialize (each takes their own lock); only a user who
-    can write the package can patch it, and every write stays atomic.
+    Not in the package: filelock needs a file (``locked`` removes it again, see there), and ``revert`` must leave the
+    package byte-identical to the stock one, with no extra file, not even for an instant. Not in a shared folder
+    such as /tmp either, where another user could plant or lock the name. The cost: two different users patching one
+    shared install do not serialize (each takes their own lock); only a user who can write the package can patch it,
+    and every write stays atomic.
     """
     name = sha256(_key(package).encode("utf-8", "surrogateescape"))[:32] + ".lock"
     problems = []
@@ -225,28 +231,93 @@ def lock_timeout() -> float:
         raise PatchError(f"MHSA_PATCH_LOCK_TIMEOUT={raw!r}: not a number of seconds") from None
 
 
+def _held_inode(lock) -> Optional[tuple[int, int]]:
+    """(device, inode) of the file ``lock`` holds, or None where filelock does not say (then nothing is removed)."""
+    fd = getattr(getattr(lock, "_context", None), "lock_file_fd", None)
+    if not isinstance(fd, int):
+        return None
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def _names_inode(path: Path, inode: tuple[int, int]) -> bool:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == inode
+
+
+_LOCK_NAME = re.compile(r"[0-9a-f]{32}\.lock")
+
+
+def _prune_stale(own: Path) -> None:
+    """Remove the lock files that no run holds in the folder of ``own`` (left by killed runs, or by versions of the
+    tool that kept them), by the same rule as ``locked``: take the lock without waiting, check that the name still
+    names the locked file, remove it while holding the lock. A file some run holds or is taking is left alone."""
+    import filelock
+
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(own.parent):
+            if entry.name == own.name or not _LOCK_NAME.fullmatch(entry.name) or not entry.is_file(follow_symlinks=False):
+                continue
+            lock = filelock.FileLock(entry.path, timeout=0)
+            try:
+                lock.acquire()
+            except (filelock.Timeout, OSError):
+                continue
+            try:
+                inode = _held_inode(lock)
+                if inode is not None and _names_inode(Path(entry.path), inode):
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
+            finally:
+                lock.release()
+
+
 @contextlib.contextmanager
 def locked(package: Path) -> Iterator[None]:
     """Exclusive lock on a package folder, on every platform (``filelock``: flock on POSIX, msvcrt on Windows).
 
     Waits up to ``lock_timeout()`` seconds for another run, then refuses with one line. The lock goes with the
     process: a killed run never leaves it held.
+
+    The lock file goes again when the run is done (POSIX), without the classic race of removing a flock file: a
+    waiter may have opened the file before the holder removed it and then locks an inode that no longer has a name,
+    while a third run creates a new file and locks that. So the holder removes the name *while it still holds the
+    lock*, and every run, once it holds a lock, checks that the path still names the inode it locked; if not (it
+    was removed or replaced meanwhile) it lets go and takes the lock again. filelock 3.x leaves the file and does no
+    such check (recent filelock checks for a removed inode itself). On Windows filelock itself removes it after
+    release where it can (a file another process has open cannot be removed there), so nothing is removed here.
+    A run killed while holding the lock leaves its file; the next run removes such stale files (``_prune_stale``).
     """
     import filelock
 
     path = lock_file(package)
     timeout = lock_timeout()
-    lock = filelock.FileLock(str(path), timeout=timeout)
-    try:
-        lock.acquire()
-    except filelock.Timeout:
-        raise PatchError(
-            f"another mhsa-patch is working on {package} (lock held, waited {timeout:g} s; lock file {path}); "
-            "nothing was changed"
-        ) from None
-    except OSError as e:
-        raise PatchError(f"{path}: cannot take the lock ({e.strerror or e}); nothing was changed") from None
+    deadline = time.monotonic() + timeout if timeout >= 0 else None
+    while True:
+        left = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        lock = filelock.FileLock(str(path), timeout=left)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise PatchError(
+                f"another mhsa-patch is working on {package} (lock held, waited {timeout:g} s; lock file {path}); "
+                "nothing was changed"
+            ) from None
+        except OSError as e:
+            raise PatchError(f"{path}: cannot take the lock ({e.strerror or e}); nothing was changed") from None
+        inode = _held_inode(lock) if os.name == "posix" else None  # nothing is removed on Windows: no check needed
+        if inode is None or _names_inode(path, inode):
+            break
+        lock.release()  # the file was removed by the run before us: take the lock on the file the path names now
+    if inode is not None:
+        _prune_stale(path)
     try:
         yield
     finally:
+        if inode is not None and _names_inode(path, inode):
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # still holding the lock: a waiter on this inode will see it gone and retry
         lock.release()

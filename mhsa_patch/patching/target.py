@@ -55,30 +55,26 @@ def version_tuple(version: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def find_target(path: str | Path | None = None) -> Target:
-    """Resolve ``--target`` (or the ultralytics ``python`` run in the current folder imports) to a supported package.
+def find_target(path: str | Path) -> Target:
+    """Resolve ``--target`` to a supported package.
 
     ``path`` may be the package folder itself (holding ``nn/tasks.py``) or a folder that contains ``ultralytics/``
-    (a git checkout, a site-packages). Without it, :func:`mhsa_patch.patching.discover.resolve` picks the copy.
+    (a git checkout, a site-packages). Without a path, :func:`mhsa_patch.patching.discover.resolve` (one level up:
+    it imports this module) picks the copy that ``python`` imports.
     """
-    if path is None:
-        from mhsa_patch.patching.discover import resolve  # it imports this module
-
-        return resolve().target
+    if str(path).strip() == "":
+        raise PatchError("--target is empty; pass the ultralytics package folder or a folder containing it")
+    given = Path(path).expanduser()
+    if not given.exists():
+        raise PatchError(f"{given}: no such file or directory")
+    if not given.is_dir():
+        raise PatchError(f"{given}: not a directory")
+    if (given / "nn").is_dir() or (given / "nn" / "modules.py").is_file() or given.name == "ultralytics":
+        package = given
+    elif (given / "ultralytics").is_dir():
+        package = given / "ultralytics"
     else:
-        if str(path).strip() == "":
-            raise PatchError("--target is empty; pass the ultralytics package folder or a folder containing it")
-        given = Path(path).expanduser()
-        if not given.exists():
-            raise PatchError(f"{given}: no such file or directory")
-        if not given.is_dir():
-            raise PatchError(f"{given}: not a directory")
-        if (given / "nn").is_dir() or (given / "nn" / "modules.py").is_file() or given.name == "ultralytics":
-            package = given
-        elif (given / "ultralytics").is_dir():
-            package = given / "ultralytics"
-        else:
-            raise PatchError(f"{given}: not an ultralytics package (no nn/tasks.py, no ultralytics/ folder inside)")
+        raise PatchError(f"{given}: not an ultralytics package (no nn/tasks.py, no ultralytics/ folder inside)")
     package = package.resolve()
     if not (package / "__init__.py").is_file():
         raise PatchError(f"{package}: not an ultralytics package (no __init__.py)")
