@@ -34,7 +34,7 @@ def _root(
 
 def _register_commands() -> None:
     # Each command is a plain top-level function of its family's module; this is the one place that names them.
-    from mhsa_patch.cli import gen_yaml, patch, verify
+    from mhsa_patch.cli import ablate, gen_yaml, patch, verify
 
     app.command()(patch.apply)
     app.command()(patch.revert)
@@ -42,6 +42,7 @@ def _register_commands() -> None:
     app.command("gen-yaml")(gen_yaml.gen_yaml)
     app.command()(verify.check)
     app.command("port-weights")(verify.port_weights)
+    app.command(context_settings={"allow_interspersed_args": False})(ablate.ablate)
 
 
 _register_commands()
