@@ -260,3 +260,51 @@ def test_ray_without_ray_installed_says_so_in_one_line(tmp_path):
                         "--name", "r", *TINY, "--variant", "stock", "--seeds", "1", "--ray", *EXTRA],
                        env=trainkit.env(site), capture_output=True, text=True, cwd=trainkit.ROOT, timeout=600)  # fmt: skip
     assert_refused(r, "--ray needs Ray: pip install 'mhsa-patch[ray]'")
+
+
+# ----------------------------------------------------------------------------------------------------------- Ray
+
+
+def test_ray_backend_gives_the_local_backends_table(exp, site):
+    """The same 2 x 2 experiment as Ray tasks on a local Ray started by the command (``--ray local``), inside a network
+    namespace of its own (only 127.0.0.1 exists there), shut down when the command ends. The run folders come back as
+    archives (MHSA_PATCH_RAY_SHIP=1: what a cluster without a shared filesystem does). Its ablation.csv equals the
+    local backend's in every column but the timings (train_s, latency_ms)."""
+    import shlex
+    import shutil
+
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.fail("the Ray test needs unshare and ip (util-linux, iproute2) for a private network namespace")
+    project = exp["project"]
+    cmd = [sys.executable, "-m", "mhsa_patch", "ablate", "--target", str(site), "--project", str(project), "--name",
+           "ray", *TINY, "--variant", "MHSA", "--seeds", "2", "--ray", "local", *EXTRA]  # fmt: skip
+    env = dict(trainkit.env(site), MHSA_PATCH_RAY_SHIP="1", RAY_USAGE_STATS_ENABLED="0")
+    r = subprocess.run(["unshare", "-rn", "sh", "-c", "ip link set lo up && exec " + shlex.join(cmd)], env=env,
+                       capture_output=True, text=True, timeout=900, cwd=trainkit.ROOT)  # fmt: skip
+    trainkit.ok(r)
+    local = read_csv(exp["dir"] / "ablation.csv")
+    ray_rows = read_csv(project / "ray" / "ablation.csv")
+    assert [{k: x[k] for k in DETERMINISTIC} for x in ray_rows] == [{k: x[k] for k in DETERMINISTIC} for x in local]
+    for x in ray_rows:
+        assert losses(project / "ray" / x["run_dir"]) == losses(exp["dir"] / x["run_dir"])
+        assert (project / "ray" / x["run_dir"] / "weights" / "best.pt").is_file()
+        args = yaml.safe_load((project / "ray" / x["run_dir"] / "args.yaml").read_text())
+        assert not args["save_dir"].startswith(str(project))  # trained in the task's own folder, sent back
+
+
+def test_runs_on_several_devices_at_once_give_the_same_table(exp, site):
+    """``--device 0,1`` runs one child per GPU at once; the same scheduling with two CPU slots (no GPU here)."""
+    from mhsa_patch.ablate import runner
+    from mhsa_patch.patching.target import find_target
+
+    e = runner.prepare(find_target(site), data="synthetic:4", variants=["MHSA"], seeds="2", epochs=2, imgsz=64,
+                       batch=2, project=str(exp["project"]), name="par", extra=["workers=0", "plots=False"])  # fmt: skip
+    e.slots = ["cpu", "cpu"]  # what parse_device("0,1") gives as ["0", "1"], each run then seeing its one GPU
+    seen = []
+    out = runner.run(e, on_event=lambda kind, run, data: seen.append((kind, run.name)))
+    assert len(out.finished) == 4
+    kinds = [k for k, _ in seen if k != "event"]
+    assert kinds[:2] == ["start", "start"]  # two runs going at once before the first one finished
+    local = read_csv(exp["dir"] / "ablation.csv")
+    par = read_csv(e.dir / "ablation.csv")
+    assert [{k: x[k] for k in DETERMINISTIC} for x in par] == [{k: x[k] for k in DETERMINISTIC} for x in local]
