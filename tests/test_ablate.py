@@ -166,36 +166,68 @@ def test_same_seed_same_losses_other_seed_other_losses_and_a_rerun_skips(exp, si
 # -------------------------------------------------------------------------------------------------------- resume
 
 
-def test_sigkill_mid_run_then_the_same_command_resumes(site, tmp_path):
-    args = ["ablate", "--target", str(site), "--project", str(tmp_path), "--name", "k", "--data", "synthetic:4",
-            "--epochs", "3", "--imgsz", "64", "--batch", "2", "--variant", "stock", "--seeds", "1", *EXTRA]  # fmt: skip
-    run_dir = tmp_path / "k" / "runs" / "stock-s0"
-    state = run_dir / "weights" / ".resume" / "state.json"
-    proc = subprocess.Popen([sys.executable, "-m", "mhsa_patch", *args], env=trainkit.env(site),
+def _interrupt_during_epoch(args: list[str], site: Path, state: Path, epoch: int, sig: int):
+    """Start the command, wait until ``epoch - 1`` epochs are committed, send ``sig`` to it and its child."""
+    proc = subprocess.Popen([sys.executable, "-m", "mhsa_patch", *args], env=trainkit.env(site), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                if json.loads(state.read_text())["epochs_done"] >= 1:
+                if json.loads(state.read_text())["epochs_done"] >= epoch - 1:
                     break
             except (OSError, ValueError, KeyError):
                 pass
             time.sleep(0.02)
-        time.sleep(0.3)  # somewhere in epoch 2
-        assert proc.poll() is None, "the run ended before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)  # the tool and its child, as a crash or `kill -9` would
+        time.sleep(0.3)  # somewhere in the next epoch
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        os.killpg(proc.pid, sig)  # the whole group: Ctrl-C in a terminal, or a crash / `kill -9` of everything
+        out, err = proc.communicate(timeout=120)
     finally:
-        proc.wait()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode, out, err
+
+
+def test_ctrl_c_then_sigkill_mid_run_then_the_same_command_resumes(site, tmp_path):
+    args = ["ablate", "--target", str(site), "--project", str(tmp_path), "--name", "k", "--data", "synthetic:4",
+            "--epochs", "4", "--imgsz", "64", "--batch", "2", "--variant", "stock", "--seeds", "1", *EXTRA]  # fmt: skip
+    run_dir = tmp_path / "k" / "runs" / "stock-s0"
+    state = run_dir / "weights" / ".resume" / "state.json"
+    code, out, err = _interrupt_during_epoch(args, site, state, 2, signal.SIGINT)
+    assert code == 130, out + err
+    assert err.strip().splitlines()[-1] == (
+        "ERROR ❌ interrupted: finished epochs are saved; run the same command again to resume"
+    )
     first = results(run_dir)[0]
+    code, out, err = _interrupt_during_epoch(args, site, state, 3, signal.SIGKILL)
+    assert code == -signal.SIGKILL and "stock-s0: resuming after epoch" in out
     assert not (run_dir / "ablate.json").exists()
     r = trainkit.ok(trainkit.cli(*args, site=site))
     assert "stock-s0: resuming after epoch" in r.stdout
     res = results(run_dir)
-    assert [int(float(x["epoch"])) for x in res] == [1, 2, 3]  # each epoch once, the full count
-    assert res[0] == first  # the epoch done before the kill is kept, not re-run
+    assert [int(float(x["epoch"])) for x in res] == [1, 2, 3, 4]  # each epoch once, the full count
+    assert res[0] == first  # the epoch done before the interruptions is kept, not re-run
     row = read_csv(tmp_path / "k" / "ablation.csv")[0]
-    assert row["epochs"] == "3" and 1 <= int(row["best_epoch"]) <= 3
+    assert row["epochs"] == "4" and 1 <= int(row["best_epoch"]) <= 4
+    assert float(row["train_s"]) > 0 and not (run_dir / "weights" / ".resume").exists()
+
+
+def test_pretrained_start_ports_the_checkpoint_into_every_variant(site, tmp_path):
+    from helpers import assert_refused
+
+    stock_pt = trainkit.patched()["stock"]
+    r = ablate(site, tmp_path, "w", *TINY, "--variant", "stock:s", "--weights", str(stock_pt))
+    assert_refused(r, "--variant stock:s is scale s: it cannot start from yolov8n.pt (scale n)")
+    r = trainkit.ok(ablate(site, tmp_path, "w", "--data", "synthetic:4", "--epochs", "1", "--imgsz", "64",
+                           "--batch", "2", "--variant", "MHSA", "--seeds", "1", "--weights", str(stock_pt), *EXTRA))  # fmt: skip
+    d = tmp_path / "w"
+    assert yaml.safe_load((d / "recipe.yaml").read_text())["weights"] == str(stock_pt.resolve())
+    for name, stem in (("stock-s0", "yolov8n-stock"), ("MHSA-s0", "yolov8n-MHSA")):
+        assert yaml.safe_load((d / "runs" / name / "args.yaml").read_text())["model"] == str(d / "models" / f"{stem}.pt")
+        log = (d / "logs" / f"{name}.log").read_text()
+        assert "Transferred" in log and "from pretrained weights" in log, log[-2000:]
 
 
 # ------------------------------------------------------------------------------------------------------ refusals
