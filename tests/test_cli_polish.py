@@ -13,7 +13,7 @@ from helpers import cli
 from mhsa_patch.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = ("apply", "revert", "status", "gen-yaml", "check", "port-weights")
+COMMANDS = ("apply", "revert", "status", "gen-yaml", "check", "port-weights", "ablate")
 
 
 def test_every_command_has_a_one_sentence_summary():

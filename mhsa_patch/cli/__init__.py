@@ -49,4 +49,9 @@ _register_commands()
 
 
 def main() -> None:
+    import sys
+
+    from mhsa_patch.cli.ablate import optional_ray_address
+
+    sys.argv[1:] = optional_ray_address(sys.argv[1:])
     app()

@@ -20,6 +20,19 @@ from mhsa_patch.cli.options import PythonOpt, TargetOpt, open_target
 from mhsa_patch.errors import PatchError
 
 
+def optional_ray_address(argv: list[str]) -> list[str]:
+    """``ablate ... --ray`` with no ADDRESS means ``--ray auto``: Typer has no options with an optional value, so the
+    command line is completed before it parses (only before a bare ``--``, where the training arguments start)."""
+    if "ablate" not in argv:
+        return argv
+    out = list(argv)
+    end = out.index("--") if "--" in out else len(out)
+    for k in range(end - 1, -1, -1):
+        if out[k] == "--ray" and (k + 1 >= end or out[k + 1].startswith("-")):
+            out.insert(k + 1, "auto")
+    return out
+
+
 class _Progress:
     """Fed by the runner's events (from any thread); draws a rich progress display or prints plain lines."""
 
@@ -127,7 +140,7 @@ def ablate(
     name: Annotated[str, typer.Option("--name", help="The experiment's folder; another name starts another one.")] = "exp",
     ray: Annotated[
         Optional[str],
-        typer.Option("--ray", is_flag=False, flag_value="auto", metavar="[ADDRESS]", help="Run each run as a Ray task on the cluster at ADDRESS ('auto': RAY_ADDRESS or "
+        typer.Option("--ray", metavar="[ADDRESS]", help="Run each run as a Ray task on the cluster at ADDRESS ('auto': RAY_ADDRESS or "
                      "the local cluster; 'local': start one here for this command).", show_default=False),
     ] = None,  # fmt: skip
     base: Annotated[Optional[str], typer.Option("--base", help="yolov8, yolo11 or yolo26. [default: yolov8]")] = None,
@@ -143,9 +156,9 @@ def ablate(
                        show_default=False),
     ] = None,  # fmt: skip
 ) -> None:
-    """Train stock and MHSA variants under one recipe, several seeds each; write a paper-ready table.
+    """Compare variants over seeds under one recipe.
 
-    Resumable: run the same command again to skip finished runs and resume an interrupted one.
+    Trains the stock model and MHSA variants, several seeds each, and writes a paper-ready table. Resumable: run the same command again to skip finished runs and resume an interrupted one.
     """
     from mhsa_patch.ablate import runner
 
