@@ -181,8 +181,12 @@ def run(events, a) -> dict:
         resumed = 0 if state is None else int(state["epochs_done"])
         events.emit(started=True, resumed_from=resumed, epochs=epochs)
         state = _train(events, a.model, run_dir, train_args, state)
-    else:
-        _restore(run_dir, state)  # training was over; a kill during ultralytics' stripping may have cut a file
+    else:  # training was over; a kill during ultralytics' stripping may have cut a file: put both back, strip again
+        from ultralytics.utils.torch_utils import strip_optimizer
+
+        _restore(run_dir, state)
+        for name in ("last.pt", "best.pt"):
+            strip_optimizer(run_dir / "weights" / name)
     if int(state.get("epochs_done", 0)) < epochs:
         raise ChildError(f"the trainer stopped after {state.get('epochs_done', 0)} of {epochs} epochs")
     rows = csv_rows(run_dir / "results.csv")[1:]
