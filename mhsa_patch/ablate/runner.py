@@ -366,7 +366,15 @@ def report(exp: Experiment, recs: list[RunRecord]):
         if e.name != "mhsa_patch.ablate.report":
             raise
         return None
-    return write_report(exp.dir, recs, exp.recipe, baseline="stock")
+    try:
+        return write_report(exp.dir, recs, exp.recipe, baseline="stock")
+    except Exception as e:  # noqa: BLE001 - a report that fails must not stop the trainings; the CSV is written
+        from mhsa_patch.child.protocol import one_line
+
+        note = f"the report could not be written ({one_line(e)}); ablation.csv is complete"
+        if note not in exp.notes:
+            exp.notes.append(note)
+        return None
 
 
 @dataclass

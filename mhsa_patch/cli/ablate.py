@@ -191,7 +191,9 @@ def ablate(
             progress.close()
         fail("interrupted: finished epochs are saved; run the same command again to resume", code=130)
     rep = outcome.report
-    if rep is None:
+    for note in exp.notes:
+        warn(note)
+    if rep is None and not exp.notes:
         warn("the report module is not installed in this copy: ablation.csv only")
     else:
         if not quiet and getattr(rep, "table", None) is not None:
