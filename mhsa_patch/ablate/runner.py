@@ -177,7 +177,10 @@ def prepare(
     names = [v.name for v in plan] + ([k for k in have if k not in {v.name for v in plan}] if fresh else [])
     texts = {v.name: (v.file_name, v.text) for v in plan}
     for k in names:  # variants of an earlier invocation are measured again alongside, from models/
-        if k not in texts and (exp_dir / "models" / have[k].get("file", "")).is_file():
+        if k in texts:
+            continue
+        file = str(have[k].get("file", "")) if isinstance(have[k], dict) else ""
+        if file and Path(file).name == file and (exp_dir / "models" / file).is_file():
             texts[k] = (have[k]["file"], (exp_dir / "models" / have[k]["file"]).read_text(encoding="utf-8"))
     measured = _measure(target, texts, imgsz, ds.nc, slots[0], runs=LATENCY_RUNS if fresh else 0)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import time
 import types
@@ -58,8 +59,15 @@ def read_state(run_dir: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     snap = path.parent
-    if not isinstance(state, dict) or not all((snap / str(state.get(k))).is_file() for k in ("last", "best")):
+    if not isinstance(state, dict) or not isinstance(state.get("epochs_done"), int):
         return None
+    for k in ("last", "best"):  # names this child wrote, nothing else (the file is read as untrusted input)
+        name = state.get(k)
+        if not isinstance(name, str) or not re.fullmatch(rf"(last|best)-e\d+\.pt", name):
+            return None
+        p = snap / name
+        if p.is_symlink() or not p.is_file():
+            return None
     return state
 
 
