@@ -206,14 +206,15 @@ def run(events, a) -> dict:
 
     best = run_dir / "weights" / "best.pt"
     try:
-        metrics = YOLO(str(best)).val(**val_args)
+        yolo = YOLO(str(best))
+        params = int(sum(p.numel() for p in yolo.model.parameters()))  # before val, which fuses Conv and BN
+        metrics = yolo.val(**val_args)
     except Exception as e:  # noqa: BLE001
         raise ChildError(f"validating {best} failed: {one_line(e)}") from None
     got = {field: float(metrics.results_dict.get(key, float("nan"))) for key, field in METRIC_KEYS.items()}
-    model = YOLO(str(best)).model
     return {
         **got,
-        "params": int(sum(p.numel() for p in model.parameters())),
+        "params": params,
         "best_epoch": int(state["best_epoch"]),
         "epochs": len(rows),
         "train_s": float(state["train_s"]),
