@@ -21,7 +21,7 @@ from mhsa_patch.modelyaml import naming
 from mhsa_patch.modelyaml.request import BASES, SCALES, TASKS, Request, command_line
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = ("apply", "revert", "status", "gen-yaml", "check", "port-weights")
+COMMANDS = ("apply", "revert", "status", "gen-yaml", "check", "port-weights", "ablate")
 
 
 def test_every_command_has_a_one_sentence_summary():

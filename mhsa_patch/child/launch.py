@@ -55,13 +55,16 @@ def run_child(
     timeout: float | None = None,
     quiet: bool = False,
     silent: bool = False,
+    log: Path | None = None,
+    on_start: Callable[[subprocess.Popen], None] | None = None,
 ) -> dict:
     """``python -m module args... --events FILE`` against ``target``; return its result or raise its one-line error.
 
     The child's stdout and stderr are the parent's (ultralytics' logs and progress bars reach the user as they
     are; with ``quiet``, the child's stdout goes to stderr, keeping stdout for a JSON report; with ``silent``, neither is
-    shown unless ``MHSA_PATCH_DEBUG`` is set, the result or the one-line error being all that counts). Each JSON line the
-    child appends to the events file is passed to ``on_event`` as it arrives.
+    shown unless ``MHSA_PATCH_DEBUG`` is set, the result or the one-line error being all that counts; with ``log``, both
+    are appended to that file: ``ablate`` runs several children under one progress display). Each JSON line the
+    child appends to the events file is passed to ``on_event`` as it arrives; ``on_start`` gets the process.
     """
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="mhsa-patch-"))
@@ -72,7 +75,10 @@ def run_child(
         )
         sys.stdout.flush()
         sys.stderr.flush()
-        if silent and not os.environ.get(DEBUG_ENV):
+        if log is not None:
+            sink = stack.enter_context(open(log, "ab"))  # noqa: SIM115
+            streams = {"stdout": sink, "stderr": subprocess.STDOUT}
+        elif silent and not os.environ.get(DEBUG_ENV):
             streams = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
         else:
             streams = {"stdout": sys.stderr.fileno() if quiet or silent else None}
@@ -89,6 +95,8 @@ def run_child(
         ]
         for copier in copiers:
             copier.start()
+        if on_start is not None:
+            on_start(proc)
         result: dict | None = None
         error: str | None = None
         start = time.monotonic()

@@ -36,7 +36,7 @@ def _root(
 
 def _register_commands() -> None:
     # Each command is a plain top-level function of its family's module; this is the one place that names them.
-    from mhsa_patch.cli import gen_yaml, patch, verify
+    from mhsa_patch.cli import ablate, gen_yaml, patch, verify
 
     for name, func in (
         ("apply", patch.apply),
@@ -47,10 +47,16 @@ def _register_commands() -> None:
         ("port-weights", verify.port_weights),
     ):
         app.command(name, cls=Command)(func)
+    app.command("ablate", cls=Command, context_settings={"allow_interspersed_args": False})(ablate.ablate)
 
 
 _register_commands()
 
 
 def main() -> None:
+    import sys
+
+    from mhsa_patch.cli.ablate import optional_ray_address
+
+    sys.argv[1:] = optional_ray_address(sys.argv[1:])
     app()

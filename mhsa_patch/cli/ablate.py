@@ -1,0 +1,204 @@
+"""``ablate``: parse options, run the experiment (:mod:`mhsa_patch.ablate.runner`), show its progress, print its table.
+
+Progress: a rich display (runs done/total with ETA, each current run's variant, seed, epoch and last mAP50-95) on
+a terminal; plain lines, one per event that matters, when stdout is not one (CI logs: no escape codes, no ``\\r``);
+nothing but errors and the final paths with ``--quiet``. The runs' own ultralytics output goes to
+``<dir>/logs/<run>.log`` (``--verbose`` prints each log's path as its run starts).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from mhsa_patch.cli.console import fail, info, out, warn
+from mhsa_patch.cli.options import PythonOpt, TargetOpt, open_target
+from mhsa_patch.errors import PatchError
+
+
+def optional_ray_address(argv: list[str]) -> list[str]:
+    """``ablate ... --ray`` with no ADDRESS means ``--ray auto``: Typer has no options with an optional value, so the
+    command line is completed before it parses (only before a bare ``--``, where the training arguments start)."""
+    if "ablate" not in argv:
+        return argv
+    out = list(argv)
+    end = out.index("--") if "--" in out else len(out)
+    for k in range(end - 1, -1, -1):
+        if out[k] == "--ray" and (k + 1 >= end or out[k + 1].startswith("-")):
+            out.insert(k + 1, "auto")
+    return out
+
+
+class _Progress:
+    """Fed by the runner's events (from any thread); draws a rich progress display or prints plain lines."""
+
+    def __init__(self, total: int, done: int, *, quiet: bool, verbose: bool, exp_dir):
+        self.quiet, self.verbose, self.exp_dir = quiet, verbose, exp_dir
+        self.total, self.done = total, done
+        self.lock = threading.Lock()
+        self.live = None
+        self.tasks: dict[str, int] = {}
+        self.frac: dict[str, float] = {}
+        self.t0 = time.monotonic()
+        if not quiet and out.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.live = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
+                TimeRemainingColumn(), console=out, transient=False,
+            )  # fmt: skip
+            self.overall = self.live.add_task("[bold]runs[/]", total=total, completed=done, note="")
+            self.live.start()
+
+    def step(self, msg: str) -> None:
+        if not self.quiet:
+            out.print(f"  [bold]…[/] {escape(msg)}")
+
+    def __call__(self, kind: str, run, data: dict) -> None:
+        with self.lock:
+            getattr(self, f"_{kind}")(run, data)
+
+    def _start(self, run, data) -> None:
+        self.frac[run.name] = 0.0
+        log = f" (log: {self.exp_dir / 'logs' / (run.name + '.log')})" if self.verbose else ""
+        if self.live is not None:
+            self.tasks[run.name] = self.live.add_task(f"{escape(run.variant)} seed {run.seed}", total=None, note="")
+            if log:
+                self.live.console.print(escape(f"{run.name}{log}"))
+        elif not self.quiet:
+            out.print(f"{run.name}: started ({self.done + 1}/{self.total}){log}", markup=False, highlight=False)
+
+    def _event(self, run, ev) -> None:
+        if "epoch" in ev:
+            n, e, m = int(ev["epoch"]), int(ev["epochs"]), float(ev.get("map50_95", 0.0))
+            self.frac[run.name] = n / max(e, 1)
+            note = f"epoch {n}/{e}  mAP50-95 {m:.3f}"
+            if self.live is not None:
+                self.live.update(self.tasks[run.name], total=e, completed=n, note=note)
+                self._overall()
+            elif not self.quiet:
+                out.print(f"{run.name}: {note}", markup=False, highlight=False)
+        elif ev.get("started") and ev.get("resumed_from"):
+            msg = f"{run.name}: resuming after epoch {ev['resumed_from']} of {ev['epochs']}"
+            if self.live is not None:
+                self.live.console.print(escape(msg))
+            elif not self.quiet:
+                out.print(msg, markup=False, highlight=False)
+        elif ev.get("validating") and self.live is not None and run.name in self.tasks:
+            self.live.update(self.tasks[run.name], note="validating best.pt")
+
+    def _done(self, run, result) -> None:
+        self.done += 1
+        self.frac.pop(run.name, None)
+        msg = (f"{run.name}: done ({self.done}/{self.total}) in {result['train_s']:.1f} s, "
+               f"mAP50-95 {result['map50_95']:.3f}, best epoch {result['best_epoch']}")  # fmt: skip
+        if self.live is not None:
+            if run.name in self.tasks:
+                self.live.remove_task(self.tasks.pop(run.name))
+            self.live.console.print(f"[green]✔[/] {escape(msg)}")
+            self._overall()
+        elif not self.quiet:
+            out.print(msg, markup=False, highlight=False)
+
+    def _overall(self) -> None:
+        self.live.update(self.overall, completed=self.done + sum(self.frac.values()))
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+
+def ablate(
+    data: Annotated[str, typer.Option("--data", help="Dataset YAML (used as it is), or 'synthetic' / 'synthetic:N' "
+                                      "(check --train's offline shapes set, N training images).")],  # fmt: skip
+    target: TargetOpt = None,
+    python: PythonOpt = None,
+    scale: Annotated[str, typer.Option("--scale", "-s", help="Scale of every variant (stock:s picks another).")] = "n",
+    variant: Annotated[
+        Optional[list[str]],
+        typer.Option("--variant", "-v", help="stock, stock:SCALE, MHSA, MHSA@P3, MHSA@P3+P4+P5, BoT3, yaml:PATH; "
+                     "repeat it (default: stock, MHSA, BoT3); stock is always trained.", show_default=False),
+    ] = None,  # fmt: skip
+    seeds: Annotated[str, typer.Option("--seeds", help="A count (3: seeds 0, 1, 2) or a list (0,1,2).")] = "3",
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 100,
+    imgsz: Annotated[int, typer.Option("--imgsz", min=32)] = 640,
+    batch: Annotated[int, typer.Option("--batch", min=1)] = 16,
+    weights: Annotated[
+        Optional[str],
+        typer.Option("--weights", help="Start every variant from this checkpoint (ported, as port-weights does). "
+                     "Default: from scratch.", show_default=False),
+    ] = None,  # fmt: skip
+    device: Annotated[
+        str, typer.Option("--device", help="cpu, a GPU (0), or several (0,1,2,3): one run per GPU at once.")
+    ] = "cpu",
+    project: Annotated[str, typer.Option("--project", help="Parent folder of the experiment.")] = "runs/ablate",
+    name: Annotated[str, typer.Option("--name", help="The experiment's folder; another name starts another one.")] = "exp",
+    ray: Annotated[
+        Optional[str],
+        typer.Option("--ray", metavar="[ADDRESS]", help="Run each run as a Ray task on the cluster at ADDRESS ('auto': RAY_ADDRESS or "
+                     "the local cluster; 'local': start one here for this command).", show_default=False),
+    ] = None,  # fmt: skip
+    base: Annotated[Optional[str], typer.Option("--base", help="yolov8, yolo11 or yolo26. [default: yolov8]")] = None,
+    task: Annotated[Optional[str], typer.Option("--task", help="detect, segment, pose or obb. [default: detect]")] = None,
+    download: Annotated[
+        bool, typer.Option("--download", help="Let ultralytics fetch the dataset once, before the runs.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress; errors and the files written only.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Name each run's log file as it starts.")] = False,
+    extra: Annotated[
+        Optional[list[str]],
+        typer.Argument(metavar="[-- key=value ...]", help="ultralytics train arguments for every run (lr0=0.005).",
+                       show_default=False),
+    ] = None,  # fmt: skip
+) -> None:
+    """Compare variants over seeds under one recipe.
+
+    Trains the stock model and MHSA variants, several seeds each, and writes a paper-ready table. Resumable: run the same command again to skip finished runs and resume an interrupted one.
+    """
+    from mhsa_patch.ablate import runner
+
+    progress: _Progress | None = None
+    try:
+        tgt = open_target(target, python, header_line=not quiet)
+        step = (lambda msg: None) if quiet else (lambda msg: out.print(f"  [bold]…[/] {escape(msg)}"))
+        exp = runner.prepare(
+            tgt, data=data, variants=variant, seeds=seeds, scale=scale, base=base, task=task, epochs=epochs,
+            imgsz=imgsz, batch=batch, weights=weights, device=device, project=project, name=name,
+            extra=extra or [], download=download, on_step=step,
+        )  # fmt: skip
+        done = sum(exp.done(r) for r in exp.runs)
+        if not quiet:
+            how = "resuming" if exp.resumed else "new experiment"
+            start = "from " + exp.recipe["weights"] if exp.recipe["weights"] else "from scratch"
+            info(
+                f"{escape(str(exp.dir))} ({how}): {len(exp.variants)} variants × {len(exp.seeds)} seeds = "
+                f"{len(exp.runs)} runs, {done} already finished; {epochs} epochs at {imgsz}, batch {batch}, {start}"
+            )
+        progress = _Progress(len(exp.runs), done, quiet=quiet, verbose=verbose, exp_dir=exp.dir)
+        outcome = runner.run(exp, on_event=progress, ray_address=ray)
+        progress.close()
+    except PatchError as e:
+        if progress is not None:
+            progress.close()
+        fail(e)
+    except KeyboardInterrupt:
+        if progress is not None:
+            progress.close()
+        fail("interrupted: finished epochs are saved; run the same command again to resume", code=130)
+    rep = outcome.report
+    for note in exp.notes:
+        warn(note)
+    if rep is None and not exp.notes:
+        warn("the report module is not installed in this copy: ablation.csv only")
+    else:
+        if not quiet and getattr(rep, "table", None) is not None:
+            out.print(rep.table)
+    files = [exp.dir / "ablation.csv"] + [p for p in (getattr(rep, "files", None) or []) if p.name != "ablation.csv"]
+    for f in files:
+        out.print(f"  {f}", markup=False, highlight=False)
+    info(f"[green]ablation done ✅[/] {len(outcome.finished)} runs trained, {len(outcome.skipped)} already finished")

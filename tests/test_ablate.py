@@ -1,0 +1,342 @@
+"""``mhsa-patch ablate``, the runner side: real trainings on the synthetic set, tiny (imgsz 64, 4 images, 2 epochs).
+
+One experiment (stock and MHSA, seeds 0 and 1) is shared by the tests that read it. mAP is 0 after runs this short,
+so determinism is checked on the training losses, and the table against each run's own files (its results.csv,
+its best.pt validated again, its parameters and FLOPs counted from the checkpoint).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+import trainkit
+
+pytestmark = pytest.mark.training
+
+TINY = ["--data", "synthetic:4", "--epochs", "2", "--imgsz", "64", "--batch", "2"]
+EXTRA = ["--", "workers=0", "plots=False"]
+DETERMINISTIC = ("variant", "seed", "params", "gflops", "map50", "map50_95", "precision", "recall", "best_epoch",
+                 "epochs", "run_dir")  # fmt: skip  # every column but the timings (train_s, latency_ms)
+
+
+def ablate(site: Path, project: Path, name: str, *args: str, timeout: float = 900):
+    return trainkit.cli("ablate", "--target", str(site), "--project", str(project), "--name", name, *args,
+                        site=site, timeout=timeout)  # fmt: skip
+
+
+def read_csv(path: Path) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(path.read_text())))
+
+
+def results(run_dir: Path) -> list[dict]:
+    return [{k.strip(): v for k, v in row.items()} for row in read_csv(run_dir / "results.csv")]
+
+
+LOSSES = ("train/box_loss", "train/cls_loss", "train/dfl_loss", "val/box_loss", "val/cls_loss", "val/dfl_loss")
+
+
+def losses(run_dir: Path) -> list[tuple]:
+    return [tuple(row[k] for k in LOSSES) for row in results(run_dir)]
+
+
+@pytest.fixture(scope="module")
+def site() -> Path:
+    return trainkit.patched()["site"]
+
+
+@pytest.fixture(scope="module")
+def exp(site, tmp_path_factory):
+    """stock and MHSA x seeds 0, 1: the experiment the read-only tests share."""
+    project = tmp_path_factory.mktemp("ablate")
+    proc = trainkit.ok(ablate(site, project, "a", *TINY, "--variant", "MHSA", "--seeds", "2", *EXTRA))
+    return {"dir": project / "a", "project": project, "proc": proc}
+
+
+# ---------------------------------------------------------------------------------------------------- the table
+
+RECOMPUTE = r"""
+import json, sys
+from ultralytics import YOLO
+from mhsa_patch.child.probe import true_flops
+
+exp, runs, val = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+out = {}
+for run in runs:
+    best = f"{exp}/{run}/weights/best.pt"
+    yolo = YOLO(best)
+    model = yolo.model.float()
+    m = YOLO(best).val(**val).results_dict
+    out[run] = {
+        "params": sum(p.numel() for p in model.parameters()),
+        "gflops": true_flops(model, val["imgsz"])["gflops"],
+        "map50": m["metrics/mAP50(B)"], "map50_95": m["metrics/mAP50-95(B)"],
+        "precision": m["metrics/precision(B)"], "recall": m["metrics/recall(B)"],
+    }
+print(json.dumps(out))
+"""
+
+
+def test_the_table_equals_a_recomputation_from_each_runs_own_files(exp, site):
+    d = exp["dir"]
+    rows = read_csv(d / "ablation.csv")
+    assert [(r["variant"], r["seed"]) for r in rows] == [("stock", "0"), ("stock", "1"), ("MHSA", "0"), ("MHSA", "1")]
+    recipe = yaml.safe_load((d / "recipe.yaml").read_text())
+    val = dict(recipe["val"], device="cpu")
+    proc = trainkit.run_python(RECOMPUTE, site, str(d), json.dumps([r["run_dir"] for r in rows]), json.dumps(val),
+                               cwd=trainkit.ROOT)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = json.loads(proc.stdout.strip().splitlines()[-1])
+    measure = json.loads((d / "measure.json").read_text())
+    for r in rows:
+        run_dir = d / r["run_dir"]
+        got = again[r["run_dir"]]
+        res = results(run_dir)
+        maps = [float(x["metrics/mAP50-95(B)"]) for x in res]
+        assert int(r["epochs"]) == len(res) == 2 and [int(float(x["epoch"])) for x in res] == [1, 2]
+        # best.pt is the last epoch whose fitness (mAP50-95 on 8.4) equals the best so far, as save_model writes it
+        assert int(r["best_epoch"]) == max(k + 1 for k, v in enumerate(maps) if v == max(maps))
+        assert int(r["params"]) == got["params"] == measure["models"][r["variant"]]["params"]
+        assert float(r["gflops"]) == pytest.approx(got["gflops"], abs=1e-4)
+        for key in ("map50", "map50_95", "precision", "recall"):
+            assert float(r[key]) == pytest.approx(got[key], abs=1e-9), key
+        assert float(r["latency_ms"]) == measure["models"][r["variant"]]["latency_ms"] > 0
+        assert float(r["train_s"]) == json.loads((run_dir / "ablate.json").read_text())["train_s"] > 0
+    mhsa, stock = rows[2], rows[0]
+    assert int(mhsa["params"]) > int(stock["params"]) and float(mhsa["gflops"]) > float(stock["gflops"])
+    # every variant's YAML, stock included, is kept for readers to rebuild it
+    assert sorted(p.name for p in (d / "models").iterdir()) == ["yolov8n-MHSA.yaml", "yolov8n-stock.yaml"]
+
+
+def test_each_runs_args_yaml_matches_the_recipe(exp):
+    d = exp["dir"]
+    recipe = yaml.safe_load((d / "recipe.yaml").read_text())
+    for key in ("data", "epochs", "imgsz", "batch", "weights", "ultralytics", "torch", "device", "device_name",
+                "train", "extra"):  # fmt: skip
+        assert key in recipe, key
+    assert recipe["weights"] is None and recipe["extra"] == {"workers": 0, "plots": False}
+    assert recipe["train"]["deterministic"] is True
+    args = {p.parent.name: yaml.safe_load(p.read_text()) for p in sorted((d / "runs").glob("*/args.yaml"))}
+    assert sorted(args) == ["MHSA-s0", "MHSA-s1", "stock-s0", "stock-s1"]
+    for name, a in args.items():
+        for k, v in recipe["train"].items():
+            assert a[k] == v, (name, k)
+        assert a["seed"] == int(name[-1]) and a["name"] == name and Path(a["save_dir"]) == d / "runs" / name
+    varying = {"model", "seed", "name", "save_dir"}
+    first = {k: v for k, v in args["stock-s0"].items() if k not in varying}
+    for a in args.values():
+        assert {k: v for k, v in a.items() if k not in varying} == first
+    assert args["MHSA-s0"]["model"].endswith("models/yolov8n-MHSA.yaml")
+
+
+def test_plain_progress_when_stdout_is_not_a_terminal(exp):
+    text = exp["proc"].stdout
+    assert "\x1b[" not in text and "\r" not in text
+    assert "MHSA-s1: epoch 2/2  mAP50-95 0.000" in text and "stock-s0: done (1/4)" in text
+
+
+def test_same_seed_same_losses_other_seed_other_losses_and_a_rerun_skips(exp, site):
+    d, project = exp["dir"], exp["project"]
+    before = (d / "ablation.csv").read_text()
+    again = trainkit.ok(ablate(site, project, "a", *TINY, "--variant", "MHSA", "--seeds", "2", *EXTRA))
+    assert "0 runs trained, 4 already finished" in again.stdout
+    assert (d / "ablation.csv").read_text() == before
+    # a second experiment, stock only, seeds 0 and 1 again
+    trainkit.ok(ablate(site, project, "b", *TINY, "--variant", "stock", "--seeds", "0,1", *EXTRA))
+    b = project / "b"
+    assert losses(b / "runs/stock-s0") == losses(d / "runs/stock-s0")
+    assert losses(b / "runs/stock-s1") == losses(d / "runs/stock-s1")
+    assert losses(d / "runs/stock-s0") != losses(d / "runs/stock-s1")
+    rows_a = {(r["variant"], r["seed"]): r for r in read_csv(d / "ablation.csv")}
+    for r in read_csv(b / "ablation.csv"):
+        a = rows_a[(r["variant"], r["seed"])]
+        assert {k: r[k] for k in DETERMINISTIC} == {k: a[k] for k in DETERMINISTIC}
+
+
+# -------------------------------------------------------------------------------------------------------- resume
+
+
+def _interrupt_during_epoch(args: list[str], site: Path, state: Path, epoch: int, sig: int):
+    """Start the command, wait until ``epoch - 1`` epochs are committed, send ``sig`` to it and its child."""
+    proc = subprocess.Popen([sys.executable, "-m", "mhsa_patch", *args], env=trainkit.env(site), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if json.loads(state.read_text())["epochs_done"] >= epoch - 1:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.02)
+        time.sleep(0.3)  # somewhere in the next epoch
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        os.killpg(proc.pid, sig)  # the whole group: Ctrl-C in a terminal, or a crash / `kill -9` of everything
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode, out, err
+
+
+def test_ctrl_c_then_sigkill_mid_run_then_the_same_command_resumes(site, tmp_path):
+    args = ["ablate", "--target", str(site), "--project", str(tmp_path), "--name", "k", "--data", "synthetic:4",
+            "--epochs", "4", "--imgsz", "64", "--batch", "2", "--variant", "stock", "--seeds", "1", *EXTRA]  # fmt: skip
+    run_dir = tmp_path / "k" / "runs" / "stock-s0"
+    state = run_dir / "weights" / ".resume" / "state.json"
+    code, out, err = _interrupt_during_epoch(args, site, state, 2, signal.SIGINT)
+    assert code == 130, out + err
+    assert err.strip().splitlines()[-1] == (
+        "ERROR ❌ interrupted: finished epochs are saved; run the same command again to resume"
+    )
+    first = results(run_dir)[0]
+    code, out, err = _interrupt_during_epoch(args, site, state, 3, signal.SIGKILL)
+    assert code == -signal.SIGKILL and "stock-s0: resuming after epoch" in out
+    assert not (run_dir / "ablate.json").exists()
+    r = trainkit.ok(trainkit.cli(*args, site=site))
+    assert "stock-s0: resuming after epoch" in r.stdout
+    res = results(run_dir)
+    assert [int(float(x["epoch"])) for x in res] == [1, 2, 3, 4]  # each epoch once, the full count
+    assert res[0] == first  # the epoch done before the interruptions is kept, not re-run
+    row = read_csv(tmp_path / "k" / "ablation.csv")[0]
+    assert row["epochs"] == "4" and 1 <= int(row["best_epoch"]) <= 4
+    assert float(row["train_s"]) > 0 and not (run_dir / "weights" / ".resume").exists()
+
+
+def test_pretrained_start_ports_the_checkpoint_into_every_variant(site, tmp_path):
+    from helpers import assert_refused
+
+    stock_pt = trainkit.patched()["stock"]
+    r = ablate(site, tmp_path, "w", *TINY, "--variant", "stock:s", "--weights", str(stock_pt))
+    assert_refused(r, "--variant stock:s is scale s: it cannot start from yolov8n.pt (scale n)")
+    r = trainkit.ok(ablate(site, tmp_path, "w", "--data", "synthetic:4", "--epochs", "1", "--imgsz", "64",
+                           "--batch", "2", "--variant", "MHSA", "--seeds", "1", "--weights", str(stock_pt), *EXTRA))  # fmt: skip
+    d = tmp_path / "w"
+    assert yaml.safe_load((d / "recipe.yaml").read_text())["weights"] == str(stock_pt.resolve())
+    for name, stem in (("stock-s0", "yolov8n-stock"), ("MHSA-s0", "yolov8n-MHSA")):
+        assert yaml.safe_load((d / "runs" / name / "args.yaml").read_text())["model"] == str(d / "models" / f"{stem}.pt")
+        log = (d / "logs" / f"{name}.log").read_text()
+        assert "Transferred" in log and "from pretrained weights" in log, log[-2000:]
+
+
+# ------------------------------------------------------------------------------------------------------ refusals
+
+
+def test_another_recipe_in_the_same_folder_is_refused_naming_the_key(exp, site):
+    from helpers import assert_refused
+
+    base = [*TINY, "--variant", "MHSA", "--seeds", "2"]
+    r = ablate(site, exp["project"], "a", *[("3" if a == "2" and base[k - 1] == "--epochs" else a)
+                                            for k, a in enumerate(base)], *EXTRA)  # fmt: skip
+    assert_refused(r, "holds an experiment with another recipe: epochs is 2 there, 3 here", "--name")
+    r = ablate(site, exp["project"], "a", *base, *EXTRA, "lr0=0.02")
+    assert_refused(r, "extra.lr0 is <unset> there, 0.02 here")
+
+
+def test_missing_images_are_refused_before_any_run(site, tmp_path):
+    from helpers import assert_refused
+
+    data = tmp_path / "mine.yaml"
+    data.write_text(f"path: {tmp_path / 'gone'}\ntrain: images/train\nval: images/val\nnames: {{0: a}}\n")
+    r = ablate(site, tmp_path, "m", "--data", str(data), "--epochs", "1", "--imgsz", "64")
+    assert_refused(r, f"mine.yaml: the images are not on this machine ({tmp_path / 'gone' / 'images' / 'train'} is "
+                      "missing) and the runs never download")  # fmt: skip
+    assert not (tmp_path / "m").exists()
+    r = ablate(site, tmp_path, "m", "--data", "coco8.yaml", "--epochs", "1")
+    assert_refused(r, "coco8.yaml: no such dataset YAML (or pass --download")
+
+
+def test_a_user_yaml_with_a_lint_error_is_refused_before_anything_trains(site, tmp_path):
+    from helpers import assert_refused
+
+    good = trainkit.patched()["yaml"].read_text()
+    bad = tmp_path / "yolov8n-mine.yaml"
+    bad.write_text(good.replace("- [-1, 1, SPPF, [1024, 5]]", "- [-12, 1, SPPF, [1024, 5]]"))
+    r = ablate(site, tmp_path, "y", *TINY, "--variant", f"yaml:{bad}")
+    assert_refused(r, f"--variant yaml:{bad}: yolov8n-mine.yaml does not build:", "points before layer 0")
+    assert not (tmp_path / "y").exists()
+
+
+def test_an_unpatched_target_and_unknown_variants_are_refused(tmp_path):
+    from helpers import assert_refused
+
+    stock = trainkit.unpatched()
+    r = ablate(stock, tmp_path, "u", *TINY)
+    assert_refused(r, "is not patched (status: not-applied)")
+    site = trainkit.patched()["site"]
+    assert_refused(ablate(site, tmp_path, "u", *TINY, "--variant", "MHSA2"), "--variant MHSA2: unknown variant")
+    assert_refused(ablate(site, tmp_path, "u", *TINY, "--", "epochs=3"), "-- epochs=3: epochs is not a free training "
+                   "argument here: use --epochs")  # fmt: skip
+    assert_refused(ablate(site, tmp_path, "u", *TINY, "--seeds", "0,0"), "--seeds 0,0: each seed once")
+    assert not (tmp_path / "u").exists()
+
+
+def test_ray_without_ray_installed_says_so_in_one_line(tmp_path):
+    from helpers import assert_refused
+
+    site = trainkit.patched()["site"]
+    code = ("import sys; sys.modules['ray'] = None; sys.argv = ['mhsa-patch'] + sys.argv[1:]; "
+            "from mhsa_patch.cli import main; main()")  # fmt: skip
+    r = subprocess.run([sys.executable, "-c", code, "ablate", "--target", str(site), "--project", str(tmp_path),
+                        "--name", "r", *TINY, "--variant", "stock", "--seeds", "1", "--ray", *EXTRA],
+                       env=trainkit.env(site), capture_output=True, text=True, cwd=trainkit.ROOT, timeout=600)  # fmt: skip
+    assert_refused(r, "--ray needs Ray: pip install 'mhsa-patch[ray]'")
+
+
+# ----------------------------------------------------------------------------------------------------------- Ray
+
+
+def test_ray_backend_gives_the_local_backends_table(exp, site):
+    """The same 2 x 2 experiment as Ray tasks on a local Ray started by the command (``--ray local``), inside a network
+    namespace of its own (only 127.0.0.1 exists there), shut down when the command ends. The run folders come back as
+    archives (MHSA_PATCH_RAY_SHIP=1: what a cluster without a shared filesystem does). Its ablation.csv equals the
+    local backend's in every column but the timings (train_s, latency_ms)."""
+    import shlex
+    import shutil
+
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.fail("the Ray test needs unshare and ip (util-linux, iproute2) for a private network namespace")
+    project = exp["project"]
+    cmd = [sys.executable, "-m", "mhsa_patch", "ablate", "--target", str(site), "--project", str(project), "--name",
+           "ray", *TINY, "--variant", "MHSA", "--seeds", "2", "--ray", "local", *EXTRA]  # fmt: skip
+    env = dict(trainkit.env(site), MHSA_PATCH_RAY_SHIP="1", RAY_USAGE_STATS_ENABLED="0")
+    r = subprocess.run(["unshare", "-rn", "sh", "-c", "ip link set lo up && exec " + shlex.join(cmd)], env=env,
+                       capture_output=True, text=True, timeout=900, cwd=trainkit.ROOT)  # fmt: skip
+    trainkit.ok(r)
+    local = read_csv(exp["dir"] / "ablation.csv")
+    ray_rows = read_csv(project / "ray" / "ablation.csv")
+    assert [{k: x[k] for k in DETERMINISTIC} for x in ray_rows] == [{k: x[k] for k in DETERMINISTIC} for x in local]
+    for x in ray_rows:
+        assert losses(project / "ray" / x["run_dir"]) == losses(exp["dir"] / x["run_dir"])
+        assert (project / "ray" / x["run_dir"] / "weights" / "best.pt").is_file()
+        args = yaml.safe_load((project / "ray" / x["run_dir"] / "args.yaml").read_text())
+        assert not args["save_dir"].startswith(str(project))  # trained in the task's own folder, sent back
+
+
+def test_runs_on_several_devices_at_once_give_the_same_table(exp, site):
+    """``--device 0,1`` runs one child per GPU at once; the same scheduling with two CPU slots (no GPU here)."""
+    from mhsa_patch.ablate import runner
+    from mhsa_patch.patching.target import find_target
+
+    e = runner.prepare(find_target(site), data="synthetic:4", variants=["stock"], seeds="2", epochs=2, imgsz=64,
+                       batch=2, project=str(exp["project"]), name="par", extra=["workers=0", "plots=False"])  # fmt: skip
+    e.slots = ["cpu", "cpu"]  # what parse_device("0,1") gives as ["0", "1"], each run then seeing its one GPU
+    seen = []
+    out = runner.run(e, on_event=lambda kind, run, data: seen.append((kind, run.name)))
+    assert len(out.finished) == 2
+    kinds = [k for k, _ in seen if k != "event"]
+    assert kinds == ["start", "start", "done", "done"]  # both runs going at once before the first one finished
+    local = read_csv(exp["dir"] / "ablation.csv")[:2]  # stock, seeds 0 and 1
+    par = read_csv(e.dir / "ablation.csv")
+    assert [{k: x[k] for k in DETERMINISTIC} for x in par] == [{k: x[k] for k in DETERMINISTIC} for x in local]
