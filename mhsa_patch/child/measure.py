@@ -15,7 +15,7 @@ import platform
 import statistics
 import time
 
-from mhsa_patch.child.compat import build, require_patched, ultralytics_info
+from mhsa_patch.child.compat import build, require_patched, route_checkpoint_loading, ultralytics_info
 from mhsa_patch.child.protocol import ChildError, one_line, run_main
 
 
@@ -61,6 +61,7 @@ def measure(events, a) -> dict:
 
     version, _ = ultralytics_info()
     require_patched()
+    route_checkpoint_loading()  # before anything loads a checkpoint: old releases on today's torch
     from mhsa_patch.child.probe import true_flops
 
     models, out = {}, {}

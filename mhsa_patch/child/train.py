@@ -27,7 +27,7 @@ import time
 import types
 from pathlib import Path
 
-from mhsa_patch.child.compat import require_patched, ultralytics_info
+from mhsa_patch.child.compat import require_patched, route_checkpoint_loading, ultralytics_info
 from mhsa_patch.child.protocol import ChildError, one_line, run_main
 
 RESUME = ".resume"
@@ -180,6 +180,7 @@ def _train(events, model: str, run_dir: Path, train_args: dict, state: dict | No
 def run(events, a) -> dict:
     ultralytics_info()
     require_patched()
+    route_checkpoint_loading()  # before anything loads a checkpoint: resume from last.pt on old releases, today's torch
     run_dir = Path(a.run_dir)
     spec = json.loads(Path(a.args).read_text(encoding="utf-8"))
     train_args, val_args = spec["train"], spec["val"]
