@@ -98,7 +98,7 @@ def _cells(s: VariantSummary, *, tex: bool = False) -> list[str]:
         str(s.n),
         _spread(s.params_m, digits=2, tex=tex, always=False),  # an architecture's size: the same for every seed
         _spread(s.gflops, tex=tex, always=False),
-        _spread(s.latency_ms, tex=tex),
+        _spread(s.latency_ms, tex=tex, always=False),  # measured once per variant, not per seed
         _spread(s.map50, scale=100, digits=MAP_DIGITS, tex=tex),
         _spread(s.map50_95, scale=100, digits=MAP_DIGITS, tex=tex),
         _signed(None if d is None else d.map50, tex=tex),

@@ -355,25 +355,19 @@ def finish_run(exp: Experiment, run: Run, result: dict) -> list[Path]:
 
 
 def write_outputs(exp: Experiment):
-    """``ablation.csv`` (atomically) and, where the report module is there, the summaries and plots."""
+    """The report of every finished run: ``ablation.csv``, the summaries and the plots, and its table.
+
+    A report that fails must not stop the trainings: the CSV is then written alone, and a note says so.
+    """
+    from mhsa_patch.ablate.report import write_report  # matplotlib and scipy: only once a run has finished
+
     recs = records(exp)
-    _write_atomic(exp.dir / "ablation.csv", to_csv(recs))
-    return report(exp, recs)
-
-
-def report(exp: Experiment, recs: list[RunRecord]):
-    """The report's files (summary.md/.tex/.json, curves.png, tradeoff.png) and its table, or None without it."""
-    try:
-        from mhsa_patch.ablate.report import write_report
-    except ModuleNotFoundError as e:
-        if e.name != "mhsa_patch.ablate.report":
-            raise
-        return None
     try:
         return write_report(exp.dir, recs, exp.recipe, baseline="stock")
-    except Exception as e:  # noqa: BLE001 - a report that fails must not stop the trainings; the CSV is written
+    except Exception as e:  # noqa: BLE001
         from mhsa_patch.child.protocol import one_line
 
+        _write_atomic(exp.dir / "ablation.csv", to_csv(recs))
         note = f"the report could not be written ({one_line(e)}); ablation.csv is complete"
         if note not in exp.notes:
             exp.notes.append(note)

@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from mhsa_patch.cli.console import fail, info, out, warn
+from mhsa_patch.cli.console import fail, info, out, table, warn
 from mhsa_patch.cli.options import PythonOpt, TargetOpt, open_target
 from mhsa_patch.errors import PatchError
 
@@ -193,12 +193,12 @@ def ablate(
     rep = outcome.report
     for note in exp.notes:
         warn(note)
-    if rep is None and not exp.notes:
-        warn("the report module is not installed in this copy: ablation.csv only")
-    else:
-        if not quiet and getattr(rep, "table", None) is not None:
-            out.print(rep.table)
-    files = [exp.dir / "ablation.csv"] + [p for p in (getattr(rep, "files", None) or []) if p.name != "ablation.csv"]
+    if rep is not None:
+        for note in rep.notes:
+            warn(note)
+        if not quiet:
+            table(rep.table)
+    files = rep.files if rep is not None else [exp.dir / "ablation.csv"]
     for f in files:
         out.print(f"  {f}", markup=False, highlight=False)
     info(f"[green]ablation done ✅[/] {len(outcome.finished)} runs trained, {len(outcome.skipped)} already finished")

@@ -26,6 +26,15 @@ def header(target) -> None:
     )
 
 
+def table(renderable) -> None:
+    """A table on stdout. In a log (not a terminal) rich would fold it at 80 columns, in the middle of numbers: there
+    it gets the width it needs instead, up to 240 columns."""
+    if out.is_terminal:
+        out.print(renderable)
+    else:
+        Console(highlight=False, width=240).print(renderable)
+
+
 def info(msg: str) -> None:
     out.print(PREFIX + msg)
 
