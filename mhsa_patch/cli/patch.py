@@ -134,6 +134,8 @@ def status(
         )
         table.add_row(f.rel, f"[{STATE_STYLE[f.state]}]{f.state}[/]", escape(pieces))
     out.print(table)
+    if st.readings:  # how parse_model reads each layer's rows (docs/status.md)
+        out.print("parse_model reads rows: " + escape(", ".join(f"{r.layer} {r.describe()}" for r in st.readings)))
     for note in st.notes:
         warn(note)
     out.print(f"state: [bold {STATE_STYLE[st.state]}]{st.state}[/]")
