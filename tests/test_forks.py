@@ -12,6 +12,7 @@ the fork back byte for byte.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -242,6 +243,20 @@ def build(site: Path, cfgs: list[str], extra: str = "") -> list:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def lint_calls(pkg: Path, cfg: str, hint) -> list[str]:
+    """``check --lint-only``'s lines for the patch's layers' rows (each with its call and reading); ``hint``: the
+    apply command it must suggest (None: none, the patch is applied)."""
+    r = cli("check", cfg, "--lint-only", "-t", str(pkg))
+    assert r.exit_code == 0, r.output
+    lines = [ln.strip() for ln in r.stdout.splitlines() if ", read as " in ln]
+    assert lines, r.stdout
+    if hint:
+        assert f"run '{hint}' before building" in r.stdout, r.stdout
+    else:
+        assert "is not patched" not in r.stdout, r.stdout
+    return lines
+
+
 def unmarked(pkg: Path) -> list[dict]:
     r = cli("status", "-t", str(pkg), "--json")
     assert r.exit_code == 0, r.output
@@ -271,6 +286,8 @@ def test_force_takes_over_a_fork_and_revert_gives_it_back(tmp_path, shape):
     before = build(site, cfgs)
 
     pieces = check_status_lists_each_piece(pkg, expected)
+    kept = KEPT.get(shape, {})
+    lint_before = [lint_calls(pkg, cfg, "mhsa-patch apply --force") for cfg in cfgs]
     r = cli("apply", "-t", str(pkg))
     line = assert_refused(r, "--force")
     assert any(f"{pkg / p['file']}:{p['line']}:" in line for p in pieces), line  # names one of them
@@ -279,8 +296,15 @@ def test_force_takes_over_a_fork_and_revert_gives_it_back(tmp_path, shape):
     r = cli("apply", "--force", "-t", str(pkg))
     assert r.exit_code == 0, r.output
     # a branch that reads the rows otherwise (scaled channels, base_modules without the repeat set) is kept, and said
-    kept = KEPT.get(shape, {})
     assert r.stderr.count("kept the fork's reading") == len(kept), r.stderr
+    for layer, reading in kept.items():  # naming the fork's reading and the tool's (BoT3's is not the tutorial's)
+        tool = "base_modules+repeat" if layer == "BoT3" else "tutorial"
+        assert f"of {layer}'s rows ('{reading}': " in r.stderr and f"instead of the tool's ('{tool}')" in r.stderr
+    # the lint reads every row as the target does, before and after apply
+    def unlined(calls):  # the branch moves down by the lines apply inserts above it
+        return [[re.sub(r"nn/tasks\.py:\d+", "nn/tasks.py:N", c) for c in cs] for cs in calls]
+
+    assert unlined([lint_calls(pkg, cfg, None) for cfg in cfgs]) == unlined(lint_before)
     st = json.loads(cli("status", "-t", str(pkg), "--json").stdout)
     assert st["state"] == "applied", st
     for layer, reading in kept.items():
@@ -312,8 +336,11 @@ def test_force_takes_over_a_fork_and_revert_gives_it_back(tmp_path, shape):
     after = build(site, cfgs, extra)
     if shape == "bot3-base-modules":
         assert after[-1] == 3
+        assert lint_before[0][0].startswith("layer 4: BoT3(c1=64, c2=64, n=1, e=0.5, e2=1, w=20, h=20) ×3 in a row")
+        assert "read as 'base_modules' (the fork's branch at nn/tasks.py:" in lint_before[0][0]
     if shape == "scaled-channels":
         assert after[-1] == [[64, False]]
+        assert lint_before[0][0].startswith("layer 4: MHSA(n_dims=64, width=14, height=14, heads=4, pos_emb=False)")
     assert len(after) >= len(before) == len(cfgs)
     for b, a in zip(before, after):  # the same model: parameter count, state_dict keys and shapes
         assert a["params"] == b["params"]

@@ -157,6 +157,19 @@ def param_names(layer: str) -> tuple[str, ...]:
     return tuple(p.arg for p in (a.posonlyargs + a.args)[1:])
 
 
+def param_defaults(layer: str) -> dict:
+    """The layer's positional parameters that have a literal default, with it (what a short call leaves them at)."""
+    a = _init(layer)
+    params = (a.posonlyargs + a.args)[1:]
+    out = {}
+    for p, d in zip(params[len(params) - len(a.defaults) :], a.defaults):
+        try:
+            out[p.arg] = ast.literal_eval(d)
+        except ValueError:
+            pass
+    return out
+
+
 def cannot_build(found: InForce) -> Optional[str]:
     """Why a kept reading cannot build the tool's class (None: it can): it passes more values before the row's args
     than the class takes positionally."""
