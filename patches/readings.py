@@ -35,14 +35,25 @@ class Reading:
         values = {"c1": c1, "c2": c2, "n": n}
         return [values[k] for k in self.lead] + list(args[self.drop :]), (1 if self.repeats_inside else n)
 
-    def row_args(self, c2: int, args: list) -> list:
-        """The row's args that give this reading the call ``(c1, *args)`` of the tutorial (what gen-yaml writes).
-
-        None where no row does: a reading that puts ``c2`` or ``n`` into the call cannot be written as the tutorial's.
+    def row_for(self, intended: list, blocks, values: dict, out: int, raw):
+        """``(repeats, args)`` of a row that this reading turns into ``intended`` (a call as another reading makes
+        it, with ``"c1"``, ``"c2"``, ``"n"`` left symbolic), built ``blocks`` times (``"n"``: the row's repeats, or
+        1); None where no row does. ``values``: what the symbols are here (``n`` after the depth gain); ``out``:
+        the channels the layer gives, which parse_model must record; ``raw``: the ``args[0]`` it scales to ``out``.
         """
-        if self.lead == ("c1",):
-            return [c2, *args] if self.drop else list(args)
-        return None
+        k = len(self.lead)
+        if list(intended[:k]) != list(self.lead):
+            return None  # the reading puts other values first than the call needs
+        if (values.get("c1") if self.out == "c1" else out) != out:
+            return None  # parse_model would record other channels than the layer gives
+        rest = [values[a] if isinstance(a, str) and a in values else a for a in intended[k:]]
+        if any(isinstance(a, str) and a in ("c1", "c2", "n") for a in rest):
+            return None
+        args = [raw, *rest] if self.drop else rest
+        if self.drop and self.out != "c2" and "c2" not in self.lead:
+            return None  # args[0] would be dropped unread: keep it simple, no such reading is known
+        # the row's repeats: where the call takes n (matched above) or the blocks are the repeats, the tool's row's
+        return ("n" if "n" in self.lead or blocks == "n" else 1), args
 
 
 # A branch's body, as the tutorial and the tool's MHSA rule write it: the input channels first, then the YAML args.

@@ -182,7 +182,7 @@ def scaled_channels(root: Path) -> Path:  # 8.2.103: MHSA in its own file, a sca
     return site
 
 
-FORK_YAML = "cfg/models/v8/yolov8-MHSA.yaml"  # the scaled-channel fork's own model config, in its package
+FORK_YAML = "cfg/models/v8/fork-MHSA.yaml"  # the scaled-channel fork's own model config, in its package
 
 
 # (builder, the hand-written pieces status must list: (file, edit, layer), rows of models that must keep building)
@@ -416,3 +416,54 @@ def test_foreign_class_pasted_in_conv_is_refused(tmp_path):
     line = len(src.splitlines()) + 2
     r = cli("apply", "--force", "-t", str(pkg))
     assert_refused(r, f"{conv}:{line}", "class MHSA is not the tutorial's")
+
+
+# gen-yaml on each recognised reading: (fork builder or None for the stock release, release, layer, scale)
+GEN_YAML = {
+    "tutorial": (None, "8.3.135", "MHSA", "n"),
+    "base_modules+repeat": (None, "8.3.135", "BoT3", "m"),
+    "scaled-channels": (scaled_channels, "8.2.103", "MHSA", "n"),
+    "base_modules": (bot3_base_modules, "8.3.135", "BoT3", "m"),  # scale m: depth 0.67 keeps 2 of C2f's 3 repeats
+}
+
+
+def gen_yaml(pkg: Path, layer: str, scale: str, dest: Path) -> Path:
+    dest.mkdir(parents=True)
+    r = cli("gen-yaml", "-s", scale, "--base", "yolov8", "--layer", layer, "-o", str(dest), "-t", str(pkg))
+    assert r.exit_code == 0, r.output
+    (path,) = dest.glob("*.yaml")
+    return path
+
+
+@pytest.mark.parametrize("reading", list(GEN_YAML))
+def test_gen_yaml_writes_rows_for_the_targets_reading(tmp_path, reading):
+    """gen-yaml's YAML builds the tool's intended model under the target's reading, kept by --force on a fork: the
+    same model as gen-yaml's YAML on the same release, patched as it ships."""
+    builder, version, layer, scale = GEN_YAML[reading]
+    stock = releases.copy_release(version, tmp_path / "stock")
+    assert cli("apply", "-t", str(stock)).exit_code == 0
+    want = gen_yaml(stock, layer, scale, tmp_path / "stock-yaml")
+    site = builder(tmp_path / "fork") if builder else stock.parent
+    pkg = site / "ultralytics"
+    if builder:
+        assert cli("apply", "--force", "-t", str(pkg)).exit_code == 0
+    st = json.loads(cli("status", "-t", str(pkg), "--json").stdout)
+    assert st["readings"][layer]["reads_as"] == reading, st["readings"]
+    got = gen_yaml(pkg, layer, scale, tmp_path / "fork-yaml")
+    rows = [ln for ln in got.read_text().splitlines() if f", {layer}, [" in ln]
+    assert len(rows) == 1, rows
+    if builder:  # a row of its own for the fork's reading
+        assert rows != [ln for ln in want.read_text().splitlines() if f", {layer}, [" in ln]
+    (a,) = build(site, [str(got)])
+    (b,) = build(stock.parent, [str(want)])
+    assert a["params"] == b["params"] and a["state"] == b["state"]
+
+
+def test_gen_yaml_refuses_a_reading_that_cannot_give_the_model_naming_the_branch(tmp_path):
+    """MHSA in base_modules is called MHSA(c1, c2, ...): c2 lands on width, so no row gives MHSA(c, 14, 14, 4)."""
+    site = base_modules(tmp_path)
+    pkg = site / "ultralytics"
+    assert cli("apply", "--force", "-t", str(pkg)).exit_code == 0
+    line = json.loads(cli("status", "-t", str(pkg), "--json").stdout)["readings"]["MHSA"]["line"]
+    r = cli("gen-yaml", "-s", "n", "--base", "yolov8", "-o", str(tmp_path / "y"), "-t", str(pkg))
+    assert_refused(r, f"{pkg / 'nn/tasks.py'}:{line}", "'base_modules'", "no row builds the intended MHSA(")
