@@ -313,6 +313,10 @@ def test_force_takes_over_a_fork_and_revert_gives_it_back(tmp_path, shape):
         assert kept_pieces and all(p["state"] == "kept" and p["line"] for p in kept_pieces), kept_pieces
     for layer in set(st["layers"]) - set(kept):
         assert st["readings"][layer]["reading"] == "mhsa-patch", st["readings"]
+    plain = cli("status", "-t", str(pkg)).stdout
+    line = next(ln for ln in plain.splitlines() if ln.startswith("parse_model reads rows:"))
+    for layer, reading in kept.items():
+        assert f"{layer} {reading} (line {st['readings'][layer]['line']})" in line, line
     journal = json.loads((pkg / ".mhsa-patch-journal.json").read_text())
     assert journal["readings"] == {layer: kept.get(layer, "mhsa-patch") for layer in st["layers"]}
     new = releases.tree_bytes(pkg)
@@ -419,11 +423,13 @@ def test_foreign_class_pasted_in_conv_is_refused(tmp_path):
 
 
 # gen-yaml on each recognised reading: (fork builder or None for the stock release, release, layer, scale)
+# and the row it writes.
 GEN_YAML = {
-    "tutorial": (None, "8.3.135", "MHSA", "n"),
-    "base_modules+repeat": (None, "8.3.135", "BoT3", "m"),
-    "scaled-channels": (scaled_channels, "8.2.103", "MHSA", "n"),
-    "base_modules": (bot3_base_modules, "8.3.135", "BoT3", "m"),  # scale m: depth 0.67 keeps 2 of C2f's 3 repeats
+    "tutorial": (None, "8.3.135", "MHSA", "n", "[-1, 1, MHSA, [14, 14, 4]]"),
+    "base_modules+repeat": (None, "8.3.135", "BoT3", "m", "[-1, 3, BoT3, [1024]]"),
+    "scaled-channels": (scaled_channels, "8.2.103", "MHSA", "n", "[-1, 1, MHSA, [1024, 14, 14, 4]]"),
+    # scale m: depth 0.67 keeps 2 of C2f's 3 repeats, which go inside the one block as the tool's rule builds it
+    "base_modules": (bot3_base_modules, "8.3.135", "BoT3", "m", "[-1, 1, BoT3, [1024, 2]]"),
 }
 
 
@@ -439,7 +445,7 @@ def gen_yaml(pkg: Path, layer: str, scale: str, dest: Path) -> Path:
 def test_gen_yaml_writes_rows_for_the_targets_reading(tmp_path, reading):
     """gen-yaml's YAML builds the tool's intended model under the target's reading, kept by --force on a fork: the
     same model as gen-yaml's YAML on the same release, patched as it ships."""
-    builder, version, layer, scale = GEN_YAML[reading]
+    builder, version, layer, scale, row = GEN_YAML[reading]
     stock = releases.copy_release(version, tmp_path / "stock")
     assert cli("apply", "-t", str(stock)).exit_code == 0
     want = gen_yaml(stock, layer, scale, tmp_path / "stock-yaml")
@@ -451,7 +457,7 @@ def test_gen_yaml_writes_rows_for_the_targets_reading(tmp_path, reading):
     assert st["readings"][layer]["reads_as"] == reading, st["readings"]
     got = gen_yaml(pkg, layer, scale, tmp_path / "fork-yaml")
     rows = [ln for ln in got.read_text().splitlines() if f", {layer}, [" in ln]
-    assert len(rows) == 1, rows
+    assert len(rows) == 1 and row in rows[0], rows
     if builder:  # a row of its own for the fork's reading
         assert rows != [ln for ln in want.read_text().splitlines() if f", {layer}, [" in ln]
     (a,) = build(site, [str(got)])
