@@ -52,7 +52,7 @@ class InForce:
     def describe(self) -> str:
         at = f" (line {self.line})" if self.line else ""
         if self.name == OURS:
-            return f"{OURS}: {self.rule.name}"
+            return f"{OURS} (reads as {self.rule.name})"
         return f"{self.name}{at}"
 
     def to_dict(self) -> dict:
