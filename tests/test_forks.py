@@ -400,6 +400,10 @@ def test_foreign_mhsa_is_refused_naming_file_and_line(tmp_path):
     fork = releases.tree_bytes(pkg)
     check_status_lists_each_piece(pkg, {("nn/tasks.py", "import", "MHSA"), ("nn/tasks.py", "branch", "MHSA")})
     line = forks.MULTIHEAD_MODULE.splitlines().index("class MHSA(nn.Module):") + 1
+    # the lint suggests the apply that works here, and after it warns on a row written for the foreign class
+    (cfg,) = write_models(tmp_path / "models", ["1, MHSA, [512, 1024, 4]"], pkg)
+    r = cli("check", cfg, "--lint-only", "-t", str(pkg))
+    assert r.exit_code == 0 and "run 'mhsa-patch apply --replace-foreign' before building" in r.stdout, r.output
     r = cli("apply", "--force", "-t", str(pkg))
     assert_refused(r, f"{pkg / 'nn/modules/attention_fork.py'}:{line}", "not the tutorial's", "--replace-foreign")
     assert releases.tree_bytes(pkg) == fork
@@ -408,6 +412,9 @@ def test_foreign_mhsa_is_refused_naming_file_and_line(tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads(cli("status", "-t", str(pkg), "--json").stdout)["state"] == "applied"
     assert (pkg / "nn/modules/attention_fork.py").read_text() == forks.MULTIHEAD_MODULE
+    r = cli("check", cfg, "--lint-only", "-t", str(pkg))
+    assert r.exit_code == 0 and "width=512 and height=1024 look like channel counts" in r.stderr, r.output
+    assert "is not patched" not in r.stdout
     assert cli("revert", "-t", str(pkg)).exit_code == 0
     assert releases.tree_bytes(pkg) == fork
 

@@ -278,7 +278,27 @@ def target_readings(target) -> tuple[dict | None, str | None]:
         else:
             out[found.layer] = (reading(spec.reading), f"'{spec.reading}' (mhsa-patch's rule)")
     hint = {State.APPLIED: "", State.CONFLICT: "mhsa-patch apply --force"}.get(st.state, "mhsa-patch apply")
+    if st.state is State.CONFLICT and _refuses_force(target):
+        hint = "mhsa-patch apply --replace-foreign"
     return out, hint
+
+
+def _refuses_force(target) -> bool:
+    """Whether ``apply --force`` refuses for a class named like a layer that is not the tool's (then only
+    ``--replace-foreign`` works). The patched texts are computed in memory, as apply's plan: no lock, no write."""
+    from mhsa_patch.patching.atomic import read_confined
+    from mhsa_patch.patching.filemodel import TargetFile
+    from mhsa_patch.patching.target import TARGET_FILES
+
+    try:
+        for rel in TARGET_FILES:
+            data = read_confined(target.package, target.file(rel), 4 * 2**20)
+            TargetFile(target, rel, data).applied_text(force=True)
+    except PatchError as e:
+        return "--replace-foreign" in str(e)
+    except (OSError, ValueError):
+        return False
+    return False
 
 
 # ------------------------------------------------------------------------------------------------ the lint
