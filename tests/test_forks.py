@@ -249,7 +249,8 @@ def lint_calls(pkg: Path, cfg: str, hint) -> list[str]:
     r = cli("check", cfg, "--lint-only", "-t", str(pkg))
     assert r.exit_code == 0, r.output
     lines = [ln.strip() for ln in r.stdout.splitlines() if ", read as " in ln]
-    assert lines, r.stdout
+    if not lines:  # a config without the patch's layers (the other module of a shared branch)
+        return lines
     if hint:
         assert f"run '{hint}' before building" in r.stdout, r.stdout
     else:
@@ -288,6 +289,7 @@ def test_force_takes_over_a_fork_and_revert_gives_it_back(tmp_path, shape):
     pieces = check_status_lists_each_piece(pkg, expected)
     kept = KEPT.get(shape, {})
     lint_before = [lint_calls(pkg, cfg, "mhsa-patch apply --force") for cfg in cfgs]
+    assert any(lint_before), lint_before  # every shape has a row of the patch's layers that the lint reads
     r = cli("apply", "-t", str(pkg))
     line = assert_refused(r, "--force")
     assert any(f"{pkg / p['file']}:{p['line']}:" in line for p in pieces), line  # names one of them
