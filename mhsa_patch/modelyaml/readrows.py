@@ -39,9 +39,11 @@ def _scales(data: dict, scale: Optional[str]) -> tuple[float, float, float]:
     return float(data.get("depth_multiple", 1.0)), float(data.get("width_multiple", 1.0)), float("inf")
 
 
-def _raw(out: int, width: float, max_channels: float) -> Optional[int]:
-    """A row value that parse_model scales to ``out`` channels (None: none does)."""
-    for v in (round(out / width), max_channels):
+def _raw(out: int, width: float, max_channels: float, prefer=None) -> Optional[int]:
+    """A row value that parse_model scales to ``out`` channels (None: none does); ``prefer`` (the tool's row's
+    first arg, BoT3's 1024) where it does."""
+    candidates = [prefer] if isinstance(prefer, int) and not isinstance(prefer, bool) else []
+    for v in (*candidates, round(out / width), max_channels):
         if v != float("inf") and make_divisible(min(v, max_channels) * width, 8) == out:
             return int(v)
     return None
@@ -63,7 +65,7 @@ def written_row(target, spec, tool_args: list, repeats: int, c1: int, out: int, 
     depth, width, max_channels = _scales(data, scale)
     n = max(round(repeats * depth), 1) if repeats > 1 else repeats
     intended, blocks = reading(spec.reading).call("c1", "c2", "n", tool_args)
-    raw = _raw(out, width, max_channels)
+    raw = _raw(out, width, max_channels, prefer=tool_args[0] if tool_args else None)
     got = None if raw is None else rd.row_for(intended, blocks, {"c1": c1, "c2": out, "n": n}, out, raw)
     if got is None:
         call = ", ".join(map(str, [{"c1": c1, "c2": out, "n": n}.get(a, a) if isinstance(a, str) else a
