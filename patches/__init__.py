@@ -41,6 +41,8 @@ class LayerSpec:
     params: Callable | None = None  # (channels, row args) -> parameters an inserted row adds (None: not known)
     lint_args: str = ""  # "attention": the lint explains its args as MHSA's [width, height, heads, pos_emb]
     note: str = ""  # one line: what gen-yaml does with it, for refusals of options that do not apply
+    # --- parse_model: the reading (patches/readings.py) the rule above gives; a fork's other reading is kept
+    reading: str = "tutorial"
 
     @property
     def suffix(self) -> str:
@@ -82,6 +84,7 @@ LAYERS = (
         replaces=("C2f", "C3k2"),
         restore_args=("{c2}", True),  # the backbone's last C2f/C3k2 in yolov8, yolo11 and yolo26: [1024, True]
         channels="scaled",
+        reading="base_modules+repeat",
         row_args=("{c2}",),
         note="BoT3 takes the place of the backbone's last C2f or C3k2 (BoTNet's placement), with 4 heads and no "
         "positional tables",

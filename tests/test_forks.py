@@ -12,6 +12,7 @@ the fork back byte for byte.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -24,20 +25,25 @@ from reference_layers import REFERENCE_BOT3_SOURCE, TUTORIAL_SOURCE
 pytestmark = pytest.mark.releases
 
 # A small detection model with one custom layer (LAYER) after the backbone's last Conv.
+# Depth 1.0, so that a row's repeats are built as written (a 3-repeat BoT3 row stays 3).
 MODEL = """nc: 3
 scales:
-  n: [0.33, 0.25, 1024]
+  n: [1.0, 0.25, 1024]
 backbone:
   - [-1, 1, Conv, [64, 3, 2]]
   - [-1, 1, Conv, [128, 3, 2]]
   - [-1, 1, C2f, [128, True]]
   - [-1, 1, Conv, [256, 3, 2]]
-  - [-1, 1, LAYER]
+  - [-1, LAYER]
 head:
   - [[2, 4], 1, Detect, [nc]]
 """
-MHSA_ROW = "MHSA, [14, 14, 4]"
-SHUFFLE_ROW = "ShuffleAttention, [4]"
+# Rows (repeats, module, args) as each reading builds them on the 64-channel input (256 at width 0.25):
+MHSA_ROW = "1, MHSA, [14, 14, 4]"  # tutorial: MHSA(64, 14, 14, 4)
+SHUFFLE_ROW = "1, ShuffleAttention, [4]"
+SCALED_ROW = "1, MHSA, [256, 14, 14, 4]"  # scaled-channels: c2 = 64 = c1, MHSA(64, 14, 14, 4)
+BASE_ROW = "1, MHSA, [256, 14, 4]"  # base_modules: c2 = 64 = c1, MHSA(64, 64, 14, 4)
+BOT3_ROW = "3, BoT3, [256]"  # base_modules (no repeat set): BoT3(64, 64) three times in a row
 
 # Builds each YAML against the ultralytics on the path: parameter count, and the module of each MHSA in it.
 BUILD = r"""
@@ -50,7 +56,10 @@ for cfg in json.loads(sys.argv[1]):
     torch.manual_seed(0)
     model = DetectionModel(cfg, nc=3, verbose=False)
     mhsa = [m for m in model.modules() if type(m).__name__ == "MHSA"]
-    out.append({"params": sum(p.numel() for p in model.parameters()),
+    # BoT3's unused fc1 counts whether a Parameter (forks) or a buffer with the same keys
+    fc1 = sum(b.numel() for k, b in model.named_buffers() if ".fc1." in k)
+    out.append({"params": sum(p.numel() for p in model.parameters()) + fc1,
+                "state": {k: list(v.shape) for k, v in model.state_dict().items()},
                 "mhsa": [(type(m).__module__, hasattr(m, "_attend_fused")) for m in mhsa]})
 exec(sys.argv[2])
 print(json.dumps(out))
@@ -148,6 +157,34 @@ def foreign(root: Path) -> Path:  # 8.0.147: a different class named MHSA (nn.Mu
     )
 
 
+BOT3_MODULE = "import torch\nimport torch.nn as nn\n\nfrom ultralytics.nn.modules.conv import Conv\n" + (
+    TUTORIAL_SOURCE + REFERENCE_BOT3_SOURCE
+)
+
+
+def bot3_base_modules(root: Path) -> Path:  # 8.3.135: BoT3 in base_modules, not in repeat_modules
+    return forks.build_fork(
+        "8.3.135", root,
+        {"nn/modules/bot3.py": BOT3_MODULE},
+        ["from ultralytics.nn.modules.bot3 import BoT3"],
+        edits={"nn/tasks.py": [("            A2C2f,\n        }\n    )\n    repeat_modules", "            A2C2f,\n            BoT3,\n        }\n    )\n    repeat_modules")]},
+    )
+
+
+def scaled_channels(root: Path) -> Path:  # 8.2.103: MHSA in its own file, a scaled-channel branch, the fork's YAML
+    site = forks.build_fork(
+        "8.2.103", root,
+        {"nn/modules/MHSA.py": forks.TUTORIAL_MODULE},
+        ["from ultralytics.nn.modules.MHSA import MHSA"],
+        {"MHSA": SCALED},
+    )
+    (site / "ultralytics" / FORK_YAML).write_text(MODEL.replace("LAYER", SCALED_ROW))
+    return site
+
+
+FORK_YAML = "cfg/models/v8/fork-MHSA.yaml"  # the scaled-channel fork's own model config, in its package
+
+
 # (builder, the hand-written pieces status must list: (file, edit, layer), rows of models that must keep building)
 SHAPES = {
     "shared-branch": (shared_branch, {("nn/tasks.py", "import", "MHSA"), ("nn/tasks.py", "branch", "MHSA")},
@@ -164,21 +201,36 @@ SHAPES = {
         {("nn/modules/conv.py", "class", "MHSA"), ("nn/modules/conv.py", "__all__", "MHSA"),
          ("nn/modules/conv.py", "class", "BoT3"), ("nn/modules/__init__.py", "import", "MHSA"),
          ("nn/modules/__init__.py", "__all__", "MHSA"), ("nn/tasks.py", "import", "MHSA"), ("nn/tasks.py", "branch", "MHSA")},
-        [],
+        [SCALED_ROW],
     ),
-    "extra-modules-in-set": (extra_modules_in_set, {("nn/tasks.py", "star-import", "MHSA"), ("nn/tasks.py", "branch", "MHSA")}, []),
-    "base-modules": (base_modules, {("nn/tasks.py", "import", "MHSA"), ("nn/tasks.py", "branch", "MHSA")}, []),
+    "extra-modules-in-set": (extra_modules_in_set, {("nn/tasks.py", "star-import", "MHSA"), ("nn/tasks.py", "branch", "MHSA")},
+                             [BASE_ROW]),
+    "base-modules": (base_modules, {("nn/tasks.py", "import", "MHSA"), ("nn/tasks.py", "branch", "MHSA")}, [BASE_ROW]),
+    "bot3-base-modules": (bot3_base_modules, {("nn/tasks.py", "import", "BoT3"), ("nn/tasks.py", "branch", "BoT3")},
+                          [BOT3_ROW]),
+    "scaled-channels": (scaled_channels, {("nn/tasks.py", "import", "MHSA"), ("nn/tasks.py", "branch", "MHSA")},
+                        [FORK_YAML]),
 }
 
 
-# The shapes whose MHSA branch read a row's args otherwise than the tutorial's [input channels, *args].
-READ_OTHERWISE = {"pasted-in-conv", "extra-modules-in-set", "base-modules"}
+# The shapes whose branch reads a layer's rows otherwise than the tool's rule: --force keeps it (layer -> reading).
+KEPT = {
+    "pasted-in-conv": {"MHSA": "scaled-channels"},
+    "extra-modules-in-set": {"MHSA": "base_modules"},
+    "base-modules": {"MHSA": "base_modules"},
+    "bot3-base-modules": {"BoT3": "base_modules"},
+    "scaled-channels": {"MHSA": "scaled-channels"},
+}
 
 
-def write_models(dest: Path, rows: list[str]) -> list[str]:
+def write_models(dest: Path, rows: list[str], pkg: Path) -> list[str]:
+    """A config per row (a row that names a YAML of the fork's package is that file, built where it is)."""
     dest.mkdir(parents=True, exist_ok=True)
     paths = []
     for k, row in enumerate(rows):
+        if row.endswith(".yaml"):
+            paths.append(str(pkg / row))
+            continue
         path = dest / f"fork{k}.yaml"
         path.write_text(MODEL.replace("LAYER", row))
         paths.append(str(path))
@@ -189,6 +241,21 @@ def build(site: Path, cfgs: list[str], extra: str = "") -> list:
     proc = releases.run_python(BUILD, site, json.dumps(cfgs), extra, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def lint_calls(pkg: Path, cfg: str, hint) -> list[str]:
+    """``check --lint-only``'s lines for the patch's layers' rows (each with its call and reading); ``hint``: the
+    apply command it must suggest (None: none, the patch is applied)."""
+    r = cli("check", cfg, "--lint-only", "-t", str(pkg))
+    assert r.exit_code == 0, r.output
+    lines = [ln.strip() for ln in r.stdout.splitlines() if ", read as " in ln]
+    if not lines:  # a config without the patch's layers (the other module of a shared branch)
+        return lines
+    if hint:
+        assert f"run '{hint}' before building" in r.stdout, r.stdout
+    else:
+        assert "is not patched" not in r.stdout, r.stdout
+    return lines
 
 
 def unmarked(pkg: Path) -> list[dict]:
@@ -215,10 +282,14 @@ def test_force_takes_over_a_fork_and_revert_gives_it_back(tmp_path, shape):
     site = builder(tmp_path)
     pkg = site / "ultralytics"
     fork = releases.tree_bytes(pkg)
-    cfgs = write_models(tmp_path / "models", rows)
-    before = build(site, cfgs) if cfgs else []
+    cfgs = write_models(tmp_path / "models", rows, pkg)
+    assert cfgs, f"{shape}: no model config to build before and after --force"
+    before = build(site, cfgs)
 
     pieces = check_status_lists_each_piece(pkg, expected)
+    kept = KEPT.get(shape, {})
+    lint_before = [lint_calls(pkg, cfg, "mhsa-patch apply --force") for cfg in cfgs]
+    assert any(lint_before), lint_before  # every shape has a row of the patch's layers that the lint reads
     r = cli("apply", "-t", str(pkg))
     line = assert_refused(r, "--force")
     assert any(f"{pkg / p['file']}:{p['line']}:" in line for p in pieces), line  # names one of them
@@ -226,11 +297,30 @@ def test_force_takes_over_a_fork_and_revert_gives_it_back(tmp_path, shape):
 
     r = cli("apply", "--force", "-t", str(pkg))
     assert r.exit_code == 0, r.output
-    # a replaced branch that read the rows otherwise (scaled channels, the base_modules rule) is said, once per branch
-    warned = "read MHSA's YAML args otherwise than the tutorial" in r.stderr
-    assert warned == (shape in READ_OTHERWISE), r.stderr
+    # a branch that reads the rows otherwise (scaled channels, base_modules without the repeat set) is kept, and said
+    assert r.stderr.count("kept the fork's reading") == len(kept), r.stderr
+    for layer, reading in kept.items():  # naming the fork's reading and the tool's (BoT3's is not the tutorial's)
+        tool = "base_modules+repeat" if layer == "BoT3" else "tutorial"
+        assert f"of {layer}'s rows ('{reading}': " in r.stderr and f"instead of the tool's ('{tool}')" in r.stderr
+    # the lint reads every row as the target does, before and after apply
+    def unlined(calls):  # the branch moves down by the lines apply inserts above it
+        return [[re.sub(r"nn/tasks\.py:\d+", "nn/tasks.py:N", c) for c in cs] for cs in calls]
+
+    assert unlined([lint_calls(pkg, cfg, None) for cfg in cfgs]) == unlined(lint_before)
     st = json.loads(cli("status", "-t", str(pkg), "--json").stdout)
     assert st["state"] == "applied", st
+    for layer, reading in kept.items():
+        assert st["readings"][layer]["reading"] == reading, st["readings"]
+        kept_pieces = [p for p in st["files"]["nn/tasks.py"]["pieces"] if p["layer"] == layer and p["edit"] == "branch"]
+        assert kept_pieces and all(p["state"] == "kept" and p["line"] for p in kept_pieces), kept_pieces
+    for layer in set(st["layers"]) - set(kept):
+        assert st["readings"][layer]["reading"] == "mhsa-patch", st["readings"]
+    plain = cli("status", "-t", str(pkg)).stdout
+    line = next(ln for ln in plain.splitlines() if ln.startswith("parse_model reads rows:"))
+    for layer, reading in kept.items():
+        assert f"{layer} {reading} (line {st['readings'][layer]['line']})" in line, line
+    journal = json.loads((pkg / ".mhsa-patch-journal.json").read_text())
+    assert journal["readings"] == {layer: kept.get(layer, "mhsa-patch") for layer in st["layers"]}
     new = releases.tree_bytes(pkg)
     changed = {rel for rel in fork if fork[rel] != new.get(rel)}
     assert changed <= {"nn/modules/conv.py", "nn/modules/__init__.py", "nn/tasks.py"}  # the fork's own files untouched
@@ -245,9 +335,22 @@ def test_force_takes_over_a_fork_and_revert_gives_it_back(tmp_path, shape):
         )
     if shape == "star-import":  # the fork's own class in its own file keeps working
         extra = "from ultralytics.nn.modules.MHSA import MHSABlock\nout.append(MHSABlock(64)(torch.rand(1, 64, 8, 8)).shape[1])"
-    after = build(site, cfgs, extra) if cfgs or extra else []
-    for b, a in zip(before, after):
+    if shape == "bot3-base-modules":  # the fork's reading: three BoT3 blocks in a row (ours would build one, n=3)
+        extra = "out.append(sum(type(m).__name__ == 'BoT3' for m in model.modules()))"
+    if shape == "scaled-channels":  # MHSA(64, 14, 14, 4), no positional tables (ours: MHSA(64, 256, 14, 14, 4))
+        extra = "out.append([(m.query.in_channels, m.pos) for m in mhsa])"
+    after = build(site, cfgs, extra)
+    if shape == "bot3-base-modules":
+        assert after[-1] == 3
+        assert lint_before[0][0].startswith("layer 4: BoT3(c1=64, c2=64, n=1, e=0.5, e2=1, w=20, h=20) ×3 in a row")
+        assert "read as 'base_modules' (the fork's branch at nn/tasks.py:" in lint_before[0][0]
+    if shape == "scaled-channels":
+        assert after[-1] == [[64, False]]
+        assert lint_before[0][0].startswith("layer 4: MHSA(n_dims=64, width=14, height=14, heads=4, pos_emb=False)")
+    assert len(after) >= len(before) == len(cfgs)
+    for b, a in zip(before, after):  # the same model: parameter count, state_dict keys and shapes
         assert a["params"] == b["params"]
+        assert a["state"] == b["state"]
         assert all(m == ["ultralytics.nn.modules.conv", True] for m in a["mhsa"]), a
     if shape == "pasted-in-conv":
         assert after[-1] == ["ultralytics.nn.modules.conv", True, 64, True]
@@ -299,6 +402,10 @@ def test_foreign_mhsa_is_refused_naming_file_and_line(tmp_path):
     fork = releases.tree_bytes(pkg)
     check_status_lists_each_piece(pkg, {("nn/tasks.py", "import", "MHSA"), ("nn/tasks.py", "branch", "MHSA")})
     line = forks.MULTIHEAD_MODULE.splitlines().index("class MHSA(nn.Module):") + 1
+    # the lint suggests the apply that works here, and after it warns on a row written for the foreign class
+    (cfg,) = write_models(tmp_path / "models", ["1, MHSA, [512, 1024, 4]"], pkg)
+    r = cli("check", cfg, "--lint-only", "-t", str(pkg))
+    assert r.exit_code == 0 and "run 'mhsa-patch apply --replace-foreign' before building" in r.stdout, r.output
     r = cli("apply", "--force", "-t", str(pkg))
     assert_refused(r, f"{pkg / 'nn/modules/attention_fork.py'}:{line}", "not the tutorial's", "--replace-foreign")
     assert releases.tree_bytes(pkg) == fork
@@ -307,6 +414,9 @@ def test_foreign_mhsa_is_refused_naming_file_and_line(tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads(cli("status", "-t", str(pkg), "--json").stdout)["state"] == "applied"
     assert (pkg / "nn/modules/attention_fork.py").read_text() == forks.MULTIHEAD_MODULE
+    r = cli("check", cfg, "--lint-only", "-t", str(pkg))
+    assert r.exit_code == 0 and "width=512 and height=1024 look like channel counts" in r.stderr, r.output
+    assert "is not patched" not in r.stdout
     assert cli("revert", "-t", str(pkg)).exit_code == 0
     assert releases.tree_bytes(pkg) == fork
 
@@ -319,3 +429,56 @@ def test_foreign_class_pasted_in_conv_is_refused(tmp_path):
     line = len(src.splitlines()) + 2
     r = cli("apply", "--force", "-t", str(pkg))
     assert_refused(r, f"{conv}:{line}", "class MHSA is not the tutorial's")
+
+
+# gen-yaml on each recognised reading: (fork builder or None for the stock release, release, layer, scale)
+# and the row it writes.
+GEN_YAML = {
+    "tutorial": (None, "8.3.135", "MHSA", "n", "[-1, 1, MHSA, [14, 14, 4]]"),
+    "base_modules+repeat": (None, "8.3.135", "BoT3", "m", "[-1, 3, BoT3, [1024]]"),
+    "scaled-channels": (scaled_channels, "8.2.103", "MHSA", "n", "[-1, 1, MHSA, [1024, 14, 14, 4]]"),
+    # scale m: depth 0.67 keeps 2 of C2f's 3 repeats, which go inside the one block as the tool's rule builds it
+    "base_modules": (bot3_base_modules, "8.3.135", "BoT3", "m", "[-1, 1, BoT3, [1024, 2]]"),
+}
+
+
+def gen_yaml(pkg: Path, layer: str, scale: str, dest: Path) -> Path:
+    dest.mkdir(parents=True)
+    r = cli("gen-yaml", "-s", scale, "--base", "yolov8", "--layer", layer, "-o", str(dest), "-t", str(pkg))
+    assert r.exit_code == 0, r.output
+    (path,) = dest.glob("*.yaml")
+    return path
+
+
+@pytest.mark.parametrize("reading", list(GEN_YAML))
+def test_gen_yaml_writes_rows_for_the_targets_reading(tmp_path, reading):
+    """gen-yaml's YAML builds the tool's intended model under the target's reading, kept by --force on a fork: the
+    same model as gen-yaml's YAML on the same release, patched as it ships."""
+    builder, version, layer, scale, row = GEN_YAML[reading]
+    stock = releases.copy_release(version, tmp_path / "stock")
+    assert cli("apply", "-t", str(stock)).exit_code == 0
+    want = gen_yaml(stock, layer, scale, tmp_path / "stock-yaml")
+    site = builder(tmp_path / "fork") if builder else stock.parent
+    pkg = site / "ultralytics"
+    if builder:
+        assert cli("apply", "--force", "-t", str(pkg)).exit_code == 0
+    st = json.loads(cli("status", "-t", str(pkg), "--json").stdout)
+    assert st["readings"][layer]["reads_as"] == reading, st["readings"]
+    got = gen_yaml(pkg, layer, scale, tmp_path / "fork-yaml")
+    rows = [ln for ln in got.read_text().splitlines() if f", {layer}, [" in ln]
+    assert len(rows) == 1 and row in rows[0], rows
+    if builder:  # a row of its own for the fork's reading
+        assert rows != [ln for ln in want.read_text().splitlines() if f", {layer}, [" in ln]
+    (a,) = build(site, [str(got)])
+    (b,) = build(stock.parent, [str(want)])
+    assert a["params"] == b["params"] and a["state"] == b["state"]
+
+
+def test_gen_yaml_refuses_a_reading_that_cannot_give_the_model_naming_the_branch(tmp_path):
+    """MHSA in base_modules is called MHSA(c1, c2, ...): c2 lands on width, so no row gives MHSA(c, 14, 14, 4)."""
+    site = base_modules(tmp_path)
+    pkg = site / "ultralytics"
+    assert cli("apply", "--force", "-t", str(pkg)).exit_code == 0
+    line = json.loads(cli("status", "-t", str(pkg), "--json").stdout)["readings"]["MHSA"]["line"]
+    r = cli("gen-yaml", "-s", "n", "--base", "yolov8", "-o", str(tmp_path / "y"), "-t", str(pkg))
+    assert_refused(r, f"{pkg / 'nn/tasks.py'}:{line}", "'base_modules'", "no row builds the intended MHSA(")

@@ -93,6 +93,12 @@ BAD: dict[str, tuple] = {
     "malformed": (lambda s, tmp: json.dumps(journal(s))[:-3], "not JSON"),
     "nan": (lambda s, tmp: json.dumps(journal(s, tool_version=float("nan"))), "NaN is not JSON"),
     "not-utf8": (lambda s, tmp: json.dumps(journal(s)).encode().replace(b"0.1.0", b"\xff\xfe"), "not UTF-8"),
+    # the reading in force per layer (docs/status.md): an object from the journal's layers to names the tool knows
+    "readings-list": (lambda s, tmp: journal(s, readings=[["MHSA", "tutorial"]]), "readings is not an object"),
+    "readings-layer": (lambda s, tmp: journal(s, readings={"../x": "tutorial"}), "readings entry '../x' is not one of"),
+    "readings-other-layer": (lambda s, tmp: journal(s, readings={"BoT3": "base_modules"}), "readings entry 'BoT3'"),
+    "readings-name": (lambda s, tmp: journal(s, readings={"MHSA": "os.system"}), "'os.system' is not a reading"),
+    "readings-not-str": (lambda s, tmp: journal(s, readings={"MHSA": 1}), "readings entry MHSA: 1 is not a reading"),
     "nested": (lambda s, tmp: json.dumps(journal(s))[:-1] + ', "x": ' + "[" * 200_000 + "]" * 200_000 + "}", "not JSON"),
 }
 

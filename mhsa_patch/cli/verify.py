@@ -215,12 +215,12 @@ def _print_lint(result, tgt, *, quiet: bool, lint_only: bool, apply: str) -> Non
         else:
             what = f"{result.layers} layers"
         out.print(f"Lint {result.name}: {what}, --imgsz {result.imgsz}", markup=False)
-        for m in result.mhsa:
-            out.print(f"  {m.describe()}", markup=False)
-        if lint_only and result.mhsa and result.patched is False:
+        for c in result.calls:  # every MHSA and BoT3 row, as the target's parse_model reads it
+            out.print(f"  {c.describe()}", markup=False)
+        if lint_only and result.calls and result.patched is False:
             out.print(
                 f"  ultralytics {tgt.version} at {tgt.package} is not patched: "
-                f"run '{apply}' before building or training this model",
+                f"run '{apply}{result.apply_hint.removeprefix('mhsa-patch apply')}' before building or training this model",
                 markup=False,
             )
     for f in result.warnings:

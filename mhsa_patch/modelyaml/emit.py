@@ -50,6 +50,14 @@ class Insertion:
     channels_given: bool = False  # C came from --channels (a module gen-yaml does not know feeds it)
     layer: str = ""  # the layer's name (patches.LAYERS); "" for the default layer
     replaced: str | None = None  # the stock module the row replaces (None: an inserted row)
+    # the row as written for the target's reading of the layer, where it is not the tool's (readrows.py)
+    written: tuple | None = None
+    written_repeats: int | None = None
+
+    @property
+    def row_args(self) -> list:
+        """The row's args as written in the file (``args`` is the row as the tool's rule reads it)."""
+        return list(self.written) if self.written is not None else self.mhsa_args
 
     @property
     def spec(self):
@@ -288,11 +296,10 @@ def generate(target: Target, req: Request) -> Result:
         grid = max(1, imgsz // strides[i])
         template = spec.row_args_pos_emb if req.pos_emb else spec.row_args
         args = _fill(template, heads=req.heads, grid=grid)
-        insertions.append(
-            Insertion(
-                at, i, mhsa_at[i], channels[i], strides[i], grid, args, tuple(readers[i]), given[i] is not None, name
-            )
+        ins = Insertion(
+            at, i, mhsa_at[i], channels[i], strides[i], grid, args, tuple(readers[i]), given[i] is not None, name
         )
+        insertions.append(_for_target(target, ins, 1, channels[i], data, scale))
     return _finish(target, req, path, text, bom, where, origin, p, scale, new_froms, index_map, insertions, warnings)
 
 
@@ -314,8 +321,21 @@ def _replace(target, req, path, text, bom, where, origin, p, scale, chans, strid
     args = _fill(spec.row_args, heads=req.heads, grid=grid, c2=row.args[0])
     readers = tuple(r.index for r in rows if i in [x if x >= 0 else r.index + x for x in _froms(r.from_)])
     ins = Insertion(row.module, i, i, chans[i], strides[i], grid, args, readers, False, spec.name, row.module)
+    c1 = chans[i + row.from_] if isinstance(row.from_, int) and row.from_ < 0 else chans[row.from_]
+    ins = _for_target(target, ins, row.repeats, c1, p.data, scale)
     new_froms, index_map = [r.from_ for r in rows], {r.index: r.index for r in rows}
     return _finish(target, req, path, text, bom, where, origin, p, scale, new_froms, index_map, [ins], [])
+
+
+def _for_target(target, ins: Insertion, repeats: int, c1, data: dict, scale) -> Insertion:
+    """``ins`` with the row the target's reading of the layer needs for the same model (unchanged where the target
+    reads the layer's rows the tool's way)."""
+    from mhsa_patch.modelyaml.readrows import written_row
+
+    got = written_row(target, ins.spec, list(ins.mhsa_args), repeats, c1, ins.channels, data, scale)
+    if got is None:
+        return ins
+    return dataclasses.replace(ins, written=tuple(got[1]), written_repeats=got[0])
 
 
 def _finish(target, req, path, text, bom, where, origin, p, scale, new_froms, index_map, insertions, warnings):
@@ -433,8 +453,9 @@ def _emit(p, where, scale, rows, new_froms, index_map, insertions, generated, re
             fm = FROM_RE.match(flow)
         rep = replaced.get(row.index)
         if rep is not None:
-            args = ", ".join(_arg_text(a) for a in rep.mhsa_args)
-            flow = f"{flow[: fm.end()]} {row.repeats}, {rep.spec.name}, [{args}]]"
+            args = ", ".join(_arg_text(a) for a in rep.row_args)
+            repeats = row.repeats if rep.written_repeats is None else rep.written_repeats
+            flow = f"{flow[: fm.end()]} {repeats}, {rep.spec.name}, [{args}]]"
             if not rest.strip():  # say what it replaced
                 was = ", ".join(_arg_text(a) for a in row.args)
                 rest = (
@@ -451,7 +472,7 @@ def _emit(p, where, scale, rows, new_froms, index_map, insertions, generated, re
         out.append(line[:start] + flow + rest)
         ins = after.get(row.index)
         if ins is not None:
-            args = ", ".join(_arg_text(a) for a in ins.mhsa_args)
+            args = ", ".join(_arg_text(a) for a in ins.row_args)
             note = ins.spec.row_note.format(
                 stage=stage_label(ins.stride),
                 channels=ins.channels,
@@ -460,7 +481,8 @@ def _emit(p, where, scale, rows, new_froms, index_map, insertions, generated, re
                 positions=f", {ins.grid}x{ins.grid} positions" if req.pos_emb else "",
             )
             comment = f"# {ins.index} ({note})" if note else f"# {ins.index}"
-            out.append(f"{rm.group('indent')}- [-1, 1, {ins.spec.name}, [{args}]]{p.comment_sep}{comment}")
+            repeats = 1 if ins.written_repeats is None else ins.written_repeats
+            out.append(f"{rm.group('indent')}- [-1, {repeats}, {ins.spec.name}, [{args}]]{p.comment_sep}{comment}")
     if generated is not None and gen_at >= len(lines):
         out.append(generated)
     return p.newline.join(out) + (p.newline if p.final_newline else "")
@@ -474,10 +496,11 @@ def _expected(data: dict, scale: str | None, rows: list[Row], new_froms: list, i
     layers = [[nf, r.repeats, r.module, r.args] for r, nf in zip(rows, new_froms)]
     for ins in insertions:
         if ins.replaced is not None:
-            layers[ins.index] = [layers[ins.index][0], rows[ins.index].repeats, ins.spec.name, list(ins.mhsa_args)]
+            repeats = rows[ins.index].repeats if ins.written_repeats is None else ins.written_repeats
+            layers[ins.index] = [layers[ins.index][0], repeats, ins.spec.name, list(ins.row_args)]
     added = sorted((ins for ins in insertions if ins.replaced is None), key=lambda x: -x.after)
     for ins in added:
-        layers.insert(ins.after + 1, [-1, 1, ins.spec.name, list(ins.mhsa_args)])
+        layers.insert(ins.after + 1, [-1, ins.written_repeats or 1, ins.spec.name, list(ins.row_args)])
     n_backbone = len(data["backbone"]) + sum(1 for ins in added if ins.after < len(data["backbone"]))
     d["backbone"], d["head"] = layers[:n_backbone], layers[n_backbone:]
     return d

@@ -51,9 +51,9 @@ def make_divisible(x: float, divisor: int = 8) -> int:
     return int(math.ceil(x / divisor) * divisor)
 
 
-def replay(rows: list[Row], data: dict, scale: str, imgsz_stride: bool = True) -> tuple[list, list]:
+def replay(rows: list[Row], data: dict, scale: str, imgsz_stride: bool = True, readings=None) -> tuple[list, list]:
     """Output channels and stride of every layer, as ``parse_model`` builds them (None where not a feature map)."""
-    chans, strides, _ = trace(rows, data, scale)
+    chans, strides, _ = trace(rows, data, scale, readings)
     return chans, strides
 
 
@@ -68,7 +68,7 @@ def is_known(module: str) -> bool:
     )
 
 
-def trace(rows: list[Row], data: dict, scale: str | None) -> tuple[list, list, list]:
+def trace(rows: list[Row], data: dict, scale: str | None, readings=None) -> tuple[list, list, list]:
     """:func:`replay` plus, per layer, the first layer of a module this replay does not know (a user's ``BiFPN``,
     ``CBAM`` ...) that its channel count depends on, or None when it depends on none.
 
@@ -76,6 +76,9 @@ def trace(rows: list[Row], data: dict, scale: str | None) -> tuple[list, list, l
     a module without a branch of its own), but its channels are marked as a guess, and so are the channels of every
     layer that inherits them (through ``Concat`` or a width-keeping module). A scaled module (``Conv``, ``C2f`` ...)
     sets its own width from its args, so the mark stops there.
+
+    ``readings``: module name -> ``patches.readings.Reading`` that the target's parse_model applies to its rows (the
+    channels it records follow the reading's ``out``); other modules, and every module without it, as the tool reads them.
     """
     depth_width = (data.get("scales") or {}).get(scale) if scale is not None else None
     if depth_width is not None:
@@ -105,7 +108,14 @@ def trace(rows: list[Row], data: dict, scale: str | None) -> tuple[list, list, l
             s_src = [get(strides, k, i) for k in _froms(f)]
             u_src = [get(unknown, k, i) for k in _froms(f)]
         u2 = None
-        if m in HEAD_MODULES and m != "Classify":
+        rd = (readings or {}).get(m)
+        if rd is not None:  # one of the patch's layers, read the target's way (patches/readings.py)
+            c2, s2 = c_src[0], s_src[0]
+            if rd.out == "c2":
+                c2 = args[0] if args and isinstance(args[0], (int, float)) and not isinstance(args[0], bool) else None
+                if c2 is not None and not (rd.keeps_nc and c2 == nc):
+                    c2 = make_divisible(min(c2, max_channels) * width, 8)
+        elif m in HEAD_MODULES and m != "Classify":
             c2, s2 = None, None
         elif m in SCALED_MODULES:
             c2 = args[0]

@@ -38,6 +38,8 @@ from mhsa_patch.modelyaml.graph import DOWNSAMPLERS, HEAD_MODULES, OPAQUE_MODULE
 from mhsa_patch.modelyaml.naming import guess_scale, unified_path
 from mhsa_patch.modelyaml.rows import FROM_RE, ROW_RE, Row, _bracket_end, _format_from, _froms, load_yaml, parse_base
 from mhsa_patch.patches import LAYERS
+from mhsa_patch.patches.readings import reading
+from mhsa_patch.patching.readings import param_defaults, param_names
 
 MHSA_DEFAULTS = {"width": 14, "height": 14, "heads": 4, "pos_emb": False}  # MHSA(n_dims, width, height, heads, pos_emb)
 # Output heads that read several feature maps (Classify reads one and is not checked for stage ends).
@@ -54,6 +56,14 @@ POOLS = frozenset({"nn.MaxPool2d", "nn.AvgPool2d"})  # [kernel, stride=kernel, p
 ATTENTION_ROWS = frozenset(spec.name for spec in LAYERS if spec.lint_args == "attention")
 # Our layers' parameter rules (``LayerSpec.params``), for the cost of a dead row.
 PARAM_RULES = {spec.name: spec.params for spec in LAYERS if spec.params is not None}
+LAYER_NAMES = frozenset(spec.name for spec in LAYERS)
+# MHSA's width and height this large, without pos_emb, are channel counts written for another class named MHSA.
+FOREIGN_LIKE = 128
+
+
+def _as_tutorial(rd) -> bool:
+    """A reading that calls the layer as the tutorial does: ``Layer(c1, *args)``."""
+    return rd is not None and rd.lead == ("c1",) and rd.drop == 0
 
 
 @dataclass(frozen=True)
@@ -96,6 +106,30 @@ class MhsaCall:
 
 
 @dataclass(frozen=True)
+class LayerCall:
+    """A row of one of the patch's layers as the target's parse_model calls it, under the reading in force there."""
+
+    index: int
+    module: str
+    values: tuple | None  # (parameter name, value) pairs of one call; None where the reading is not known
+    blocks: int  # how many of them parse_model builds in a row (the row's repeats under a reading that keeps them)
+    reading: str  # the reading, as status names it (docs/status.md), with the branch's line where hand-written
+    stride: int | None
+    size: int | None
+
+    def call(self) -> str:
+        if self.values is None:
+            return f"{self.module}(...) (not known)"
+        text = f"{self.module}({', '.join(f'{k}={v!r}' for k, v in self.values)})"
+        return text + (f" ×{self.blocks} in a row" if self.blocks > 1 else "")
+
+    def describe(self) -> str:
+        where = "" if self.size is None else f" on {self.size}×{self.size}"
+        stage = f" ({stage_label(self.stride)})" if self.stride else ""
+        return f"layer {self.index}: {self.call()}{where}{stage}, read as {self.reading}"
+
+
+@dataclass(frozen=True)
 class LintResult:
     """What the lint found in one model YAML."""
 
@@ -104,9 +138,11 @@ class LintResult:
     scale: str = ""  # the scale parse_model builds ('' without a scales section)
     layers: int = 0
     mhsa: tuple[MhsaCall, ...] = ()
+    calls: tuple[LayerCall, ...] = ()  # every row of the patch's layers (MHSA and BoT3), under the target's reading
     added: tuple[str, ...] = ()  # the modules of the rows that are the patch's layers, in order
     findings: tuple[Finding, ...] = ()
     patched: bool | None = None  # whether the target already knows the patch's layers (None: not asked)
+    apply_hint: str = "mhsa-patch apply"  # the command that patches the target (with --force on a fork)
 
     @property
     def warnings(self) -> list[Finding]:
@@ -124,6 +160,7 @@ class LintResult:
             "scale": self.scale,
             "layers": self.layers,
             "mhsa": [{"index": m.index, "call": m.call(), "size": m.size, "stride": m.stride} for m in self.mhsa],
+            "calls": [{"index": c.index, "module": c.module, "call": c.call(), "reading": c.reading} for c in self.calls],
             "warnings": [{"rule": f.rule, "layer": f.layer, "message": f.message} for f in self.warnings],
             "error": None if self.error is None else {"rule": self.error.rule, "layer": self.error.layer,
                                                        "message": self.error.message},
@@ -141,6 +178,10 @@ class KnownModules:
     names: frozenset | None
     nn: frozenset | None = None
     patched: bool | None = None  # whether tasks.py already binds the patch's layers (None: cannot tell)
+    # layer -> (patches.readings.Reading or None where not known, its name as status gives it): how the target reads
+    # the layer's rows once applied (a fork's reading that differs from the tool's stays: apply --force keeps it)
+    readings: dict | None = None
+    apply_hint: str = "mhsa-patch apply"  # the command that patches this target ('apply --force' on a fork)
 
     def unknown(self, module: str) -> bool:
         if module.startswith("nn."):
@@ -206,13 +247,61 @@ def torch_nn_names() -> frozenset | None:
 
 
 def known_modules(target) -> KnownModules:
-    """The modules ``target``'s parse_model knows, plus the patch's layers (which ``apply`` adds)."""
+    """The modules ``target``'s parse_model knows, plus the patch's layers (which ``apply`` adds), and how it reads
+    the layers' rows once patched."""
     names = _names_in(target.package / "nn" / "tasks.py")
     layers = {layer.name for layer in LAYERS}
     patched = None if names is None else layers <= names
     if names is not None:
         names = names | layers
-    return KnownModules(version=target.version, names=names, nn=torch_nn_names(), patched=patched)
+    readings, hint = target_readings(target)
+    if hint is not None:  # the engine's own word: a fork's hand-written import binds the names but is not the patch
+        patched = hint == ""
+    return KnownModules(version=target.version, names=names, nn=torch_nn_names(), patched=patched, readings=readings,
+                        apply_hint=hint or "mhsa-patch apply")
+
+
+def target_readings(target) -> tuple[dict | None, str | None]:
+    """(layer -> (Reading or None, name), apply hint) of ``target``: the hint is "" when the patch is applied,
+    ``mhsa-patch apply --force`` where plain apply refuses (hand-written pieces), None where status cannot tell."""
+    from mhsa_patch.patches.readings import reading
+    from mhsa_patch.patching import engine
+    from mhsa_patch.patching.results import State
+
+    try:
+        st = engine.status(target)
+    except PatchError:
+        return None, None
+    out = {}
+    for found in st.readings:
+        spec = next(s for s in LAYERS if s.name == found.layer)
+        if found.differs:
+            where = f"nn/tasks.py:{found.line}"
+            out[found.layer] = (found.rule, f"'{found.name}' (the fork's branch at {where})")
+        else:
+            out[found.layer] = (reading(spec.reading), f"'{spec.reading}' (mhsa-patch's rule)")
+    hint = {State.APPLIED: "", State.CONFLICT: "mhsa-patch apply --force"}.get(st.state, "mhsa-patch apply")
+    if st.state is State.CONFLICT and _refuses_force(target):
+        hint = "mhsa-patch apply --replace-foreign"
+    return out, hint
+
+
+def _refuses_force(target) -> bool:
+    """Whether ``apply --force`` refuses for a class named like a layer that is not the tool's (then only
+    ``--replace-foreign`` works). The patched texts are computed in memory, as apply's plan: no lock, no write."""
+    from mhsa_patch.patching.atomic import read_confined
+    from mhsa_patch.patching.filemodel import TargetFile
+    from mhsa_patch.patching.target import TARGET_FILES
+
+    try:
+        for rel in TARGET_FILES:
+            data = read_confined(target.package, target.file(rel), 4 * 2**20)
+            TargetFile(target, rel, data).applied_text(force=True)
+    except PatchError as e:
+        return "--replace-foreign" in str(e)
+    except (OSError, ValueError):
+        return False
+    return False
 
 
 # ------------------------------------------------------------------------------------------------ the lint
@@ -312,6 +401,8 @@ def lint_text(text: str, name: str, *, imgsz: int = 640, known: KnownModules | N
     the name), at ``imgsz``. ``known``: the modules the target resolves (None: not checked)."""
     findings: list[Finding] = []
     out = {"name": name, "imgsz": imgsz, "patched": None if known is None else known.patched}
+    if known is not None:
+        out["apply_hint"] = known.apply_hint
     try:
         return _lint(text, name, imgsz, known, findings, out)
     except _Stop as stop:
@@ -325,6 +416,13 @@ def lint_text(text: str, name: str, *, imgsz: int = 640, known: KnownModules | N
 def _lint(text, name, imgsz, known, findings, out) -> LintResult:
     def warn(rule: str, msg: str, layer: int | None = None) -> None:
         findings.append(Finding("warning", rule, msg, layer))
+
+    def rule_of(module: str):
+        """(Reading or None, its name) the target applies to the layer's rows; the tool's rule when not asked."""
+        if known is not None and known.readings and module in known.readings:
+            return known.readings[module]
+        spec = next(s for s in LAYERS if s.name == module)
+        return reading(spec.reading), f"'{spec.reading}' (mhsa-patch's rule)"
 
     def stop(msg: str, layer: int | None = None, rule: str = "error"):
         raise _Stop(Finding("error", rule, msg, layer))
@@ -437,7 +535,7 @@ def _lint(text, name, imgsz, known, findings, out) -> LintResult:
         if r.module in ATTENTION_ROWS:
             if isinstance(f, list):
                 stop(f"{tag}: MHSA takes one input, got {_format_from(f)}", i, "from")
-            if len(args) > 4:
+            if _as_tutorial(rule_of(r.module)[0]) and len(args) > 4:
                 stop(f"{tag}: MHSA takes at most 4 arguments [width, height, heads, pos_emb], got {len(args)} "
                      f"({r.args}): the build fails with a TypeError", i, "args")
         for a in src:
@@ -446,7 +544,7 @@ def _lint(text, name, imgsz, known, findings, out) -> LintResult:
         resolved.append(replace(r, args=args))
 
     try:
-        chans, _ = replay(resolved, data, scale)
+        chans, _ = replay(resolved, data, scale, readings={m: rule_of(m)[0] for m in LAYER_NAMES if rule_of(m)[0]})
     except PatchError as e:  # pragma: no cover - the checks above catch what replay refuses
         stop(f"{name}: {e}")
 
@@ -464,16 +562,33 @@ def _lint(text, name, imgsz, known, findings, out) -> LintResult:
                  f"{' and '.join(f'stride {s}' for s in distinct)} inputs ({detail}): torch.cat needs maps of one "
                  f"size", r.index, "concat")
 
-    # --- MHSA rows: the call parse_model makes, and what its arguments cannot mean
-    calls = []
+    # --- the patch's layers' rows: the call parse_model makes under the target's reading (patches/readings.py)
+    calls, layer_calls = [], []
     for r in resolved:
-        if r.module not in ATTENTION_ROWS:
+        if r.module not in LAYER_NAMES:
             continue
         i, args = r.index, list(r.args)
-        width, height, heads, pos = (args + [MHSA_DEFAULTS[k] for k in MHSA_DEFAULTS][len(args) :])[:4]
-        n_dims = chans[sources[i][0]] if sources[i] else None
+        rd, how = rule_of(r.module)
+        c1 = chans[sources[i][0]] if sources[i] else None
         stride = strides[sources[i][0]] if sources[i] else 1
         size = max(1, imgsz // stride) if stride else None
+        n = max(round(r.repeats * depth), 1) if r.repeats > 1 and _is_num(depth) else r.repeats
+        if rd is None:
+            layer_calls.append(LayerCall(i, r.module, None, n, how, stride, size))
+            continue
+        values, blocks = rd.call(c1, chans[i], n, args)
+        names = param_names(r.module)
+        if len(values) > len(names):
+            stop(f"layer {i} {r.module} {rows[i].args}: read as {how}, parse_model calls {r.module} with "
+                 f"{len(values)} arguments and it takes at most {len(names)} ({', '.join(names)}): the build fails "
+                 f"with a TypeError", i, "args")
+        mapped = {**{k: v for k, v in param_defaults(r.module).items()}, **dict(zip(names, values))}
+        mapped = {k: mapped[k] for k in names if k in mapped}
+        layer_calls.append(LayerCall(i, r.module, tuple(mapped.items()), blocks, how, stride, size))
+        if r.module not in ATTENTION_ROWS:
+            continue
+        width, height, heads, pos = (mapped.get(k, d) for k, d in MHSA_DEFAULTS.items())
+        n_dims = mapped.get("n_dims")
         call = MhsaCall(i, n_dims, width, height, heads, pos, stride, size)
         calls.append(call)
         if not isinstance(heads, int) or isinstance(heads, bool) or heads < 1:
@@ -487,7 +602,17 @@ def _lint(text, name, imgsz, known, findings, out) -> LintResult:
         if pos and not (_is_num(width) and _is_num(height) and width >= 1 and height >= 1):
             stop(f"layer {i} MHSA {rows[i].args}: pos_emb needs width >= 1 and height >= 1, got "
                  f"width={width!r}, height={height!r} (the build fails with ValueError)", i, "mhsa-args")
-        if not pos and len(args) in (1, 2) and not (len(args) == 2 and args[0] == args[1]):
+        if (
+            not pos
+            and len(args) >= 3
+            and all(_is_num(v) and not isinstance(v, bool) and v >= FOREIGN_LIKE for v in (width, height))
+        ):
+            warn("foreign-row", f"layer {i} MHSA {rows[i].args}: read as {how}, width={width!r} and height={height!r} "
+                                f"look like channel counts, as another class named MHSA takes them (a row written "
+                                f"for a class that 'apply --replace-foreign' replaced?); without pos_emb they set "
+                                f"nothing: MHSA takes its channels from its input"
+                                f"{f' ({n_dims} here)' if n_dims is not None else ''}", i)
+        if _as_tutorial(rd) and not pos and len(args) in (1, 2) and not (len(args) == 2 and args[0] == args[1]):
             nums = [a for a in args if _is_num(a)]
             trailing = nums[-1] if nums else None
             heads_like = trailing is not None and 1 <= trailing <= MAX_HEADS_LIKE
@@ -509,6 +634,7 @@ def _lint(text, name, imgsz, known, findings, out) -> LintResult:
                              f"{size}×{size} at --imgsz {imgsz}: they are resized on every forward pass (it works, "
                              f"at the cost of a resize); fix for {imgsz}: {fix}", i)
     out["mhsa"] = tuple(calls)
+    out["calls"] = tuple(layer_calls)
     from mhsa_patch.patches import layer_names
 
     out["added"] = tuple(r.module for r in rows if r.module in layer_names())

@@ -15,6 +15,7 @@ from typing import Optional
 from mhsa_patch import __version__
 from mhsa_patch.errors import PatchError
 from mhsa_patch.patches import layer_names  # data only: no libcst, no torch
+from mhsa_patch.patches.readings import OURS
 from mhsa_patch.patching.atomic import confine, locked, read_confined, remove_stale_temporaries, sha256, write_atomic
 from mhsa_patch.patching.filemodel import TargetFile
 from mhsa_patch.patching.journal import FileEntry, Journal, Record
@@ -162,7 +163,10 @@ def status(target: Target) -> Status:
     data = Journal(target.package).read()
     notes = _interrupted(data)
     entries = data.files if data is not None else {}
-    files = tuple(TargetFile(target, rel, _read(target, rel)).status(entries.get(rel)) for rel in TARGET_FILES)
+    kept = data.kept if data is not None and data.state == "applied" else frozenset()
+    models = [TargetFile(target, rel, _read(target, rel)) for rel in TARGET_FILES]
+    files = tuple(m.status(entries.get(m.rel), kept) for m in models)
+    readings = next((m.readings() for m in models if m.reads_rows), ())
     state = combine(f.state for f in files)
     if data is not None and data.state == "applied":
         if data.ultralytics_version != target.version:
@@ -177,7 +181,7 @@ def status(target: Target) -> Status:
                 notes.append(f"{f.rel} was edited since apply; revert removes only the marked pieces and keeps the edits")
     if any(p.state is PieceState.OUTDATED for f in files for p in f.pieces):
         notes.append("the inserted code is from another mhsa-patch version; 'mhsa-patch apply' updates it")
-    return Status(target, state, files, tuple(notes), data, layer_names())
+    return Status(target, state, files, tuple(notes), data, layer_names(), readings)
 
 
 @contextlib.contextmanager
@@ -221,9 +225,12 @@ def apply(target: Target, *, force: bool = False, replace_foreign: bool = False,
             # exactly as this version's apply left it: nothing to parse, nothing to do
             return Result("apply", target, notes=tuple(notes), dry_run=dry_run)
         files: dict[str, FileEntry] = {}
+        kept_before = data.kept if data is not None and data.state == "applied" else frozenset()
+        readings = {name: OURS for name in layer_names()}
         for rel in TARGET_FILES:
             model = TargetFile(target, rel, current[rel])
-            new_text = model.applied_text(force=force, replace_foreign=replace_foreign)
+            new_text = model.applied_text(force=force, replace_foreign=replace_foreign, kept_before=kept_before)
+            readings.update({name: found.name for name, found in model.kept.items()})
             notes += model.notes
             entry = entries.get(rel)
             if entry is not None and sha256(current[rel]) == entry.patched_sha256:
@@ -243,8 +250,8 @@ def apply(target: Target, *, force: bool = False, replace_foreign: bool = False,
         if dry_run:
             return result
         _check_writable(target, changes)
-        record = Record("applying", __version__, digest, target.version, layer_names(), files)
-        if changes or data is None or data.patch_digest != digest:
+        record = Record("applying", __version__, digest, target.version, layer_names(), files, readings)
+        if changes or data is None or data.patch_digest != digest or data.readings != readings:
             _journal_write(target, journal, record)
             try:
                 _write_changes(target, changes)

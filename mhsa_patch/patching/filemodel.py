@@ -14,6 +14,7 @@ _PIECE_TO_FILE = {
     PieceState.MARKED: State.APPLIED,
     PieceState.OUTDATED: State.APPLIED,
     PieceState.UNMARKED: State.CONFLICT,
+    PieceState.KEPT: State.APPLIED,
     PieceState.MISSING: State.NOT_APPLIED,
 }
 
@@ -69,7 +70,8 @@ class TargetFile:
         self.edits = tuple(e.bound(self.context) for e in EDITS[rel])
         self.layers = layers()
         self._lines: Optional[dict] = None
-        self.notes: list[str] = []  # for the user, from applied_text (a --force that changes how rows read)
+        self.notes: list[str] = []  # for the user, from applied_text (a --force that keeps a fork's reading)
+        self.kept: dict = {}  # from applied_text: layer -> readings.InForce of the hand-written branch kept in force
         self._module = None
         self._star_names: Optional[frozenset] = None
 
@@ -209,7 +211,8 @@ class TargetFile:
         pos = self._lines.get(node)
         return pos.start.line if pos is not None else None
 
-    def status(self, entry) -> FileStatus:  # entry: journal.FileEntry or None
+    def status(self, entry, kept: frozenset = frozenset()) -> FileStatus:  # entry: journal.FileEntry or None
+        """``kept``: layers whose hand-written branch the journal records as kept in force (their pieces: KEPT)."""
         pieces: list[Piece] = []
         found = self.find()
         for edit, layer in self.pairs():
@@ -218,7 +221,9 @@ class TargetFile:
                 pieces.append(Piece(self.rel, edit.key, layer.name, PieceState.MISSING))
             for f in mine:
                 state = PieceState.UNMARKED if not f.marked else (PieceState.MARKED if f.current else PieceState.OUTDATED)
-                line = self.line_of(f.node) if state is PieceState.UNMARKED else None
+                if state is PieceState.UNMARKED and self._is_kept(edit, layer, f, kept):
+                    state = PieceState.KEPT
+                line = self.line_of(f.node) if state in (PieceState.UNMARKED, PieceState.KEPT) else None
                 origin = f"{f.origin.rel}:{f.origin.line}" if f.origin is not None and not f.origin.in_target else None
                 name = getattr(getattr(f.node, "name", None), "value", None) if edit.key == "class" else None
                 pieces.append(Piece(self.rel, edit.key, layer.name, state, line, origin, name))
@@ -232,10 +237,14 @@ class TargetFile:
         """The text with the tool's pieces (and, with ``unmarked``, hand-pasted ones) removed."""
         return self._stripped(unmarked=unmarked).code
 
-    def _stripped(self, *, unmarked: bool):
+    def _stripped(self, *, unmarked: bool, keep=frozenset()):
         module = self.module
         while True:
-            left = [(e, lay, f) for e, lay, f in self.find(module) if (f.marked or unmarked) and f.removable]
+            left = [
+                (e, lay, f)
+                for e, lay, f in self.find(module)
+                if (f.marked or unmarked) and f.removable and not self._is_kept(e, lay, f, keep)
+            ]
             if not left:
                 return module
             edit, layer, f = left[-1]  # the last inserted first: each removal is the exact inverse of an add
@@ -270,33 +279,71 @@ class TargetFile:
         why = incompatible(cls, reference)
         return f"{where}: class {layer.name} is not the tutorial's: {why}" if why else None
 
-    def _convention_notes(self, unmarked) -> list[str]:
-        """A hand-written parse_model branch that read a row's args otherwise than the tool's: the rows written for
-        it read differently once ``--force`` replaces it (``[1024, 8]`` as channels, heads becomes width, height)."""
-        import libcst as cst
+    @property
+    def reads_rows(self) -> bool:
+        """Whether this file holds parse_model (its edits include the layers' branches)."""
+        return any(e.key == "branch" for e in self.edits)
 
+    def readings(self):
+        """The reading parse_model applies to each layer's rows (``readings.InForce``), in this file as read."""
+        from mhsa_patch.patching.readings import all_in_force
+
+        return all_in_force(self.text) if self.reads_rows else ()
+
+    def _kept_readings(self) -> dict:
+        """The layers whose hand-written branch reads their rows otherwise than the tool's rule: apply --force keeps
+        that branch, so that the fork's model YAMLs build the models they built. Refuses a reading that cannot build
+        the tool's class, naming the branch."""
+        from mhsa_patch.patching.readings import cannot_build
+
+        kept = {}
+        for found in self.readings():
+            if not found.differs:
+                continue
+            why = cannot_build(found)
+            if why:
+                raise PatchError(
+                    f"{self.target.file(self.rel)}:{found.line}: the hand-written parse_model branch reads "
+                    f"{found.layer}'s rows as '{found.name}' and cannot build the tool's {found.layer}: {why}; nothing "
+                    f"was changed. Make the branch read the rows as '{self._tool_reading(found.layer)}' (or remove it) "
+                    f"and run 'mhsa-patch apply --force' again"
+                )
+            kept[found.layer] = found
+        return kept
+
+    @staticmethod
+    def _tool_reading(layer: str) -> str:
+        from mhsa_patch.patching.readings import spec_of
+
+        return spec_of(layer).reading
+
+    def _kept_notes(self, kept: dict) -> list[str]:
         notes = []
-        for edit, layer, f in unmarked:
-            if not hasattr(edit, "reads_args_like_the_tutorial"):
-                continue
-            branch = f.node if isinstance(f.node, cst.If) else edit.owning_branch(self.module, f.node)
-            if branch is None or edit.reads_args_like_the_tutorial(self.module, branch):
-                continue
+        for found in kept.values():
+            what = "a body mhsa-patch does not recognise" if found.rule is None else found.rule.summary
             notes.append(
-                f"{self.where(branch)}: the hand-written branch that --force replaced read {layer.name}'s YAML args "
-                f"otherwise than the tutorial ([input channels, *args]); model YAMLs written for it may now read "
-                f"differently: run 'mhsa-patch check --lint-only MODEL.yaml' on each, it shows how every {layer.name} "
-                "row is read"
+                f"{self.target.file(self.rel)}:{found.line}: kept the fork's reading of {found.layer}'s rows "
+                f"('{found.name}': {what}) instead of the tool's ('{self._tool_reading(found.layer)}'), so that its "
+                f"model YAMLs build the same models; 'mhsa-patch check --lint-only MODEL.yaml' shows the call each "
+                f"{found.layer} row makes"
             )
         return notes
 
-    def applied_text(self, *, force: bool, replace_foreign: bool = False) -> str:
+    @staticmethod
+    def _is_kept(edit, layer, f, keep) -> bool:
+        return edit.key == "branch" and not f.marked and layer.name in keep
+
+    def applied_text(self, *, force: bool, replace_foreign: bool = False, kept_before: frozenset = frozenset()) -> str:
+        """The patched text. ``kept_before``: layers whose hand-written branch the journal records as kept."""
+        self.kept = {}
         fast = self._fast_applied_text()
         if fast is not None:
             return fast
         self.check_anchors()
         found = self.find()
-        unmarked = [(e, lay, f) for e, lay, f in found if not f.marked]
+        self.kept = self._kept_readings() if self.reads_rows else {}
+        keep = set(self.kept) if force else set(self.kept) & set(kept_before)
+        unmarked = [(e, lay, f) for e, lay, f in found if not f.marked and not self._is_kept(e, lay, f, keep)]
         if unmarked and not force:
             edit, layer, f = unmarked[0]
             raise PatchError(
@@ -311,12 +358,15 @@ class TargetFile:
                         f"{why}; nothing was changed. 'mhsa-patch apply --replace-foreign' replaces it with the tool's "
                         f"{layer.name} (models built with it will not load)"
                     )
-        self.notes = self._convention_notes(unmarked)
+        self.notes = self._kept_notes(self.kept) if force else []
+        self.kept = {name: self.kept[name] for name in keep}
         module = self.module
         if unmarked:
-            module = self._stripped(unmarked=True)
+            module = self._stripped(unmarked=True, keep=keep)
             found = self.find(module)
         for edit, layer in self.pairs():
+            if edit.key == "branch" and layer.name in keep:
+                continue  # the fork's branch stays in force
             # each edit touches only its own statement, so the other pieces found above keep their identity
             mine = [f for e, lay, f in found if e is edit and lay is layer and f.marked]
             if edit.complete(module, layer, mine):

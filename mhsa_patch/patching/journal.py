@@ -42,6 +42,8 @@ MAX_JOURNAL_BYTES = 16 * 2**20
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _ENTRY_KEYS = ("original", "original_sha256", "patched_sha256")
 _RECORD_KEYS = ("tool", "tool_version", "patch_digest", "ultralytics_version", "layers", "state", "files")
+# Optional: journals written before readings were recorded lack it (read as no reading recorded).
+_OPTIONAL_KEYS = ("readings",)
 
 
 def _show(value: Any, width: int = 60) -> str:
@@ -91,6 +93,8 @@ class Record:
     ultralytics_version: str
     layers: tuple[str, ...]
     files: Mapping[str, FileEntry]  # keys: some of TARGET_FILES, exactly as spelled there
+    # layer -> the reading in force after apply (patches/readings.py names): "mhsa-patch", or the fork's kept one
+    readings: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
@@ -108,7 +112,15 @@ class Record:
             if not isinstance(entry, FileEntry):
                 raise ValueError(f"files entry {rel} is not an object")
         object.__setattr__(self, "files", MappingProxyType(dict(self.files)))
+        _check_readings(self.readings, self.layers)
+        object.__setattr__(self, "readings", MappingProxyType(dict(self.readings)))
 
+    @property
+    def kept(self) -> frozenset:
+        """The layers whose hand-written parse_model branch apply kept in force (a reading other than the tool's)."""
+        from mhsa_patch.patches.readings import FALLBACK, OURS
+
+        return frozenset(k for k, v in self.readings.items() if v not in (OURS, FALLBACK.name))
     def with_state(self, state: str) -> "Record":
         return dataclasses.replace(self, state=state)
 
@@ -121,12 +133,13 @@ class Record:
             "layers": list(self.layers),
             "state": self.state,
             "files": {rel: dataclasses.asdict(e) for rel, e in self.files.items()},
+            "readings": dict(self.readings),
         }
 
     @classmethod
     def from_json(cls, data: Any) -> "Record":
         """The record of a parsed journal; ``ValueError`` (one line) for anything but the exact expected shape."""
-        _exact_keys("the journal", data, _RECORD_KEYS)
+        _exact_keys("the journal", data, _RECORD_KEYS, _OPTIONAL_KEYS)
         if data["tool"] != TOOL:
             raise ValueError(f"tool is {_show(data['tool'])}, not {TOOL!r}")
         files = data["files"]
@@ -151,16 +164,30 @@ class Record:
             ultralytics_version=data["ultralytics_version"],
             layers=tuple(layers),
             files=entries,
+            readings=data.get("readings", {}),
         )
 
 
-def _exact_keys(what: str, data: Any, keys: tuple[str, ...]) -> None:
+def _check_readings(readings: Any, layers: tuple[str, ...]) -> None:
+    """``readings``: an object from layer names of the record to reading names that the tool knows, no more."""
+    from mhsa_patch.patches.readings import names
+
+    if not isinstance(readings, Mapping):
+        raise ValueError("readings is not an object")
+    for layer, name in readings.items():
+        if not isinstance(layer, str) or layer not in layers:
+            raise ValueError(f"readings entry {_show(layer)} is not one of the journal's layers")
+        if not isinstance(name, str) or name not in names():
+            raise ValueError(f"readings entry {layer}: {_show(name)} is not a reading mhsa-patch knows")
+
+
+def _exact_keys(what: str, data: Any, keys: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
     if not isinstance(data, dict):
         raise ValueError(f"{what} is not an object")
     missing = [k for k in keys if k not in data]
     if missing:
         raise ValueError(f"{what} lacks {', '.join(missing)}")
-    extra = [k for k in data if k not in keys]
+    extra = [k for k in data if k not in keys and k not in optional]
     if extra:
         raise ValueError(f"{what} has an unknown key {_show(extra[0])}")
 

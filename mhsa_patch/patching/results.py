@@ -30,6 +30,7 @@ class PieceState(str, Enum):
     MARKED = "marked"  # carries the tool's marker and is what this version inserts
     OUTDATED = "outdated"  # marked, but not what this version inserts
     UNMARKED = "unmarked"  # the layer's name without the marker: pasted by hand
+    KEPT = "kept"  # a fork's parse_model branch that apply --force kept in force (its reading differs from ours)
     MISSING = "missing"
 
     def __str__(self) -> str:
@@ -112,6 +113,7 @@ class Status:
     notes: tuple[str, ...] = ()
     journal: Optional[Any] = field(default=None, compare=False)  # journal.Record, validated
     layers: tuple[str, ...] = ()
+    readings: tuple = ()  # readings.InForce per layer: how the target's parse_model reads each layer's rows
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -138,5 +140,6 @@ class Status:
                 }
                 for f in self.files
             },
+            "readings": {r.layer: r.to_dict() for r in self.readings},
             "notes": list(self.notes),
         }
