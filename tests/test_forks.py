@@ -316,9 +316,9 @@ def test_force_takes_over_a_fork_and_revert_gives_it_back(tmp_path, shape):
     for layer in set(st["layers"]) - set(kept):
         assert st["readings"][layer]["reading"] == "mhsa-patch", st["readings"]
     plain = cli("status", "-t", str(pkg)).stdout
-    line = next(ln for ln in plain.splitlines() if ln.startswith("parse_model reads rows:"))
     for layer, reading in kept.items():
-        assert f"{layer} {reading} (line {st['readings'][layer]['line']})" in line, line
+        line = next(ln for ln in plain.splitlines() if ln.startswith(f"parse_model reads {layer} rows:"))
+        assert f"rows: {reading} (line {st['readings'][layer]['line']})" in line, line
     journal = json.loads((pkg / ".mhsa-patch-journal.json").read_text())
     assert journal["readings"] == {layer: kept.get(layer, "mhsa-patch") for layer in st["layers"]}
     new = releases.tree_bytes(pkg)

@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
+from mhsa_patch.cli.usage import Text
 from mhsa_patch.cli.console import fail, info, out, table, warn
 from mhsa_patch.cli.options import PythonOpt, TargetOpt, open_target
 from mhsa_patch.errors import PatchError
@@ -114,37 +115,37 @@ class _Progress:
 
 
 def ablate(
-    data: Annotated[str, typer.Option("--data", help="Dataset YAML (used as it is), or 'synthetic' / 'synthetic:N' "
+    data: Annotated[str, typer.Option("--data", metavar="DATA.yaml", help="Dataset YAML (used as it is), or 'synthetic' / 'synthetic:N' "
                                       "(check --train's offline shapes set, N training images).")],  # fmt: skip
     target: TargetOpt = None,
     python: PythonOpt = None,
-    scale: Annotated[str, typer.Option("--scale", "-s", help="Scale of every variant (stock:s picks another).")] = "n",
+    scale: Annotated[str, typer.Option("--scale", "-s", metavar="n|s|m|l|x", help="Scale of every variant (stock:s picks another).")] = "n",
     variant: Annotated[
         Optional[list[str]],
-        typer.Option("--variant", "-v", help="stock, stock:SCALE, MHSA, MHSA@P3, MHSA@P3+P4+P5, BoT3, yaml:PATH; "
+        typer.Option("--variant", "-v", metavar="V", help="stock, stock:SCALE, MHSA, MHSA@P3, MHSA@P3+P4+P5, BoT3, yaml:PATH; "
                      "repeat it (default: stock, MHSA, BoT3); stock is always trained.", show_default=False),
     ] = None,  # fmt: skip
-    seeds: Annotated[str, typer.Option("--seeds", help="A count (3: seeds 0, 1, 2) or a list (0,1,2).")] = "3",
-    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 100,
-    imgsz: Annotated[int, typer.Option("--imgsz", min=32)] = 640,
-    batch: Annotated[int, typer.Option("--batch", min=1)] = 16,
+    seeds: Annotated[str, typer.Option("--seeds", metavar="N|0,1,2", help="A count (3: seeds 0, 1, 2) or a list (0,1,2).")] = "3",
+    epochs: Annotated[int, typer.Option("--epochs", min=1, metavar="N")] = 100,
+    imgsz: Annotated[int, typer.Option("--imgsz", min=32, metavar="N")] = 640,
+    batch: Annotated[int, typer.Option("--batch", min=1, metavar="N")] = 16,
     weights: Annotated[
         Optional[str],
-        typer.Option("--weights", help="Start every variant from this checkpoint (ported, as port-weights does). "
+        typer.Option("--weights", metavar="PATH", help="Start every variant from this checkpoint (ported, as port-weights does). "
                      "Default: from scratch.", show_default=False),
     ] = None,  # fmt: skip
     device: Annotated[
-        str, typer.Option("--device", help="cpu, a GPU (0), or several (0,1,2,3): one run per GPU at once.")
+        str, typer.Option("--device", metavar="cpu|0|0,1,2,3", help="cpu, a GPU (0), or several (0,1,2,3): one run per GPU at once.")
     ] = "cpu",
-    project: Annotated[str, typer.Option("--project", help="Parent folder of the experiment.")] = "runs/ablate",
-    name: Annotated[str, typer.Option("--name", help="The experiment's folder; another name starts another one.")] = "exp",
+    project: Annotated[str, typer.Option("--project", metavar="PATH", help="Parent folder of the experiment.")] = "runs/ablate",
+    name: Annotated[str, typer.Option("--name", metavar="NAME", help="The experiment's folder; another name starts another one.")] = "exp",
     ray: Annotated[
         Optional[str],
         typer.Option("--ray", metavar="[ADDRESS]", help="Run each run as a Ray task on the cluster at ADDRESS ('auto': RAY_ADDRESS or "
                      "the local cluster; 'local': start one here for this command).", show_default=False),
     ] = None,  # fmt: skip
-    base: Annotated[Optional[str], typer.Option("--base", help="yolov8, yolo11 or yolo26. [default: yolov8]")] = None,
-    task: Annotated[Optional[str], typer.Option("--task", help="detect, segment, pose or obb. [default: detect]")] = None,
+    base: Annotated[Optional[str], typer.Option("--base", metavar="yolov8|yolo11|yolo26", help="yolov8, yolo11 or yolo26. [default: yolov8]")] = None,
+    task: Annotated[Optional[str], typer.Option("--task", metavar="detect|segment|pose|obb", help="detect, segment, pose or obb. [default: detect]")] = None,
     download: Annotated[
         bool, typer.Option("--download", help="Let ultralytics fetch the dataset once, before the runs.")
     ] = False,
@@ -152,7 +153,7 @@ def ablate(
     verbose: Annotated[bool, typer.Option("--verbose", help="Name each run's log file as it starts.")] = False,
     extra: Annotated[
         Optional[list[str]],
-        typer.Argument(metavar="[-- key=value ...]", help="ultralytics train arguments for every run (lr0=0.005).",
+        typer.Argument(metavar="[-- key=value ...]", click_type=Text(), help="ultralytics train arguments for every run (lr0=0.005).",
                        show_default=False),
     ] = None,  # fmt: skip
 ) -> None:

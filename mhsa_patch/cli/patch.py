@@ -133,8 +133,8 @@ def status(
         for p in f.pieces:
             where = (f" (line {p.line}" + (f", class at {p.origin}" if p.origin else "") + ")") if p.line else ""
             out.print(f"  {escape(p.label):<{pw}}  {p.state}{escape(where)}")
-    if st.readings:  # how parse_model reads each layer's rows (docs/status.md)
-        out.print("parse_model reads rows: " + escape(", ".join(f"{r.layer} {r.describe()}" for r in st.readings)))
+    for r in st.readings:  # how parse_model reads each layer's rows (docs/status.md); one line each, as the pieces
+        out.print(f"parse_model reads {r.layer} rows: {escape(r.describe())}")
     for note in st.notes:
         warn(note)
     if torch_note:

@@ -126,7 +126,10 @@ class LayerCall:
     def describe(self) -> str:
         where = "" if self.size is None else f" on {self.size}×{self.size}"
         stage = f" ({stage_label(self.stride)})" if self.stride else ""
-        return f"layer {self.index}: {self.call()}{where}{stage}, read as {self.reading}"
+        # width and height size only the position tables: without them, width=14 on a 20×20 map is no mismatch
+        args = dict(self.values or ())
+        unused = ", width and height unused without pos_emb" if args.get("pos_emb") is False and "width" in args else ""
+        return f"layer {self.index}: {self.call()}{where}{stage}{unused}, read as {self.reading}"
 
 
 @dataclass(frozen=True)
