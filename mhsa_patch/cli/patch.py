@@ -95,6 +95,13 @@ def revert(target: TargetOpt = None, python: PythonOpt = None, dry_run: DryRunOp
         )
 
 
+def _piece_text(p) -> str:
+    if p.state == "unsupported":  # the reason, with its FILE:LINE, is in the warning below the table
+        return f"{p.layer} {p.edit}: unsupported here (anchor {p.anchor}" + (f", line {p.line}" if p.line else "") + ")"
+    where = f" (line {p.line}" + (f", class at {p.origin}" if p.origin else "") + ")" if p.line else ""
+    return f"{p.layer} {p.edit}: {p.state}{where}"
+
+
 def status(
     target: TargetOpt = None,
     python: PythonOpt = None,
@@ -127,11 +134,7 @@ def status(
     table.add_column("state")
     table.add_column("pieces")
     for f in st.files:
-        pieces = ", ".join(
-            f"{p.layer} {p.edit}: {p.state}"
-            + (f" (line {p.line}" + (f", class at {p.origin}" if p.origin else "") + ")" if p.line else "")
-            for p in f.pieces
-        )
+        pieces = ", ".join(_piece_text(p) for p in f.pieces)
         table.add_row(f.rel, f"[{STATE_STYLE[f.state]}]{f.state}[/]", escape(pieces))
     out.print(table)
     for note in st.notes:

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Optional
 
 from mhsa_patch import __version__
-from mhsa_patch.errors import PatchError
+from mhsa_patch.errors import UNCHANGED, PatchError
 from mhsa_patch.patches import layer_names  # data only: no libcst, no torch
 from mhsa_patch.patching.atomic import confine, locked, read_confined, remove_stale_temporaries, sha256, write_atomic
-from mhsa_patch.patching.filemodel import TargetFile
+from mhsa_patch.patching.filemodel import Refusal, Refused, TargetFile, unreadable_status
 from mhsa_patch.patching.journal import FileEntry, Journal, Record
 from mhsa_patch.patching.results import Change, PieceState, Result, State, Status, combine
 from mhsa_patch.patching.target import TARGET_FILES, Target
@@ -56,7 +56,7 @@ def _compile_check(target: Target, rel: str, text: str) -> None:
     try:
         compile(text, str(target.file(rel)), "exec", dont_inherit=True)
     except SyntaxError as e:
-        raise PatchError(f"internal error: the patched {rel} does not compile ({e.msg}, line {e.lineno})") from None
+        raise PatchError(f"{target.file(rel)}:{e.lineno}: internal error: the patched {rel} does not compile ({e.msg})") from None
 
 
 def _check_writable(target: Target, changes: list[Change]) -> None:
@@ -162,7 +162,13 @@ def status(target: Target) -> Status:
     data = Journal(target.package).read()
     notes = _interrupted(data)
     entries = data.files if data is not None else {}
-    files = tuple(TargetFile(target, rel, _read(target, rel)).status(entries.get(rel)) for rel in TARGET_FILES)
+    files = []
+    for rel in TARGET_FILES:
+        try:
+            files.append(TargetFile(target, rel, _read(target, rel)).status(entries.get(rel)))
+        except PatchError as e:  # missing, not UTF-8, does not parse: said, never a failure of status
+            files.append(unreadable_status(rel, e))
+    files = tuple(files)
     state = combine(f.state for f in files)
     if data is not None and data.state == "applied":
         if data.ultralytics_version != target.version:
@@ -177,7 +183,21 @@ def status(target: Target) -> Status:
                 notes.append(f"{f.rel} was edited since apply; revert removes only the marked pieces and keeps the edits")
     if any(p.state is PieceState.OUTDATED for f in files for p in f.pieces):
         notes.append("the inserted code is from another mhsa-patch version; 'mhsa-patch apply' updates it")
+    unsupported = list(dict.fromkeys(p.why for f in files for p in f.pieces if p.state is PieceState.UNSUPPORTED))
+    if unsupported:
+        notes.append(f"unsupported here, 'mhsa-patch apply' would refuse: {'; '.join(unsupported)}")
     return Status(target, state, files, tuple(notes), data, layer_names())
+
+
+@contextlib.contextmanager
+def _unchanged():
+    """apply's and revert's refusals say that nothing was changed (status's never do: it never writes)."""
+    try:
+        yield
+    except PatchError as e:
+        if UNCHANGED in str(e):
+            raise
+        raise PatchError(f"{e}; {UNCHANGED}", node=e.node) from None
 
 
 @contextlib.contextmanager
@@ -208,7 +228,7 @@ def apply(target: Target, *, force: bool = False, replace_foreign: bool = False,
     this apply (hand-written pieces included), so that revert gives them back.
     """
     changes: list[Change] = []
-    with _session(target, dry_run) as (journal, data, notes):
+    with _unchanged(), _session(target, dry_run) as (journal, data, notes):
         digest = _patch_digest()
         entries = data.files if data is not None and data.state == "applied" else {}
         current = {rel: _read(target, rel) for rel in TARGET_FILES}
@@ -221,9 +241,17 @@ def apply(target: Target, *, force: bool = False, replace_foreign: bool = False,
             # exactly as this version's apply left it: nothing to parse, nothing to do
             return Result("apply", target, notes=tuple(notes), dry_run=dry_run)
         files: dict[str, FileEntry] = {}
+        refusals: list[Refusal] = []
         for rel in TARGET_FILES:
-            model = TargetFile(target, rel, current[rel])
-            new_text = model.applied_text(force=force, replace_foreign=replace_foreign)
+            try:  # every file's refusals are gathered and said at once
+                model = TargetFile(target, rel, current[rel])
+                new_text = model.applied_text(force=force, replace_foreign=replace_foreign)
+            except Refused as e:
+                refusals += e.refusals
+                continue
+            except PatchError as e:
+                refusals.append(Refusal("layout", str(e)))
+                continue
             notes += model.notes
             entry = entries.get(rel)
             if entry is not None and sha256(current[rel]) == entry.patched_sha256:
@@ -239,6 +267,8 @@ def apply(target: Target, *, force: bool = False, replace_foreign: bool = False,
             files[rel] = FileEntry.of(original, new)
             if new != current[rel]:
                 changes.append(Change(rel, target.file(rel), current[rel], new))
+        if refusals:
+            raise Refused(refusals)
         result = Result("apply", target, tuple(changes), tuple(notes), dry_run)
         if dry_run:
             return result
@@ -257,7 +287,7 @@ def apply(target: Target, *, force: bool = False, replace_foreign: bool = False,
 
 def revert(target: Target, *, dry_run: bool = False) -> Result:
     """Remove what apply inserted: byte for byte where files are unchanged since apply, else only the marked pieces."""
-    with _session(target, dry_run) as (journal, data, notes):
+    with _unchanged(), _session(target, dry_run) as (journal, data, notes):
         changes = _revert_plan(target, data)
         result = Result("revert", target, tuple(changes), tuple(notes), dry_run)
         if dry_run:
