@@ -207,7 +207,6 @@ def status_names_every_piece(pkg: Path, expected: set) -> dict:
     for p in hand:
         line = (pkg / p["file"]).read_text().splitlines()[p["line"] - 1]
         assert p["layer"] in line, (p, line)
-        assert f"line {p['line']}" in text.stdout, text.stdout
     assert all(p["state"] in ("missing", "unmarked") for p in pieces), pieces
     return st
 

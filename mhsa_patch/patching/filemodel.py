@@ -294,7 +294,7 @@ class TargetFile:
             if err is not None:
                 line = self.line_of(err.node) if err.node is not None else None
                 pieces.append(Piece(self.rel, edit.key, layer.name, PieceState.UNSUPPORTED, line,
-                                    anchor=str(edit.anchor), why=str(err)))
+                                    anchor=str(edit.anchor), why=self.located(err)))
             elif len(mine) < edit.count(layer):
                 pieces.append(Piece(self.rel, edit.key, layer.name, PieceState.MISSING))
             for f in mine:
