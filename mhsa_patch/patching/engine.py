@@ -164,9 +164,10 @@ def status(target: Target) -> Status:
     entries = data.files if data is not None else {}
     files = []
     for rel in TARGET_FILES:
+        raw = _read(target, rel)  # a link out of the package, a file too large: refused, as by apply
         try:
-            files.append(TargetFile(target, rel, _read(target, rel)).status(entries.get(rel)))
-        except PatchError as e:  # missing, not UTF-8, does not parse: said, never a failure of status
+            files.append(TargetFile(target, rel, raw).status(entries.get(rel)))
+        except PatchError as e:  # not UTF-8, does not parse: said, never a failure of status
             files.append(unreadable_status(rel, e))
     files = tuple(files)
     state = combine(f.state for f in files)
