@@ -210,3 +210,21 @@ def test_dry_run_diff_shows_only_the_real_change(latest_pkg):
         '     "YOLOESegment",\n     "YOLOESegment26",\n     "v10Detect",\n'
         '+    "MHSA",  # mhsa-patch\n+    "BoT3",  # mhsa-patch\n )\n'
     ), tail
+
+
+def test_status_gives_every_found_piece_its_line_beside_an_unsupported_one(latest_pkg):
+    """A file patched by the tool, then edited so that an anchor is gone: status lists the tool's pieces it still
+    finds with their lines, and the unsupported one."""
+    assert cli("apply", "-t", str(latest_pkg)).exit_code == 0
+    chain_line = _rewrite_chain(latest_pkg)
+    r = cli("status", "-t", str(latest_pkg), "--json")
+    assert r.exit_code == 0, r.output
+    pieces = json.loads(r.stdout)["files"]["nn/tasks.py"]["pieces"]
+    lines = (latest_pkg / "nn/tasks.py").read_text().splitlines()
+    marked = [p for p in pieces if p["state"] == "marked"]
+    assert {p["edit"] for p in marked} >= {"import", "branch"}, pieces
+    for p in marked:
+        assert p["layer"] in lines[p["line"] - 1] and "# mhsa-patch" in lines[p["line"] - 1], p
+    assert cli("revert", "-t", str(latest_pkg)).exit_code == 0  # the tool's pieces go; the user's edit stays
+    assert "        if is_base(m):\n" in (latest_pkg / "nn/tasks.py").read_text()
+    assert chain_line

@@ -288,6 +288,9 @@ class TargetFile:
         pieces: list[Piece] = []
         found, problems = self.scan()
         errors = {(id(e), lay.name): err for e, lay, err in problems}
+        # where the file holds something apply would not simply patch, every piece it found gets its line (the
+        # position pass runs then anyway); on a plain stock or patched file, none needs one
+        all_lines = bool(problems) or any(not f.marked for _, _, f in found)
         for edit, layer in self.pairs():
             mine = [f for e, lay, f in found if e is edit and lay is layer]
             err = errors.get((id(edit), layer.name))
@@ -299,7 +302,7 @@ class TargetFile:
                 pieces.append(Piece(self.rel, edit.key, layer.name, PieceState.MISSING))
             for f in mine:
                 state = PieceState.UNMARKED if not f.marked else (PieceState.MARKED if f.current else PieceState.OUTDATED)
-                line = self.line_of(f.node) if state is PieceState.UNMARKED else None
+                line = self.line_of(f.node) if state is PieceState.UNMARKED or all_lines else None
                 origin = f"{f.origin.rel}:{f.origin.line}" if f.origin is not None and not f.origin.in_target else None
                 pieces.append(Piece(self.rel, edit.key, layer.name, state, line, origin))
         state = combine(_PIECE_TO_FILE[p.state] for p in pieces)

@@ -186,7 +186,9 @@ class ParseModelBranch(Edit):
         for branch in ifs:  # the main chain's branches and any other `if` in parse_model (a fork's second chain)
             if not self.selects_only(branch.test, layer.name):
                 continue
-            ours = id(branch) in in_chain and isinstance(branch.body, cst.IndentedBlock) and is_mark(branch.body.header.comment)
+            # the tool's own: marked, in the module chain (or marked anywhere, where the chain can no longer be found)
+            in_place = id(branch) in in_chain or not chain
+            ours = in_place and isinstance(branch.body, cst.IndentedBlock) and is_mark(branch.body.header.comment)
             current = True
             if ours:
                 mine = self.new_branch(module, layer, branch.orelse)
@@ -207,7 +209,11 @@ class ParseModelBranch(Edit):
         return self._with_chain(module, self._relink(chain, len(chain) - 1, new_last))
 
     def remove(self, module, layer, found):
-        func, chain = self._chain(module)
+        func = self.anchor.find(module)
+        try:
+            chain = self._chain(module)[1]
+        except PatchError:  # a chain edited past recognition: the branch is still removed where it is
+            chain = []
         if isinstance(found.node, cst.If):
             for i, branch in enumerate(chain[1:], start=1):
                 if branch is found.node:
