@@ -228,3 +228,15 @@ def test_status_gives_every_found_piece_its_line_beside_an_unsupported_one(lates
     assert cli("revert", "-t", str(latest_pkg)).exit_code == 0  # the tool's pieces go; the user's edit stays
     assert "        if is_base(m):\n" in (latest_pkg / "nn/tasks.py").read_text()
     assert chain_line
+
+
+def test_diff_of_a_file_without_a_final_newline_says_so_like_git():
+    from mhsa_patch.patching.results import Change
+
+    c = Change("nn/modules/__init__.py", Path("x"), b"a\nb\n)", b"a\nb\n    'MHSA'  # mhsa-patch\n)")
+    assert c.diff() == (
+        "--- a/ultralytics/nn/modules/__init__.py\n+++ b/ultralytics/nn/modules/__init__.py\n"
+        "@@ -1,3 +1,4 @@\n a\n b\n+    'MHSA'  # mhsa-patch\n )\n\\ No newline at end of file\n"
+    )
+    c = Change("x.py", Path("x"), b"a\n)", b"a\n)\n")  # only the final newline added: shown, and only that
+    assert c.diff().endswith("@@ -1,2 +1,2 @@\n a\n-)\n\\ No newline at end of file\n+)\n")  # as diff -u
