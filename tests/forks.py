@@ -349,3 +349,30 @@ def run_child(code: str, site: Path, *args: str, timeout: float = 300) -> subpro
 def last_json(proc: subprocess.CompletedProcess):
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# Builds each YAML against the ultralytics on the path: what makes two builds the same model (parameter count,
+# state_dict keys and shapes) and the module of each MHSA in it.
+BUILD_MODELS = r"""
+import json, sys
+import torch
+from ultralytics.nn.tasks import DetectionModel
+
+out = []
+for cfg in json.loads(sys.argv[1]):
+    torch.manual_seed(0)
+    model = DetectionModel(cfg, nc=3, verbose=False)
+    out.append({"params": sum(p.numel() for p in model.parameters()),
+                "state": {k: list(v.shape) for k, v in model.state_dict().items()},
+                "mhsa": sorted({type(m).__module__ for m in model.modules() if type(m).__name__ == "MHSA"})})
+print(json.dumps(out))
+"""
+
+
+def build_models(site: Path, cfgs: list) -> list[dict]:
+    """Build every config in one child against the ultralytics under ``site``: per config ``{"params", "state"
+    (state_dict key -> shape), "mhsa" (the modules MHSA classes come from)}``. An empty list is a test's mistake."""
+    assert cfgs, "no model config to build: a fork test must build at least one before and after"
+    proc = releases.run_python(BUILD_MODELS, site, json.dumps([str(c) for c in cfgs]), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -27,6 +27,61 @@ def run_remove(edit, src: str) -> str:
     return edit.remove(module, LAYER, found).code
 
 
+# A comment the user left with the last name, in each place it can be: it stays with the user's name.
+COMMENTED_LAST = [
+    # trailing comma, comment on the same line (the tutorials' `"v10Detect", #add`)
+    (
+        '__all__ = (\n    "Zeta",\n    "Beta",\n    "v10Detect", #add\n)\n',
+        '__all__ = (\n    "Zeta",\n    "Beta",\n    "v10Detect", #add\n    "MHSA",  # mhsa-patch\n)\n',
+    ),
+    # no trailing comma, comment on the same line (`"CBAM"  # 添加`)
+    (
+        '__all__ = [\n    "Zeta",\n    "CBAM"  # 添加\n]\n',
+        '__all__ = [\n    "Zeta",\n    "CBAM",  # 添加\n    "MHSA"  # mhsa-patch\n]\n',
+    ),
+    # a comment on a line of its own before the closing bracket: it stays there
+    (
+        '__all__ = (\n    "Zeta",\n    "Conv",\n    # more to come\n)\n',
+        '__all__ = (\n    "Zeta",\n    "Conv",\n    "MHSA",  # mhsa-patch\n    # more to come\n)\n',
+    ),
+    (
+        '__all__ = (\n    "Zeta",\n    "Conv"\n    # more to come\n)\n',
+        '__all__ = (\n    "Zeta",\n    "Conv",\n    "MHSA"  # mhsa-patch\n    # more to come\n)\n',
+    ),
+    # a wrapped sequence whose statement ends with a comment: the new name goes on a line of its own
+    (
+        "__all__ = ['Conv', 'LightConv',\n           'CBAM', 'Concat']  # 添加\n",
+        "__all__ = ['Conv', 'LightConv',\n           'CBAM', 'Concat',  # 添加\n           'MHSA']  # mhsa-patch\n",
+    ),
+    (
+        "__all__ = ('Conv', 'CBAM')  # note\n",
+        "__all__ = ('Conv', 'CBAM',  # note\n    'MHSA')  # mhsa-patch\n",
+    ),
+    # comment lines between names are not copied to the new name's line
+    (
+        '__all__ = (\n    "Zeta",\n    # group 2\n    "Conv",  # c\n)\n',
+        '__all__ = (\n    "Zeta",\n    # group 2\n    "Conv",  # c\n    "MHSA",  # mhsa-patch\n)\n',
+    ),
+]
+
+
+@pytest.mark.parametrize("before, after", COMMENTED_LAST)
+def test_all_entry_keeps_the_users_comment_with_the_users_name(before, after):
+    assert run_add(AllEntry(), before) == after
+    assert run_remove(AllEntry(), after) == before
+
+
+def test_import_entry_keeps_a_comment_after_the_last_name():
+    before = "from .conv import (\n    CBAM,\n    Conv,  # 添加\n)\n"
+    after = run_add(ImportEntry(".conv"), before)
+    assert after == "from .conv import (\n    CBAM,\n    Conv,  # 添加\n    MHSA,  # mhsa-patch\n)\n"
+    assert run_remove(ImportEntry(".conv"), after) == before
+    # without brackets the new name cannot get a line of its own: refused at the statement
+    with pytest.raises(PatchError, match="without brackets") as e:
+        run_add(ImportEntry(".conv"), "from .conv import CBAM, Conv  # 添加\n")
+    assert isinstance(e.value.node, cst.SimpleStatementLine)
+
+
 @pytest.mark.parametrize(
     "before, after",
     [
@@ -137,12 +192,35 @@ def test_branch_body_comes_from_the_rule_in_patches():
     "src, anchor",
     [
         ("def other():\n    pass\n", "parse_model not found"),
-        ("def parse_model(d, ch):\n    for x in d:\n        if x:\n            pass\n", "else: c2 = ch"),
+        ("def parse_model(d, ch):\n    for x in d:\n        if x:\n            pass\n", "chain over m"),
+        # one branch over m is a fork's own chain, not the module chain
+        ("def parse_model(d, ch):\n    for m in d:\n        if m is X:\n            pass\n", "chain over m"),
     ],
 )
 def test_branch_missing_anchor(src, anchor):
-    with pytest.raises(PatchError, match=anchor):
+    with pytest.raises(PatchError, match=anchor) as e:
         ParseModelBranch().check_anchor(cst.parse_module(src))
+    if "chain" in anchor:  # the refusal carries parse_model, whose line the file's model names
+        assert isinstance(e.value.node, cst.FunctionDef) and e.value.node.name.value == "parse_model"
+
+
+# A fork's fallback (8.4.2): the chain is the same chain, whatever its ``else`` does.
+CHANGED_ELSE = PARSE_MODEL.replace(
+    "        else:\n            c2 = ch[f]\n",
+    "        else:\n            c2 = args[0] if args else ch[f]\n            if c2 is None:\n                raise ValueError(m)\n",
+)
+NO_ELSE = PARSE_MODEL.replace("        else:\n            c2 = ch[f]\n", "")
+
+
+@pytest.mark.parametrize("src", [CHANGED_ELSE, NO_ELSE], ids=["changed-else", "no-else"])
+def test_branch_is_found_by_structure_whatever_the_else_does(src):
+    after = run_add(ParseModelBranch(), src)
+    branch = "        elif m is MHSA:  # mhsa-patch\n            c2 = ch[f]\n            args = [c2, *args]\n"
+    if src is NO_ELSE:
+        assert after == src + branch  # appended after the last elif
+    else:
+        assert after == src.replace("        else:\n", branch + "        else:\n")
+    assert run_remove(ParseModelBranch(), after) == src
 
 
 def test_class_is_appended_with_marker_and_removed_exactly():
@@ -209,16 +287,19 @@ names_st = st.lists(st.from_regex(r"[A-Z][A-Za-z0-9]{0,10}", fullmatch=True), mi
     quote=st.sampled_from(["'", '"']),
     bracket=st.sampled_from(["[]", "()"]),
     do_sort=st.booleans(),
+    comment=st.sampled_from(["", "  # 添加", " #add"]),
+    own_line=st.booleans(),
 )
-def test_all_entry_roundtrip_property(names, one_per_line, trailing, quote, bracket, do_sort):
+def test_all_entry_roundtrip_property(names, one_per_line, trailing, quote, bracket, do_sort, comment, own_line):
     names = sorted(names) if do_sort else names
     trailing = trailing or (bracket == "()" and len(names) == 1)  # ('A') is a string, not a tuple
     items = [f"{quote}{n}{quote}" for n in names]
-    if one_per_line:
-        body = "".join(f"    {it},\n" for it in items[:-1]) + f"    {items[-1]}{',' if trailing else ''}\n"
+    if one_per_line:  # the last name may carry a comment, and a comment line may stand before the closing bracket
+        last = f"    {items[-1]}{',' if trailing else ''}{comment}\n" + ("    # the end\n" if own_line else "")
+        body = "".join(f"    {it},\n" for it in items[:-1]) + last
         src = f"__all__ = {bracket[0]}\n{body}{bracket[1]}\n"
     else:
-        src = f"__all__ = {bracket[0]}{', '.join(items)}{',' if trailing else ''}{bracket[1]}\n"
+        src = f"__all__ = {bracket[0]}{', '.join(items)}{',' if trailing else ''}{bracket[1]}{comment}\n"
     applied = run_add(AllEntry(), src)
     module = cst.parse_module(applied)
     namespace: dict = {}
@@ -226,4 +307,7 @@ def test_all_entry_roundtrip_property(names, one_per_line, trailing, quote, brac
     assert set(namespace["__all__"]) == set(names) | {"MHSA"}
     (found,) = AllEntry().find(module, LAYER)
     assert found.marked and found.current
+    if comment:  # the user's comment is still on the line of a user's name
+        (line,) = [ln for ln in applied.splitlines() if ln.endswith(comment.strip())]
+        assert "MHSA" not in line and any(it in line for it in items), applied
     assert run_remove(AllEntry(), applied) == src

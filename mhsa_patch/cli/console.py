@@ -10,8 +10,9 @@ from rich.markup import escape
 
 from mhsa_patch.errors import PatchError, UsageError
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# emoji=False: rich would turn a FILE:LINE such as "tasks.py:100:" into "tasks.py💯" (its ":100:" emoji code)
+out = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 PREFIX = "[bold blue]mhsa-patch:[/] "
 

@@ -94,6 +94,14 @@ def revert(target: TargetOpt = None, python: PythonOpt = None, dry_run: DryRunOp
         )
 
 
+def _piece_state(p) -> str:
+    """A piece's state and where it is; an unsupported one names its anchor (its reason is in the warning below)."""
+    if p.state == "unsupported":
+        return f"unsupported here (anchor {p.anchor}" + (f", line {p.line}" if p.line else "") + ")"
+    where = f" (line {p.line}" + (f", class at {p.origin}" if p.origin else "") + ")" if p.line else ""
+    return f"{p.state}{where}"
+
+
 def status(
     target: TargetOpt = None,
     python: PythonOpt = None,
@@ -131,8 +139,7 @@ def status(
     for f in st.files:
         out.print(f"{escape(f.rel):<{fw}}  [{STATE_STYLE[f.state]}]{f.state}[/]")
         for p in f.pieces:
-            where = (f" (line {p.line}" + (f", class at {p.origin}" if p.origin else "") + ")") if p.line else ""
-            out.print(f"  {escape(p.label):<{pw}}  {p.state}{escape(where)}")
+            out.print(f"  {escape(p.label):<{pw}}  {escape(_piece_state(p))}")
     for r in st.readings:  # how parse_model reads each layer's rows (docs/status.md); one line each, as the pieces
         out.print(f"parse_model reads {r.layer} rows: {escape(r.describe())}")
     for note in st.notes:

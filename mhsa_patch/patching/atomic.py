@@ -62,7 +62,7 @@ class Unsafe(PatchError):
 
     def __init__(self, path: Path, reason: str):
         self.path, self.reason = path, reason
-        super().__init__(f"{path}: {reason}; nothing was changed")
+        super().__init__(f"{path}: {reason}")  # apply and revert add that nothing was changed; status never writes
 
 
 def confine(root: Path, path: Path) -> Path:

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Optional
 
 from mhsa_patch import __version__
-from mhsa_patch.errors import PatchError
+from mhsa_patch.errors import UNCHANGED, PatchError
 from mhsa_patch.patches import layer_names  # data only: no libcst, no torch
 from mhsa_patch.patches.readings import OURS
 from mhsa_patch.patching.atomic import confine, locked, read_confined, remove_stale_temporaries, sha256, write_atomic
-from mhsa_patch.patching.filemodel import TargetFile
+from mhsa_patch.patching.filemodel import Refusal, Refused, TargetFile, unreadable_status
 from mhsa_patch.patching.journal import FileEntry, Journal, Record
 from mhsa_patch.patching.results import Change, PieceState, Result, State, Status, combine
 from mhsa_patch.patching.target import TARGET_FILES, Target
@@ -57,7 +57,7 @@ def _compile_check(target: Target, rel: str, text: str) -> None:
     try:
         compile(text, str(target.file(rel)), "exec", dont_inherit=True)
     except SyntaxError as e:
-        raise PatchError(f"internal error: the patched {rel} does not compile ({e.msg}, line {e.lineno})") from None
+        raise PatchError(f"{target.file(rel)}:{e.lineno}: internal error: the patched {rel} does not compile ({e.msg})") from None
 
 
 def _check_writable(target: Target, changes: list[Change]) -> None:
@@ -164,9 +164,20 @@ def status(target: Target) -> Status:
     notes = _interrupted(data)
     entries = data.files if data is not None else {}
     kept = data.kept if data is not None and data.state == "applied" else frozenset()
-    models = [TargetFile(target, rel, _read(target, rel)) for rel in TARGET_FILES]
-    files = tuple(m.status(entries.get(m.rel), kept) for m in models)
-    readings = next((m.readings() for m in models if m.reads_rows), ())
+    files, models = [], []
+    for rel in TARGET_FILES:
+        raw = _read(target, rel)  # a link out of the package, a file too large: refused, as by apply
+        try:
+            model = TargetFile(target, rel, raw)
+            files.append(model.status(entries.get(rel), kept))
+            models.append(model)
+        except PatchError as e:  # not UTF-8, does not parse: said, never a failure of status
+            files.append(unreadable_status(rel, e))
+    files = tuple(files)
+    try:
+        readings = next((m.readings() for m in models if m.reads_rows), ())
+    except (PatchError, SyntaxError, ValueError):  # a parse_model this reading cannot follow: status still answers
+        readings = ()
     state = combine(f.state for f in files)
     if data is not None and data.state == "applied":
         if data.ultralytics_version != target.version:
@@ -181,7 +192,21 @@ def status(target: Target) -> Status:
                 notes.append(f"{f.rel} was edited since apply; revert removes only the marked pieces and keeps the edits")
     if any(p.state is PieceState.OUTDATED for f in files for p in f.pieces):
         notes.append("the inserted code is from another mhsa-patch version; 'mhsa-patch apply' updates it")
+    unsupported = list(dict.fromkeys(p.why for f in files for p in f.pieces if p.state is PieceState.UNSUPPORTED))
+    if unsupported:
+        notes.append(f"unsupported here, 'mhsa-patch apply' would refuse: {'; '.join(unsupported)}")
     return Status(target, state, files, tuple(notes), data, layer_names(), readings)
+
+
+@contextlib.contextmanager
+def _unchanged():
+    """apply's and revert's refusals say that nothing was changed (status's never do: it never writes)."""
+    try:
+        yield
+    except PatchError as e:
+        if UNCHANGED not in str(e):
+            e.args = (f"{e}; {UNCHANGED}",)  # the same error (its type picks the exit code), one clause longer
+        raise
 
 
 @contextlib.contextmanager
@@ -212,7 +237,7 @@ def apply(target: Target, *, force: bool = False, replace_foreign: bool = False,
     this apply (hand-written pieces included), so that revert gives them back.
     """
     changes: list[Change] = []
-    with _session(target, dry_run) as (journal, data, notes):
+    with _unchanged(), _session(target, dry_run) as (journal, data, notes):
         digest = _patch_digest()
         entries = data.files if data is not None and data.state == "applied" else {}
         current = {rel: _read(target, rel) for rel in TARGET_FILES}
@@ -227,9 +252,17 @@ def apply(target: Target, *, force: bool = False, replace_foreign: bool = False,
         files: dict[str, FileEntry] = {}
         kept_before = data.kept if data is not None and data.state == "applied" else frozenset()
         readings = {name: OURS for name in layer_names()}
+        refusals: list[Refusal] = []
         for rel in TARGET_FILES:
-            model = TargetFile(target, rel, current[rel])
-            new_text = model.applied_text(force=force, replace_foreign=replace_foreign, kept_before=kept_before)
+            try:  # every file's refusals are gathered and said at once
+                model = TargetFile(target, rel, current[rel])
+                new_text = model.applied_text(force=force, replace_foreign=replace_foreign, kept_before=kept_before)
+            except Refused as e:
+                refusals += e.refusals
+                continue
+            except PatchError as e:
+                refusals.append(Refusal("layout", str(e)))
+                continue
             readings.update({name: found.name for name, found in model.kept.items()})
             notes += model.notes
             entry = entries.get(rel)
@@ -246,6 +279,8 @@ def apply(target: Target, *, force: bool = False, replace_foreign: bool = False,
             files[rel] = FileEntry.of(original, new)
             if new != current[rel]:
                 changes.append(Change(rel, target.file(rel), current[rel], new))
+        if refusals:
+            raise Refused(refusals)
         result = Result("apply", target, tuple(changes), tuple(notes), dry_run)
         if dry_run:
             return result
@@ -264,7 +299,7 @@ def apply(target: Target, *, force: bool = False, replace_foreign: bool = False,
 
 def revert(target: Target, *, dry_run: bool = False) -> Result:
     """Remove what apply inserted: byte for byte where files are unchanged since apply, else only the marked pieces."""
-    with _session(target, dry_run) as (journal, data, notes):
+    with _unchanged(), _session(target, dry_run) as (journal, data, notes):
         changes = _revert_plan(target, data)
         result = Result("revert", target, tuple(changes), tuple(notes), dry_run)
         if dry_run:

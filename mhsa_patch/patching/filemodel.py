@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from mhsa_patch.errors import PatchError
 from mhsa_patch.patching.atomic import sha256
@@ -16,20 +16,60 @@ _PIECE_TO_FILE = {
     PieceState.UNMARKED: State.CONFLICT,
     PieceState.KEPT: State.APPLIED,
     PieceState.MISSING: State.NOT_APPLIED,
+    PieceState.UNSUPPORTED: State.NOT_APPLIED,
 }
+
+
+class Refusal(NamedTuple):
+    """One reason apply refuses. ``kind``: "layout" (an anchor or insertion the tool cannot make here), "foreign"
+    (a class of the layer's name that is not the tutorial's: --replace-foreign) or "unmarked" (a piece pasted by
+    hand: --force; ``text`` is then the piece alone, ``FILE:LINE: MHSA (import)``, gathered over the files)."""
+
+    kind: str
+    text: str
+
+
+class Refused(PatchError):
+    """Every refusal of one file (or of every file, from the engine), said in one line."""
+
+    def __init__(self, refusals: list[Refusal]):
+        self.refusals = list(refusals)
+        super().__init__(problems=refusal_lines(self.refusals))
+
+
+def refusal_lines(refusals: list[Refusal]) -> list[str]:
+    """The problems as said: the layout ones first (no flag helps), then foreign classes, then the hand-pasted pieces
+    in one sentence with the one flag that replaces them all."""
+    lines = [r.text for r in refusals if r.kind == "layout"] + [r.text for r in refusals if r.kind == "foreign"]
+    pieces = [r.text for r in refusals if r.kind == "unmarked"]
+    if pieces:
+        lines.append(
+            f"{', '.join(pieces)}: already there without mhsa-patch's marker, probably pasted by hand; "
+            f"'mhsa-patch apply --force' replaces {'it' if len(pieces) == 1 else 'them'} with the tool's own"
+        )
+    return list(dict.fromkeys(lines))
 
 
 def decode(target: Target, rel: str, data: bytes) -> str:
     try:
         return data.decode("utf-8")  # str keeps \r\n: libcst and the writer preserve the file's line endings
     except UnicodeDecodeError as e:
-        raise PatchError(f"{target.file(rel)}: not UTF-8 ({e.reason} at byte {e.start})") from None
+        line = data[: e.start].count(b"\n") + 1
+        raise PatchError(f"{target.file(rel)}:{line}: not UTF-8 ({e.reason} at byte {e.start})") from None
 
 
-def unsupported(target: Target, rel: str, what: str) -> PatchError:
-    return PatchError(
-        f"{what} in {rel} (ultralytics {target.version} at {target.package}): unsupported layout, nothing was changed"
+def unreadable_status(rel: str, err: PatchError) -> FileStatus:
+    """A file the tool cannot read or parse: each piece it would insert is unsupported here, with the reason."""
+    from mhsa_patch.patching.edits import EDITS
+    from mhsa_patch.patching.layers import layers
+
+    line = re.match(r".*?:(\d+): ", str(err))
+    pieces = tuple(
+        Piece(rel, edit.key, layer.name, PieceState.UNSUPPORTED, int(line.group(1)) if line else None,
+              anchor=str(edit.anchor), why=str(err))
+        for layer in layers() for edit in EDITS[rel] if edit.inserts
     )
+    return FileStatus(rel, State.NOT_APPLIED, pieces)
 
 
 class FileContext:
@@ -109,9 +149,7 @@ class TargetFile:
             try:
                 self._module = cst.parse_module(self.text)
             except cst.ParserSyntaxError as e:
-                raise PatchError(
-                    f"{self.target.file(self.rel)}:{e.raw_line}: does not parse ({e.message}); nothing was changed"
-                ) from None
+                raise PatchError(f"{self.target.file(self.rel)}:{e.raw_line}: does not parse ({e.message})") from None
         return self._module
 
     def _fast_applied_text(self) -> Optional[str]:
@@ -120,7 +158,8 @@ class TargetFile:
         ``ast`` (the C parser) finds each edit's anchor statement by structure and gives its line span; libcst
         parses that statement alone, the edit runs on it exactly as on the whole module, and the regenerated
         statement replaces its lines. On tasks.py that is parse_model and one import instead of 2,400 lines.
-        Returns None where the whole-module path must run instead (a layer's name already in the text).
+        Returns None where the whole-module path must run instead: a layer's name already in the text, or an anchor
+        or insertion that fails (the whole-module path says where, and every other problem with it).
         """
         import ast
 
@@ -135,9 +174,7 @@ class TargetFile:
         try:
             tree = ast.parse(self.text, filename=str(self.target.file(self.rel)))
         except SyntaxError as e:
-            raise PatchError(
-                f"{self.target.file(self.rel)}:{e.lineno}: does not parse ({e.msg}); nothing was changed"
-            ) from None
+            raise PatchError(f"{self.target.file(self.rel)}:{e.lineno}: does not parse ({e.msg})") from None
         newline = "\r\n" if "\r\n" in self.text else "\n"
         lines = self.text.split("\n")
         lines = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
@@ -147,8 +184,8 @@ class TargetFile:
                 continue
             try:
                 node = edit.anchor.find_ast(tree)
-            except PatchError as e:
-                raise unsupported(self.target, self.rel, str(e)) from None
+            except PatchError:
+                return None
             if node == END:
                 span = (len(lines), len(lines))
             else:
@@ -158,14 +195,14 @@ class TargetFile:
         config = cst.PartialParserConfig(default_newline=newline)
         for (start, end), pairs in sorted(spans.items(), reverse=True):
             piece = cst.parse_module("".join(lines[start:end]), config=config)
-            if start == end:  # insertion at the end: the new last statement ends its line like the old one did
+            if end == len(lines):  # the file's last statement: it ends (or not) with a newline as the file does
                 piece = piece.with_changes(has_trailing_newline=self.text.endswith("\n"), default_newline=newline)
             for edit, layer in pairs:
                 try:
                     edit.check_anchor(piece)
-                except PatchError as e:
-                    raise unsupported(self.target, self.rel, str(e)) from None
-                piece = edit.add(piece, layer)
+                    piece = edit.add(piece, layer)
+                except PatchError:
+                    return None
             lines[start:end] = [piece.code]
         return "".join(lines)
 
@@ -175,11 +212,47 @@ class TargetFile:
                 yield edit, layer
 
     def check_anchors(self) -> None:
+        """Raise, naming every anchor this file lacks, each with its line where it has one."""
+        problems = []
         for edit in self.edits:
             try:
                 edit.check_anchor(self.module)
             except PatchError as e:
-                raise unsupported(self.target, self.rel, str(e)) from None
+                problems.append(self.located(e))
+        if problems:
+            raise PatchError(problems=list(dict.fromkeys(problems)))
+
+    def located(self, e: PatchError) -> str:
+        """An edit's refusal as one line that names ``FILE:LINE`` (the line of the node it refused at, if any)."""
+        where = self.where(e.node) if e.node is not None else str(self.target.file(self.rel))
+        return f"{where}: {e} in {self.rel} (ultralytics {self.target.version}): unsupported layout"
+
+    def scan(self) -> tuple[list, list]:
+        """``(found, problems)`` in the file as read: (edit, layer, Found) for every piece present, and (edit, layer,
+        PatchError) for every anchor missing or insertion refused here (tried in memory: what apply would meet)."""
+        module = self.module
+        found, problems = [], []
+        for edit, layer in self.pairs():
+            err = None
+            try:
+                edit.check_anchor(module)
+            except PatchError as e:
+                err = e
+            mine = []
+            if self._relevant(edit, layer):
+                try:
+                    mine = edit.find(module, layer)
+                except PatchError as e:
+                    err = err or e
+            found += [(edit, layer, f) for f in mine]
+            if err is None and edit.inserts and not edit.complete(module, layer, [f for f in mine if f.marked]):
+                try:
+                    edit.add(module, layer)
+                except PatchError as e:
+                    err = e
+            if err is not None:
+                problems.append((edit, layer, err))
+        return found, problems
 
     def find(self, module=None):
         """(edit, layer, Found) for every piece present in ``module`` (default: the file as read)."""
@@ -193,7 +266,7 @@ class TargetFile:
             try:
                 out.extend((edit, layer, f) for f in edit.find(module, layer))
             except PatchError as e:
-                raise unsupported(self.target, self.rel, str(e)) from None
+                raise PatchError(self.located(e)) from None
         return out
 
     def where(self, node) -> str:
@@ -212,18 +285,29 @@ class TargetFile:
         return pos.start.line if pos is not None else None
 
     def status(self, entry, kept: frozenset = frozenset()) -> FileStatus:  # entry: journal.FileEntry or None
-        """``kept``: layers whose hand-written branch the journal records as kept in force (their pieces: KEPT)."""
+        """Every piece with its state; what the tool cannot find or insert here is ``unsupported``, with its anchor,
+        line and reason (apply would refuse). Never raises for a layout it does not understand. ``kept``: layers whose
+        hand-written branch the journal records as kept in force (their pieces: KEPT)."""
         pieces: list[Piece] = []
-        found = self.find()
+        found, problems = self.scan()
+        errors = {(id(e), lay.name): err for e, lay, err in problems}
+        # where the file holds something apply would not simply patch, every piece it found gets its line (the
+        # position pass runs then anyway); on a plain stock or patched file, none needs one
+        all_lines = bool(problems) or any(not f.marked for _, _, f in found)
         for edit, layer in self.pairs():
             mine = [f for e, lay, f in found if e is edit and lay is layer]
-            if len(mine) < edit.count(layer):
+            err = errors.get((id(edit), layer.name))
+            if err is not None:
+                line = self.line_of(err.node) if err.node is not None else None
+                pieces.append(Piece(self.rel, edit.key, layer.name, PieceState.UNSUPPORTED, line,
+                                    anchor=str(edit.anchor), why=self.located(err)))
+            elif len(mine) < edit.count(layer):
                 pieces.append(Piece(self.rel, edit.key, layer.name, PieceState.MISSING))
             for f in mine:
                 state = PieceState.UNMARKED if not f.marked else (PieceState.MARKED if f.current else PieceState.OUTDATED)
                 if state is PieceState.UNMARKED and self._is_kept(edit, layer, f, kept):
                     state = PieceState.KEPT
-                line = self.line_of(f.node) if state in (PieceState.UNMARKED, PieceState.KEPT) else None
+                line = self.line_of(f.node) if state in (PieceState.UNMARKED, PieceState.KEPT) or all_lines else None
                 origin = f"{f.origin.rel}:{f.origin.line}" if f.origin is not None and not f.origin.in_target else None
                 name = getattr(getattr(f.node, "name", None), "value", None) if edit.key == "class" else None
                 pieces.append(Piece(self.rel, edit.key, layer.name, state, line, origin, name))
@@ -251,7 +335,7 @@ class TargetFile:
             try:
                 module = edit.remove(module, layer, f)
             except PatchError as e:
-                raise PatchError(f"{self.where(f.node)}: {e}") from None
+                raise PatchError(f"{self.where(e.node if e.node is not None else f.node)}: {e}") from None
 
     def foreign(self, layer, f) -> Optional[str]:
         """Why the hand-written class behind piece ``f`` is not the one the tool replaces (None: it is, or no class).
@@ -304,8 +388,8 @@ class TargetFile:
             if why:
                 raise PatchError(
                     f"{self.target.file(self.rel)}:{found.line}: the hand-written parse_model branch reads "
-                    f"{found.layer}'s rows as '{found.name}' and cannot build the tool's {found.layer}: {why}; nothing "
-                    f"was changed. Make the branch read the rows as '{self._tool_reading(found.layer)}' (or remove it) "
+                    f"{found.layer}'s rows as '{found.name}' and cannot build the tool's {found.layer}: {why}; make "
+                    f"the branch read the rows as '{self._tool_reading(found.layer)}' (or remove it) "
                     f"and run 'mhsa-patch apply --force' again"
                 )
             kept[found.layer] = found
@@ -333,31 +417,41 @@ class TargetFile:
     def _is_kept(edit, layer, f, keep) -> bool:
         return edit.key == "branch" and not f.marked and layer.name in keep
 
+    def refusals(self, found, problems, *, force: bool, replace_foreign: bool, keep=frozenset()) -> list[Refusal]:
+        """Every reason apply refuses this file, all at once: layouts it cannot patch, foreign classes, hand-pasted
+        pieces (the last two only without the flag that takes them over). A fork's branch kept in force (``keep``)
+        is none of them."""
+        out = [Refusal("layout", self.located(err)) for _, _, err in problems]
+        unmarked = [(e, lay, f) for e, lay, f in found if not f.marked and not self._is_kept(e, lay, f, keep)]
+        if unmarked and not replace_foreign:
+            for _, layer, f in unmarked:
+                why = self.foreign(layer, f)
+                if why:
+                    out.append(Refusal("foreign", (
+                        f"{why}; 'mhsa-patch apply --replace-foreign' replaces it with the tool's {layer.name} "
+                        "(models built with it will not load)"
+                    )))
+        if unmarked and not force:
+            out += [Refusal("unmarked", f"{self.where(f.node)}: {layer.name} ({e.key})") for e, layer, f in unmarked]
+        return out
+
     def applied_text(self, *, force: bool, replace_foreign: bool = False, kept_before: frozenset = frozenset()) -> str:
         """The patched text. ``kept_before``: layers whose hand-written branch the journal records as kept."""
         self.kept = {}
         fast = self._fast_applied_text()
         if fast is not None:
             return fast
-        self.check_anchors()
-        found = self.find()
-        self.kept = self._kept_readings() if self.reads_rows else {}
+        found, problems = self.scan()
+        cannot: list[Refusal] = []
+        try:
+            self.kept = self._kept_readings() if self.reads_rows else {}
+        except PatchError as e:  # a fork's reading that cannot build the tool's class: said with the others
+            cannot.append(Refusal("layout", str(e)))
         keep = set(self.kept) if force else set(self.kept) & set(kept_before)
+        refusals = cannot + self.refusals(found, problems, force=force, replace_foreign=replace_foreign, keep=keep)
+        if refusals:
+            raise Refused(refusals)
         unmarked = [(e, lay, f) for e, lay, f in found if not f.marked and not self._is_kept(e, lay, f, keep)]
-        if unmarked and not force:
-            edit, layer, f = unmarked[0]
-            raise PatchError(
-                f"{self.where(f.node)}: {layer.name} ({edit.key}) is already there without mhsa-patch's marker, probably pasted by "
-                "hand; 'mhsa-patch apply --force' replaces it with the tool's own"
-            )
-        if unmarked and not replace_foreign:
-            for edit, layer, f in unmarked:
-                why = self.foreign(layer, f)
-                if why:
-                    raise PatchError(
-                        f"{why}; nothing was changed. 'mhsa-patch apply --replace-foreign' replaces it with the tool's "
-                        f"{layer.name} (models built with it will not load)"
-                    )
         self.notes = self._kept_notes(self.kept) if force else []
         self.kept = {name: self.kept[name] for name in keep}
         module = self.module
@@ -371,7 +465,10 @@ class TargetFile:
             mine = [f for e, lay, f in found if e is edit and lay is layer and f.marked]
             if edit.complete(module, layer, mine):
                 continue
-            for f in mine:  # outdated: an older version of the tool inserted something else
-                module = edit.remove(module, layer, f)
-            module = edit.add(module, layer)
+            try:
+                for f in mine:  # outdated: an older version of the tool inserted something else
+                    module = edit.remove(module, layer, f)
+                module = edit.add(module, layer)
+            except PatchError as e:
+                raise PatchError(self.located(e)) from None
         return module.code

@@ -231,7 +231,7 @@ class Journal:
 
     def _refuse(self, reason: str) -> PatchError:
         return PatchError(
-            f"{self.path}: not a valid mhsa-patch journal ({reason}); nothing was changed. It may have been planted: "
+            f"{self.path}: not a valid mhsa-patch journal ({reason}). It may have been planted: "
             "check the package's files before deleting it"
         )
 

@@ -32,6 +32,7 @@ class PieceState(str, Enum):
     UNMARKED = "unmarked"  # the layer's name without the marker: pasted by hand
     KEPT = "kept"  # a fork's parse_model branch that apply --force kept in force (its reading differs from ours)
     MISSING = "missing"
+    UNSUPPORTED = "unsupported"  # its anchor is not found here, or the insertion is refused: apply would refuse
 
     def __str__(self) -> str:
         return self.value
@@ -57,10 +58,44 @@ class Change:
     new: bytes
 
     def diff(self) -> str:
-        old = self.old.decode("utf-8").splitlines(keepends=True)
-        new = self.new.decode("utf-8").splitlines(keepends=True)
-        lines = difflib.unified_diff(old, new, f"a/ultralytics/{self.rel}", f"b/ultralytics/{self.rel}")
-        return "".join(line if line.endswith(("\n", "\r")) else line + "\n" for line in lines)
+        """The unified diff, as ``git diff`` shows it: only the lines that changed.
+
+        Not ``difflib.unified_diff``: its matcher treats lines frequent in a long file (``)``, blank lines) as junk
+        and then shows an unchanged ``)`` as removed and added again; lines are split on line breaks only (not on
+        the form feeds or other separators ``str.splitlines`` also splits on)."""
+        old, new = _lines(self.old), _lines(self.new)
+        out = [f"--- a/ultralytics/{self.rel}\n", f"+++ b/ultralytics/{self.rel}\n"]
+        matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
+        for group in matcher.get_grouped_opcodes(3):
+            (_, i1, _, j1, _), (_, _, i2, _, j2) = group[0], group[-1]
+            out.append(f"@@ -{_range(i1, i2)} +{_range(j1, j2)} @@\n")
+            for tag, a1, a2, b1, b2 in group:
+                if tag == "equal":
+                    out += [_diff_line(" ", line) for line in old[a1:a2]]
+                    continue
+                out += [_diff_line("-", line) for line in old[a1:a2]]
+                out += [_diff_line("+", line) for line in new[b1:b2]]
+        return "".join(out)
+
+
+def _lines(data: bytes) -> list[str]:
+    text = data.decode("utf-8")
+    lines = [line + "\n" for line in text.split("\n")]
+    lines[-1] = lines[-1][:-1]
+    return lines if lines[-1] else lines[:-1]
+
+
+def _diff_line(tag: str, line: str) -> str:
+    return tag + line if line.endswith("\n") else f"{tag}{line}\n\\ No newline at end of file\n"
+
+
+def _range(start: int, stop: int) -> str:
+    """A hunk's line range as unified diffs write it (1-based start, then the length; an empty range names the line
+    before it)."""
+    length = stop - start
+    if length == 1:
+        return str(start + 1)
+    return f"{start + 1 if length else start},{length}"
 
 
 @dataclass(frozen=True)
@@ -90,6 +125,8 @@ class Piece:
     line: Optional[int] = None
     origin: Optional[str] = None  # a hand-written import's class, outside the target files: "nn/modules/MHSA.py:5"
     name: Optional[str] = None  # a class piece's class (BoT3's layer has two: BottleneckTransformer, BoT3)
+    anchor: Optional[str] = None  # for an unsupported piece: the anchor it hangs on ("__all__", "parse_model")
+    why: Optional[str] = None  # for an unsupported piece: apply's refusal, naming FILE:LINE where there is one
 
     @property
     def label(self) -> str:
@@ -135,6 +172,7 @@ class Status:
                     "modified_since_apply": f.modified_since_apply,
                     "pieces": [
                         {"edit": p.edit, "layer": p.layer, "name": p.name, "state": p.state.value, "line": p.line, "origin": p.origin}
+                        | ({"anchor": p.anchor, "why": p.why} if p.state is PieceState.UNSUPPORTED else {})
                         for p in f.pieces
                     ],
                 }
@@ -142,4 +180,10 @@ class Status:
             },
             "readings": {r.layer: r.to_dict() for r in self.readings},
             "notes": list(self.notes),
+            "unsupported": [  # what apply would refuse here for want of an anchor: empty where it can patch
+                {"file": p.file, "edit": p.edit, "layer": p.layer, "line": p.line, "anchor": p.anchor, "why": p.why}
+                for f in self.files
+                for p in f.pieces
+                if p.state is PieceState.UNSUPPORTED
+            ],
         }

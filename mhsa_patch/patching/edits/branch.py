@@ -15,10 +15,6 @@ def _is_name(node, value: str) -> bool:
     return isinstance(node, cst.Name) and node.value == value
 
 
-# The chain's last branch in every release: ``else: c2 = ch[f]``, compared as an ``ast`` dump (one small statement:
-# structural, and cheaper than importing libcst.matchers, see anchors.py).
-FINAL_ELSE = ast.dump(ast.parse("c2 = ch[f]").body[0])
-
 # Branch bodies that read a row's args as the tutorial's and the tool's do: the input channels, then the YAML args.
 TUTORIAL_BODIES = frozenset(
     ast.dump(ast.parse(code))
@@ -32,46 +28,51 @@ TUTORIAL_BODIES = frozenset(
 )
 
 
+def _over_m(test) -> bool:
+    """A test of the module chain: ``m is X``, ``m in {...}``, ``m in base_modules``, or such tests joined by or/and."""
+    if isinstance(test, cst.Comparison):
+        return _is_name(test.left, "m")
+    if isinstance(test, cst.BooleanOperation):
+        return _over_m(test.left) or _over_m(test.right)
+    return False
+
+
 class ParseModelBranch(Edit):
-    """In ``parse_model``'s if/elif chain that ends with ``else: c2 = ch[f]``, adds before that ``else``::
+    """In ``parse_model``'s module chain, the if/elif over ``m`` in the layer loop, adds before its final ``else``
+    (or after its last ``elif`` where it has none)::
 
         elif m is MHSA:  # mhsa-patch
             c2 = ch[f]
             args = [c2, *args]
 
-    The chain is found by its shape, not by position: from 8.4.100 an ``if restricted ...: raise`` precedes it.
+    The chain is found by its structure, not by position or by what its ``else`` does: from 8.4.100 an
+    ``if restricted ...: raise`` precedes it, and forks rewrite the fallback (``else: c2 = args[0] if args else
+    ch[f]``, then a ``raise``). Of the ``if`` chains directly in the loop, the one with the most branches over ``m``
+    (at least two: a fork's own one-branch chain is not it).
     """
 
     key = "branch"
     anchor = Anchor("def", "parse_model")
 
-    @staticmethod
-    def _is_final_else(orelse) -> bool:
-        if not isinstance(orelse, cst.Else) or not isinstance(orelse.body, cst.IndentedBlock):
-            return False
-        body = orelse.body.body
-        if len(body) != 1 or not isinstance(body[0], cst.SimpleStatementLine) or len(body[0].body) != 1:
-            return False
-        code = cst.Module(body=[]).code_for_node(body[0].body[0])
-        try:
-            return ast.dump(ast.parse(code).body[0]) == FINAL_ELSE
-        except SyntaxError:
-            return False
-
     def _locate(self, module) -> tuple[cst.FunctionDef, cst.For, list[cst.If]]:
         func = self.anchor.find(module)
+        best: tuple[int, cst.For, list[cst.If]] | None = None
         for stmt in func.body.body:
             if not isinstance(stmt, cst.For):
                 continue
             for inner in stmt.body.body:
-                if not isinstance(inner, cst.If):
+                if not isinstance(inner, cst.If) or not _over_m(inner.test):
                     continue
                 chain = [inner]
                 while isinstance(chain[-1].orelse, cst.If):
                     chain.append(chain[-1].orelse)
-                if self._is_final_else(chain[-1].orelse):
-                    return func, stmt, chain
-        raise PatchError("the if/elif chain ending in 'else: c2 = ch[f]' not found in parse_model")
+                over = sum(_over_m(b.test) for b in chain)
+                if over >= 2 and (best is None or over > best[0]):
+                    best = (over, stmt, chain)
+        if best is None:
+            raise PatchError("the if/elif chain over m ('if m in ...: ... elif m is ...:') not found in parse_model's "
+                             "layer loop", node=func)
+        return func, best[1], best[2]
 
     def _chain(self, module) -> tuple[cst.FunctionDef, list[cst.If]]:
         func, _, chain = self._locate(module)
@@ -168,7 +169,11 @@ class ParseModelBranch(Edit):
             return False
 
     def find(self, module, layer):
-        func, chain = self._chain(module)
+        func = self.anchor.find(module)
+        try:
+            chain = self._chain(module)[1]
+        except PatchError:  # no chain to insert into (apply refuses): the hand-written pieces are still listed
+            chain = []
         found, seen = [], set()
         in_chain = {id(b) for b in chain[1:]}
         ifs: list[cst.If] = []
@@ -181,7 +186,9 @@ class ParseModelBranch(Edit):
         for branch in ifs:  # the main chain's branches and any other `if` in parse_model (a fork's second chain)
             if not self.selects_only(branch.test, layer.name):
                 continue
-            ours = id(branch) in in_chain and isinstance(branch.body, cst.IndentedBlock) and is_mark(branch.body.header.comment)
+            # the tool's own: marked, in the module chain (or marked anywhere, where the chain can no longer be found)
+            in_place = id(branch) in in_chain or not chain
+            ours = in_place and isinstance(branch.body, cst.IndentedBlock) and is_mark(branch.body.header.comment)
             current = True
             if ours:
                 mine = self.new_branch(module, layer, branch.orelse)
@@ -202,7 +209,11 @@ class ParseModelBranch(Edit):
         return self._with_chain(module, self._relink(chain, len(chain) - 1, new_last))
 
     def remove(self, module, layer, found):
-        func, chain = self._chain(module)
+        func = self.anchor.find(module)
+        try:
+            chain = self._chain(module)[1]
+        except PatchError:  # a chain edited past recognition: the branch is still removed where it is
+            chain = []
         if isinstance(found.node, cst.If):
             for i, branch in enumerate(chain[1:], start=1):
                 if branch is found.node:
@@ -211,14 +222,11 @@ class ParseModelBranch(Edit):
         # a bare name elsewhere in parse_model: only an element of a set/tuple/list literal can be dropped safely
         parent = _container_of(func, found.node)
         if parent is None or len(parent[0].elements) < 2:
-            raise PatchError(f"cannot remove the hand-written use of {layer.name} in parse_model; edit it by hand")
+            raise PatchError(
+                f"cannot remove the hand-written use of {layer.name} in parse_model; edit it by hand", node=found.node
+            )
         seq, element = parent
-        elements = [e for e in seq.elements if e is not element]
-        if not isinstance(element.comma, cst.Comma):
-            elements[-1] = elements[-1].with_changes(comma=element.comma)
-        if isinstance(seq, cst.Tuple) and len(elements) == 1 and not isinstance(elements[0].comma, cst.Comma):
-            elements[0] = elements[0].with_changes(comma=cst.Comma())  # (X,) stays a tuple
-        return replace_body_stmt(module, func, func.deep_replace(seq, seq.with_changes(elements=elements)))
+        return replace_body_stmt(module, func, func.deep_replace(seq, _without_element(seq, element, layer.name)))
 
 
 def _without_if(func: cst.FunctionDef, node: cst.If, name: str) -> cst.FunctionDef:
@@ -247,7 +255,7 @@ def _without_if(func: cst.FunctionDef, node: cst.If, name: str) -> cst.FunctionD
                 body.append(node.orelse.with_changes(leading_lines=node.leading_lines))
         if body:
             return func.deep_replace(parent, parent.with_changes(body=body))
-    raise PatchError(f"cannot remove the hand-written branch for {name} in parse_model; edit it by hand")
+    raise PatchError(f"cannot remove the hand-written branch for {name} in parse_model; edit it by hand", node=node)
 
 
 def _container_of(root: cst.CSTNode, name: cst.Name):
@@ -264,3 +272,72 @@ def _container_of(root: cst.CSTNode, name: cst.Name):
 
     root.visit(P())
     return holder[0] if holder else None
+
+
+def _closing(seq):
+    """(attribute, node) of the bracket that closes a set, list or parenthesized tuple (None: a bare tuple)."""
+    if isinstance(seq, cst.Set):
+        return "rbrace", seq.rbrace
+    if isinstance(seq, cst.List):
+        return "rbracket", seq.rbracket
+    return ("rpar", seq.rpar[-1]) if seq.rpar else (None, None)
+
+
+def _opening_ws(seq):
+    node = seq.lbrace if isinstance(seq, cst.Set) else seq.lbracket if isinstance(seq, cst.List) else (
+        seq.lpar[0] if seq.lpar else None)
+    return None if node is None else node.whitespace_after
+
+
+def _without_name_comments(ws, name: str):
+    """``ws`` without the comment lines at its end that name ``name`` (``#---MHSA---`` above a pasted ``MHSA,``): they
+    belonged to the element that goes."""
+    if not isinstance(ws, cst.ParenthesizedWhitespace):
+        return ws
+    lines = list(ws.empty_lines)
+    while lines and lines[-1].comment is not None and name in lines[-1].comment.value:
+        lines.pop()
+    return ws.with_changes(empty_lines=lines)
+
+
+def _without_element(seq, element, name: str):
+    """The set/list/tuple literal without ``element``, as if it had never been written: no line left holding only
+    spaces, the comments of the other elements kept on their lines, the comment lines above it that name it gone."""
+    i = next(k for k, e in enumerate(seq.elements) if e is element)
+    elements = list(seq.elements)
+    del elements[i]
+    changes: dict = {}
+    if i > 0:
+        prev = elements[i - 1]
+        ws = prev.comma.whitespace_after if isinstance(prev.comma, cst.Comma) else None
+        if i == len(elements):  # it was the last: the previous one takes its comma (trailing comma or none)
+            elements[i - 1] = prev.with_changes(comma=element.comma)
+            attr, closing = _closing(seq)
+            if isinstance(ws, cst.ParenthesizedWhitespace) and closing is not None:
+                # the line break before the closing bracket; the previous element's line keeps its own comment
+                before = closing.whitespace_before
+                kept = list(_without_name_comments(ws, name).empty_lines)
+                while kept and kept[-1].comment is None:  # no blank line left before the closing bracket
+                    kept.pop()
+                if isinstance(before, cst.ParenthesizedWhitespace):
+                    before = before.with_changes(first_line=ws.first_line, empty_lines=[*kept, *before.empty_lines])
+                else:
+                    before = ws.with_changes(empty_lines=kept)
+                closing = closing.with_changes(whitespace_before=before)
+                changes[attr] = closing if attr != "rpar" else [*seq.rpar[:-1], closing]
+        elif ws is not None:  # in the middle: the comment lines above it that name it go with it
+            elements[i - 1] = prev.with_changes(comma=prev.comma.with_changes(
+                whitespace_after=_without_name_comments(ws, name)))
+    else:
+        opening = _opening_ws(seq)
+        if isinstance(opening, cst.ParenthesizedWhitespace):
+            new_ws = _without_name_comments(opening, name)
+            if isinstance(seq, cst.Set):
+                changes["lbrace"] = seq.lbrace.with_changes(whitespace_after=new_ws)
+            elif isinstance(seq, cst.List):
+                changes["lbracket"] = seq.lbracket.with_changes(whitespace_after=new_ws)
+            else:
+                changes["lpar"] = [seq.lpar[0].with_changes(whitespace_after=new_ws), *seq.lpar[1:]]
+    if isinstance(seq, cst.Tuple) and len(elements) == 1 and not isinstance(elements[0].comma, cst.Comma):
+        elements[0] = elements[0].with_changes(comma=cst.Comma())  # (X,) stays a tuple
+    return seq.with_changes(elements=elements, **changes)

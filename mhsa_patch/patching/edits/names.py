@@ -69,7 +69,7 @@ class NameEntry(Edit):
                     if len(seq.elements) == 1 and self.drop_empty:  # a hand-written `from x import MHSA`
                         return replace_body_stmt(module, stmt, None)
                     return replace_body_stmt(module, stmt, seq.remove(i))
-        raise PatchError(f"{self.key}: the piece to remove is not in the module")
+        raise PatchError(f"{self.key}: the piece to remove is not in the module", node=found.node)
 
 
 class AllEntry(NameEntry):

@@ -5,6 +5,10 @@ position if the sequence is sorted), wrapped sequences get it appended to the la
 trailing commas stay as they were; the marker goes at the end of the physical line holding the new name. Removal is
 the exact inverse. Several of the tool's layers may share a line (``(..., "MHSA", "BoT3")  # mhsa-patch``): the
 marker stays while any of them is left there.
+
+Whatever the last name carries stays with it: a comment on its line (``"v10Detect", #add``, ``"CBAM"  # 添加``, or
+after the closing bracket of a wrapped sequence) stays on that name's line, and the new name gets a line of its own;
+comment lines before the closing bracket stay before it.
 """
 
 from __future__ import annotations
@@ -96,9 +100,12 @@ class NameSequence:
         if closing is not None and closing_ws is not None:
             closing = closing.with_changes(whitespace_before=closing_ws)
         line = self.line.deep_replace(self.container, self._container_with(elements, closing))
-        if line_comment is not ...:
+        if line_comment is not ...:  # True: the marker; False: no comment; a TrailingWhitespace: its comment
             tw = line.trailing_whitespace
-            tw = marker_line().with_changes(newline=tw.newline) if line_comment else unmarked_line(tw)
+            if isinstance(line_comment, cst.TrailingWhitespace):
+                tw = tw.with_changes(whitespace=line_comment.whitespace, comment=line_comment.comment)
+            else:
+                tw = marker_line().with_changes(newline=tw.newline) if line_comment else unmarked_line(tw)
             line = line.with_changes(trailing_whitespace=tw)
         return line
 
@@ -107,8 +114,8 @@ class NameSequence:
         for el in self.elements[:-1]:
             if isinstance(el.comma, cst.Comma):
                 ws = el.comma.whitespace_after
-                if _newline_ws(ws):
-                    ws = ws.with_changes(first_line=unmarked_line(ws.first_line))
+                if _newline_ws(ws):  # neither its line's comment nor the comment lines after it
+                    ws = ws.with_changes(first_line=unmarked_line(ws.first_line), empty_lines=())
                 return el.comma.with_changes(whitespace_after=ws)
         opening = self.opening_ws()
         if _newline_ws(opening):  # a single name on its own line: the opening bracket's line break is the template
@@ -119,8 +126,20 @@ class NameSequence:
         for el in self.elements[:-1]:
             if isinstance(el.comma, cst.Comma) and _newline_ws(el.comma.whitespace_after):
                 ws = el.comma.whitespace_after
-                return el.comma.with_changes(whitespace_after=ws.with_changes(first_line=unmarked_line(ws.first_line)))
+                first_line = unmarked_line(ws.first_line)
+                return el.comma.with_changes(whitespace_after=ws.with_changes(first_line=first_line, empty_lines=()))
         return None
+
+    def _comment_wrap(self) -> cst.Comma:
+        """The comma that ends the old last name's line with the comment the statement ended with (the user's):
+        the host's wrapping layout where it has one, else a four-space continuation."""
+        tw = self.line.trailing_whitespace
+        first = cst.TrailingWhitespace(whitespace=tw.whitespace, comment=tw.comment)
+        wrap = self._wrapping_separator()
+        if wrap is not None:
+            return _with_first_line(wrap, first)
+        ws = cst.ParenthesizedWhitespace(first_line=first, indent=True, last_line=cst.SimpleWhitespace("    "))
+        return cst.Comma(whitespace_after=ws)
 
     def one_per_line(self) -> bool:
         between = [e.comma for e in self.elements[:-1]]
@@ -130,7 +149,7 @@ class NameSequence:
 
     def insert(self, name: str, module: cst.Module) -> cst.SimpleStatementLine:
         if not self.elements:
-            raise PatchError("empty")
+            raise PatchError("an empty sequence of names", node=self.line)
         new = self.new_element(name)
         names = self.names()
         if self.one_per_line():
@@ -142,7 +161,7 @@ class NameSequence:
         if pos < len(els):  # in the middle: a separator comma whose line ends with the marker
             sep = self._separator()
             if not _newline_ws(sep.whitespace_after):
-                raise PatchError("internal: middle insertion into a wrapped sequence")
+                raise PatchError("internal: middle insertion into a wrapped sequence", node=self.line)
             new = new.with_changes(comma=_with_first_line(sep, marker_line()))
             els.insert(pos, new)
             return self._rebuild(els)
@@ -158,18 +177,22 @@ class NameSequence:
         new = new.with_changes(comma=last.comma)
         closing_ws = self.closing_ws()
         if _newline_ws(closing_ws):
-            comment = closing_ws.first_line.comment
-            if comment is not None and not (is_mark(comment) and names[-1] in self.ours):
-                raise PatchError("a comment after the last name")
-            # the old last name's line keeps what the closing line had (nothing, or the marker of a layer of ours)
+            # the old last name's line keeps what the closing line had: nothing, the user's comment, or our marker
             els[-1] = last.with_changes(comma=_with_first_line(self._separator(), closing_ws.first_line))
             els.append(new)
             return self._rebuild(els, closing_ws=closing_ws.with_changes(first_line=marker_line()))
         comment = self.line.trailing_whitespace.comment
-        if comment is not None and not (is_mark(comment) and names[-1] in self.ours):
-            raise PatchError("a comment at the end of the statement")
-        els[-1] = last.with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
         els.append(new)
+        if comment is not None and not (is_mark(comment) and names[-1] in self.ours):
+            # the user's comment ends the statement: it stays on the old last name's line, the new name goes below
+            if self.closing is None:
+                raise PatchError(
+                    "a comment after the last name of an import without brackets; put the names in brackets",
+                    node=self.line,
+                )
+            els[-2] = last.with_changes(comma=self._comment_wrap())
+            return self._rebuild(els, line_comment=True)
+        els[-2] = last.with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
         line = self._rebuild(els, line_comment=True)
         wrap = self._wrapping_separator()
         if wrap is not None and _longest_line(module, line) > max(MAX_LINE, _longest_line(module, self.line)):
@@ -199,9 +222,11 @@ class NameSequence:
                     elif is_mark(ws.first_line.comment) and not keep_mark:
                         closing_ws = ws.with_changes(first_line=unmarked_line(ws.first_line))
                 elif is_mark(self.line.trailing_whitespace.comment) and not keep_mark:
-                    line_comment = False
+                    own = prev.comma.whitespace_after.first_line if _newline_ws(prev.comma.whitespace_after) else None
+                    # the user's comment that insert moved up to the old last name goes back to the statement's end
+                    line_comment = own if own is not None and own.comment is not None else False
         elif not els:
-            raise PatchError("cannot remove the only name of a sequence")
+            raise PatchError("cannot remove the only name of a sequence", node=self.line)
         return self._rebuild(els, closing_ws=closing_ws, line_comment=line_comment)
 
 
@@ -289,7 +314,7 @@ def all_sequence(line: cst.SimpleStatementLine, ours: frozenset[str]) -> Optiona
         return ListSequence(line, assign.value, ours)
     if isinstance(assign.value, cst.Tuple) and assign.value.rpar:
         return TupleSequence(line, assign.value, ours)
-    raise PatchError("__all__ is neither a list nor a parenthesized tuple")
+    raise PatchError("__all__ is neither a list nor a parenthesized tuple", node=line)
 
 
 def import_sequence(line: cst.SimpleStatementLine, ours: frozenset[str]) -> Optional[NameSequence]:
