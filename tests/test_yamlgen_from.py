@@ -473,7 +473,7 @@ def test_three_mhsa_layers_build_on_the_latest_release(tmp_path):
             path.parent.mkdir(exist_ok=True)
             path.write_text(text, encoding="utf-8")
             cfgs.append(str(path))
-    assert cases[2].file_name == "yolov8s-p2-mine-MHSA.yaml" and cases[2].stock_name == "yolov8s-p2-mine.yaml"
+    assert cases[2].file_name == "yolov8s-p2-mine-MHSA-P2P3P5.yaml" and cases[2].stock_name == "yolov8s-p2-mine.yaml"
     r = releases.run_python(BUILD, site, *cfgs, timeout=900)
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("JSON ")), None)
     assert r.returncode == 0 and line, r.stderr[-3000:]
