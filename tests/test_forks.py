@@ -251,8 +251,9 @@ def lint_calls(pkg: Path, cfg: str, hint) -> list[str]:
     lines = [ln.strip() for ln in r.stdout.splitlines() if ", read as " in ln]
     if not lines:  # a config without the patch's layers (the other module of a shared branch)
         return lines
-    if hint:
-        assert f"run '{hint}' before building" in r.stdout, r.stdout
+    if hint:  # the command that works, with the --target the user gave (its flags after it)
+        flags = hint.removeprefix("mhsa-patch apply")
+        assert f"run 'mhsa-patch apply --target {pkg}{flags}' before building" in r.stdout, r.stdout
     else:
         assert "is not patched" not in r.stdout, r.stdout
     return lines
@@ -405,7 +406,7 @@ def test_foreign_mhsa_is_refused_naming_file_and_line(tmp_path):
     # the lint suggests the apply that works here, and after it warns on a row written for the foreign class
     (cfg,) = write_models(tmp_path / "models", ["1, MHSA, [512, 1024, 4]"], pkg)
     r = cli("check", cfg, "--lint-only", "-t", str(pkg))
-    assert r.exit_code == 0 and "run 'mhsa-patch apply --replace-foreign' before building" in r.stdout, r.output
+    assert r.exit_code == 0 and f"run 'mhsa-patch apply --target {pkg} --replace-foreign' before building" in r.stdout, r.output
     r = cli("apply", "--force", "-t", str(pkg))
     assert_refused(r, f"{pkg / 'nn/modules/attention_fork.py'}:{line}", "not the tutorial's", "--replace-foreign")
     assert releases.tree_bytes(pkg) == fork

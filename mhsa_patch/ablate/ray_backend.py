@@ -45,9 +45,9 @@ def _untar(blob: bytes, dest_parent: Path) -> None:
 
 
 def remote_run(site: str, python: str | None, exp_dir: str, run, spec: dict, model_blob: bytes | None,
-               run_blob: bytes | None) -> tuple[dict, bytes | None]:  # fmt: skip
-    """The body of one Ray task: ``(the child's result, the run folder as a tar archive or None)``."""
-    from mhsa_patch.ablate.runner import execute_run
+               run_blob: bytes | None, execute_run) -> tuple[dict, bytes | None]:  # fmt: skip
+    """The body of one Ray task: ``(the child's result, the run folder as a tar archive or None)``. ``execute_run``
+    is the runner's (passed in, pickled by reference: this module never imports the runner that imports it)."""
     from mhsa_patch.patching.target import find_target
 
     target = find_target(site)
@@ -73,9 +73,9 @@ def remote_run(site: str, python: str | None, exp_dir: str, run, spec: dict, mod
         return result, _tar(local / run.run_dir)
 
 
-def run_on_ray(exp, pending, address: str, emit, out) -> None:
-    """Submit every pending run as a task, record each as it finishes (``ray.wait``), stop at the first failure."""
-    from mhsa_patch.ablate.runner import finish_run, run_spec
+def run_on_ray(exp, pending, address: str, emit, out, *, execute_run, finish_run, run_spec) -> None:
+    """Submit every pending run as a task, record each as it finishes (``ray.wait``), stop at the first failure.
+    ``execute_run``, ``finish_run``, ``run_spec``: the runner's, which calls this (imports go one way)."""
 
     ray = _require_ray()
     started_here = not ray.is_initialized()
@@ -99,7 +99,7 @@ def run_on_ray(exp, pending, address: str, emit, out) -> None:
             run_folder = exp.dir / r.run_dir
             run_blob = _tar(run_folder) if run_folder.is_dir() else None
             ref = task.remote(str(exp.target.site), exp.target.python, str(exp.dir), r, run_spec(exp, r, slot),
-                              model_blob, run_blob)  # fmt: skip
+                              model_blob, run_blob, execute_run)  # fmt: skip
             refs[ref] = r
             emit("start", r, {"slot": "ray"})
         waiting = list(refs)

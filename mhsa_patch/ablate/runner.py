@@ -394,7 +394,8 @@ def run(exp: Experiment, *, on_event: RunEvent | None = None, ray_address: str |
     if ray_address is not None:
         from mhsa_patch.ablate.ray_backend import run_on_ray
 
-        run_on_ray(exp, pending, ray_address, emit, out)
+        run_on_ray(exp, pending, ray_address, emit, out, execute_run=execute_run, finish_run=finish_run,
+                   run_spec=run_spec)
     elif len(exp.slots) == 1 or len(pending) <= 1:
         for r in pending:
             slot = exp.slots[0]
