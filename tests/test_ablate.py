@@ -167,17 +167,23 @@ def test_same_seed_same_losses_other_seed_other_losses_and_a_rerun_skips(exp, si
 
 
 def _interrupt_during_epoch(args: list[str], site: Path, state: Path, epoch: int, sig: int):
-    """Start the command, wait until ``epoch - 1`` epochs are committed, send ``sig`` to it and its child."""
+    """Start the command, wait until ``epoch - 1`` epochs are committed and this session committed one at least (an
+    earlier interrupted session may have left ``epoch - 1`` already), send ``sig`` to it and its child."""
+
+    def done() -> int:
+        try:
+            return int(json.loads(state.read_text())["epochs_done"])
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    wanted = max(epoch - 1, done() + 1)
     proc = subprocess.Popen([sys.executable, "-m", "mhsa_patch", *args], env=trainkit.env(site), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if json.loads(state.read_text())["epochs_done"] >= epoch - 1:
-                    break
-            except (OSError, ValueError, KeyError):
-                pass
+            if done() >= wanted:
+                break
             time.sleep(0.02)
         time.sleep(0.3)  # somewhere in the next epoch
         assert proc.poll() is None, "the run ended before it could be interrupted"
@@ -192,7 +198,7 @@ def _interrupt_during_epoch(args: list[str], site: Path, state: Path, epoch: int
 
 def test_ctrl_c_then_sigkill_mid_run_then_the_same_command_resumes(site, tmp_path):
     args = ["ablate", "--target", str(site), "--project", str(tmp_path), "--name", "k", "--data", "synthetic:4",
-            "--epochs", "4", "--imgsz", "64", "--batch", "2", "--variant", "stock", "--seeds", "1", *EXTRA]  # fmt: skip
+            "--epochs", "5", "--imgsz", "64", "--batch", "2", "--variant", "stock", "--seeds", "1", *EXTRA]  # fmt: skip
     run_dir = tmp_path / "k" / "runs" / "stock-s0"
     state = run_dir / "weights" / ".resume" / "state.json"
     code, out, err = _interrupt_during_epoch(args, site, state, 2, signal.SIGINT)
@@ -207,10 +213,10 @@ def test_ctrl_c_then_sigkill_mid_run_then_the_same_command_resumes(site, tmp_pat
     r = trainkit.ok(trainkit.cli(*args, site=site))
     assert "stock-s0: resuming after epoch" in r.stdout
     res = results(run_dir)
-    assert [int(float(x["epoch"])) for x in res] == [1, 2, 3, 4]  # each epoch once, the full count
+    assert [int(float(x["epoch"])) for x in res] == [1, 2, 3, 4, 5]  # each epoch once, the full count
     assert res[0] == first  # the epoch done before the interruptions is kept, not re-run
     row = read_csv(tmp_path / "k" / "ablation.csv")[0]
-    assert row["epochs"] == "4" and 1 <= int(row["best_epoch"]) <= 4
+    assert row["epochs"] == "5" and 1 <= int(row["best_epoch"]) <= 5
     assert float(row["train_s"]) > 0 and not (run_dir / "weights" / ".resume").exists()
 
 

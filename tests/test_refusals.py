@@ -159,36 +159,54 @@ def test_a_hand_written_use_that_cannot_be_removed_is_named_with_its_line(latest
     assert_refused(cli("apply", "--force", "-t", str(latest_pkg)), f"{tasks}:{line}: cannot remove the hand-written use")
 
 
-def _base_modules_fork(root: Path, at: str) -> Path:
-    """8.4.190 with MHSA added to base_modules under a marker-like comment, as the first or the last name."""
-    if at == "first":
-        old, new = "    base_modules = frozenset(\n        {\n", "    base_modules = frozenset(\n        {\n            #---MHSA---\n            MHSA,\n"
-    else:
-        old, new = "            A2C2f,\n        }\n    )\n    repeat_modules", (
-            "            A2C2f,  # YOLO12\n            #---MHSA---\n            MHSA,\n        }\n    )\n    repeat_modules")
-    return forks.build_fork("8.4.190", root, {"nn/modules/MHSA.py": forks.TUTORIAL_MODULE},
+def _set_fork(root: Path, shape: str, at: str) -> Path:
+    """8.4.190 with MHSA added, under a marker-like comment, as the first or the last name of a set: ``base_modules``
+    (a reading other than the tool's: --force keeps it) or a shared branch of its own that reads rows as the tutorial
+    does (--force takes the name out of it)."""
+    if shape == "base_modules":
+        anchor, opening, closing, last = "    base_modules = frozenset(\n", "    base_modules = frozenset(\n        {\n", \
+            "        }\n    )\n    repeat_modules", "            A2C2f,\n"
+        old = opening if at == "first" else last + closing
+        new = opening + "            #---MHSA---\n            MHSA,\n" if at == "first" else (
+            "            A2C2f,  # YOLO12\n            #---MHSA---\n            MHSA,\n" + closing)
+    else:  # a shared branch, the tutorial's reading: [ch[f], *args]
+        anchor = "        elif m in {\n"
+        names = ["            #---MHSA---\n            MHSA,\n", "            AIFI,  # YOLO12\n"]
+        body = "".join(names if at == "first" else names[::-1])
+        old = "        elif m is AIFI:\n"
+        new = "        elif m in {\n" + body + "        }:\n            c2 = ch[f]\n            args = [c2, *args]\n" + old
+    site = forks.build_fork("8.4.190", root, {"nn/modules/MHSA.py": forks.TUTORIAL_MODULE},
                             ["from ultralytics.nn.modules.MHSA import MHSA"], edits={"nn/tasks.py": [(old, new)]})
+    return site, anchor
+
+
+def _block(text: str, anchor: str) -> str:
+    start = text.index(anchor)
+    return text[start : text.index("\n    )\n" if "frozenset" in anchor else "        }:\n", start)]
 
 
 @pytest.mark.parametrize("at", ["first", "last"])
-def test_force_leaves_no_trace_of_the_pasted_name_and_warns_at_status_line(tmp_path, at):
-    site = _base_modules_fork(tmp_path, at)
+@pytest.mark.parametrize("shape", ["base_modules", "shared-branch"])
+def test_force_keeps_or_removes_the_pasted_name_without_a_trace_and_warns_at_status_line(tmp_path, shape, at):
+    site, anchor = _set_fork(tmp_path, shape, at)
     pkg = site / "ultralytics"
     tasks = pkg / "nn/tasks.py"
     fork = releases.tree_bytes(pkg)
+    before = _block(tasks.read_text(), anchor)
     st = json.loads(cli("status", "-t", str(pkg), "--json").stdout)
     (branch,) = [p for p in st["files"]["nn/tasks.py"]["pieces"] if p["edit"] == "branch" and p["state"] == "unmarked"]
     r = cli("apply", "--force", "-t", str(pkg))
     assert r.exit_code == 0, r.output
-    assert f"{tasks}:{branch['line']}: " in r.stderr  # the warning names the line status names
-
-    text = tasks.read_text()
-    start = text.index("    base_modules = frozenset(")
-    block = text[start : text.index("    repeat_modules", start)]
-    assert "MHSA" not in block and "#---" not in block, block
-    assert not any(ln.strip() == "" for ln in block.splitlines()), block  # no line of only spaces
-    if at == "last":
-        assert "            A2C2f,  # YOLO12\n        }\n" in block  # the other name keeps its own comment
+    block = _block(tasks.read_text(), anchor)
+    if shape == "base_modules":
+        # MHSA in base_modules reads rows as [c1, c2, *args[1:]], not as the tool's rule: the fork's reading is kept
+        # (its YAMLs build what they built), and the warning names the line status names for that piece
+        assert f"{tasks}:{branch['line']}: kept the fork's reading of MHSA's rows" in r.stderr, r.stderr
+        assert block == before
+    else:
+        assert "MHSA" not in block and "#---" not in block, block
+        assert not any(ln.strip() == "" for ln in block.splitlines()), block  # no line of only spaces
+        assert "            AIFI,  # YOLO12\n" in block  # the other name keeps its own comment
     assert cli("revert", "-t", str(pkg)).exit_code == 0
     assert releases.tree_bytes(pkg) == fork
 

@@ -401,13 +401,18 @@ class TargetFile:
 
         return spec_of(layer).reading
 
-    def _kept_notes(self, kept: dict) -> list[str]:
+    def _kept_notes(self, kept: dict, found_pieces) -> list[str]:
+        """One warning per kept reading, at the line ``status`` gives the hand-written branch piece (the layer's name
+        in a set such as ``base_modules``), naming the line of the branch that decides when it is another."""
+        at = {lay.name: self.line_of(f.node) for e, lay, f in found_pieces if e.key == "branch" and not f.marked}
         notes = []
         for found in kept.values():
             what = "a body mhsa-patch does not recognise" if found.rule is None else found.rule.summary
+            line = at.get(found.layer) or found.line
+            branch = f", the branch at line {found.line}" if found.line and found.line != line else ""
             notes.append(
-                f"{self.target.file(self.rel)}:{found.line}: kept the fork's reading of {found.layer}'s rows "
-                f"('{found.name}': {what}) instead of the tool's ('{self._tool_reading(found.layer)}'), so that its "
+                f"{self.target.file(self.rel)}:{line}: kept the fork's reading of {found.layer}'s rows "
+                f"('{found.name}': {what}{branch}) instead of the tool's ('{self._tool_reading(found.layer)}'), so that its "
                 f"model YAMLs build the same models; 'mhsa-patch check --lint-only MODEL.yaml' shows the call each "
                 f"{found.layer} row makes"
             )
@@ -452,7 +457,7 @@ class TargetFile:
         if refusals:
             raise Refused(refusals)
         unmarked = [(e, lay, f) for e, lay, f in found if not f.marked and not self._is_kept(e, lay, f, keep)]
-        self.notes = self._kept_notes(self.kept) if force else []
+        self.notes = self._kept_notes(self.kept, found) if force else []
         self.kept = {name: self.kept[name] for name in keep}
         module = self.module
         if unmarked:
