@@ -15,9 +15,9 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from mhsa_patch.cli.usage import Text
 from mhsa_patch.cli.console import fail, info, out, table, warn
 from mhsa_patch.cli.options import PythonOpt, TargetOpt, open_target
+from mhsa_patch.cli.usage import Text
 from mhsa_patch.errors import PatchError
 
 
