@@ -353,6 +353,22 @@ def last_json(proc: subprocess.CompletedProcess):
 
 # Builds each YAML against the ultralytics on the path: what makes two builds the same model (parameter count,
 # state_dict keys and shapes) and the module of each MHSA in it.
+# A small detection model with one custom layer (LAYER: "repeats, module, args") after the backbone's last Conv.
+# Depth 1.0, so that a row's repeats are built as written (a 3-repeat BoT3 row stays 3).
+MODEL = """nc: 3
+scales:
+  n: [1.0, 0.25, 1024]
+backbone:
+  - [-1, 1, Conv, [64, 3, 2]]
+  - [-1, 1, Conv, [128, 3, 2]]
+  - [-1, 1, C2f, [128, True]]
+  - [-1, 1, Conv, [256, 3, 2]]
+  - [-1, LAYER]
+head:
+  - [[2, 4], 1, Detect, [nc]]
+"""
+
+# Builds each YAML against the ultralytics on the path; argv[2] is code run before the output is printed.
 BUILD_MODELS = r"""
 import json, sys
 import torch
@@ -362,17 +378,22 @@ out = []
 for cfg in json.loads(sys.argv[1]):
     torch.manual_seed(0)
     model = DetectionModel(cfg, nc=3, verbose=False)
-    out.append({"params": sum(p.numel() for p in model.parameters()),
+    mhsa = [m for m in model.modules() if type(m).__name__ == "MHSA"]
+    # BoT3's unused fc1 counts whether a Parameter (forks) or a buffer with the same keys
+    fc1 = sum(b.numel() for k, b in model.named_buffers() if ".fc1." in k)
+    out.append({"params": sum(p.numel() for p in model.parameters()) + fc1,
                 "state": {k: list(v.shape) for k, v in model.state_dict().items()},
-                "mhsa": sorted({type(m).__module__ for m in model.modules() if type(m).__name__ == "MHSA"})})
+                "mhsa": [(type(m).__module__, hasattr(m, "_attend_fused")) for m in mhsa]})
+exec(sys.argv[2])
 print(json.dumps(out))
 """
 
 
-def build_models(site: Path, cfgs: list) -> list[dict]:
-    """Build every config in one child against the ultralytics under ``site``: per config ``{"params", "state"
-    (state_dict key -> shape), "mhsa" (the modules MHSA classes come from)}``. An empty list is a test's mistake."""
+def build_models(site: Path, cfgs: list, extra: str = "") -> list[dict]:
+    """Build every config in one child against the ultralytics under ``site``: per config ``{"params" (BoT3's fc1
+    counted, Parameter or buffer), "state" (state_dict key -> shape), "mhsa" ([module, fused] of each MHSA)}``;
+    ``extra``: code run in the child before it prints. An empty list is a test's mistake."""
     assert cfgs, "no model config to build: a fork test must build at least one before and after"
-    proc = releases.run_python(BUILD_MODELS, site, json.dumps([str(c) for c in cfgs]), timeout=600)
+    proc = releases.run_python(BUILD_MODELS, site, json.dumps([str(c) for c in cfgs]), extra, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])

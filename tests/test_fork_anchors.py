@@ -25,23 +25,11 @@ from helpers import assert_refused, cli
 
 pytestmark = pytest.mark.releases
 
-# A small detection model with one custom layer (LAYER) after the backbone's last Conv (as tests/test_forks.py's).
-MODEL = """nc: 3
-scales:
-  n: [0.33, 0.25, 1024]
-backbone:
-  - [-1, 1, Conv, [64, 3, 2]]
-  - [-1, 1, Conv, [128, 3, 2]]
-  - [-1, 1, C2f, [128, True]]
-  - [-1, 1, Conv, [256, 3, 2]]
-  - [-1, 1, LAYER]
-head:
-  - [[2, 4], 1, Detect, [nc]]
-"""
-MHSA_ROW = "MHSA, [14, 14, 4]"
-SHUFFLE_ROW = "ShuffleAttention, [4]"
-ECA_ROW = "ECA, []"
-CONV_ROW = "Conv, [256, 1, 1]"
+# Rows (repeats, module, args) for forks.MODEL's custom layer.
+MHSA_ROW = "1, MHSA, [14, 14, 4]"
+SHUFFLE_ROW = "1, ShuffleAttention, [4]"
+ECA_ROW = "1, ECA, []"
+CONV_ROW = "1, Conv, [256, 1, 1]"
 
 # A third channel-preserving block (efficient channel attention, written here for the tests).
 ECA_MODULE = '''import torch
@@ -187,7 +175,7 @@ def write_models(dest: Path, rows: list[str], prefix: str = "fork") -> list[Path
     paths = []
     for k, row in enumerate(rows):
         path = dest / f"{prefix}{k}.yaml"
-        path.write_text(MODEL.replace("LAYER", row))
+        path.write_text(forks.MODEL.replace("LAYER", row))
         paths.append(path)
     return paths
 
@@ -254,7 +242,7 @@ def test_fork_shape_status_apply_builds_the_same_revert_exact(tmp_path, shape):
         assert a["params"] == b["params"] and a["state"] == b["state"]  # the same model: its checkpoints load
     for a, row in zip(after, same_rows + new_rows):
         if row.startswith("MHSA"):
-            assert a["mhsa"] == ["ultralytics.nn.modules.conv"], a  # the tool's class
+            assert a["mhsa"] and {m for m, _ in a["mhsa"]} == {"ultralytics.nn.modules.conv"}, a  # the tool's class
 
     r = cli("revert", "-t", str(pkg))
     assert r.exit_code == 0, r.output

@@ -24,46 +24,12 @@ from reference_layers import REFERENCE_BOT3_SOURCE, TUTORIAL_SOURCE
 
 pytestmark = pytest.mark.releases
 
-# A small detection model with one custom layer (LAYER) after the backbone's last Conv.
-# Depth 1.0, so that a row's repeats are built as written (a 3-repeat BoT3 row stays 3).
-MODEL = """nc: 3
-scales:
-  n: [1.0, 0.25, 1024]
-backbone:
-  - [-1, 1, Conv, [64, 3, 2]]
-  - [-1, 1, Conv, [128, 3, 2]]
-  - [-1, 1, C2f, [128, True]]
-  - [-1, 1, Conv, [256, 3, 2]]
-  - [-1, LAYER]
-head:
-  - [[2, 4], 1, Detect, [nc]]
-"""
 # Rows (repeats, module, args) as each reading builds them on the 64-channel input (256 at width 0.25):
 MHSA_ROW = "1, MHSA, [14, 14, 4]"  # tutorial: MHSA(64, 14, 14, 4)
 SHUFFLE_ROW = "1, ShuffleAttention, [4]"
 SCALED_ROW = "1, MHSA, [256, 14, 14, 4]"  # scaled-channels: c2 = 64 = c1, MHSA(64, 14, 14, 4)
 BASE_ROW = "1, MHSA, [256, 14, 4]"  # base_modules: c2 = 64 = c1, MHSA(64, 64, 14, 4)
 BOT3_ROW = "3, BoT3, [256]"  # base_modules (no repeat set): BoT3(64, 64) three times in a row
-
-# Builds each YAML against the ultralytics on the path: parameter count, and the module of each MHSA in it.
-BUILD = r"""
-import json, sys
-import torch
-from ultralytics.nn.tasks import DetectionModel
-
-out = []
-for cfg in json.loads(sys.argv[1]):
-    torch.manual_seed(0)
-    model = DetectionModel(cfg, nc=3, verbose=False)
-    mhsa = [m for m in model.modules() if type(m).__name__ == "MHSA"]
-    # BoT3's unused fc1 counts whether a Parameter (forks) or a buffer with the same keys
-    fc1 = sum(b.numel() for k, b in model.named_buffers() if ".fc1." in k)
-    out.append({"params": sum(p.numel() for p in model.parameters()) + fc1,
-                "state": {k: list(v.shape) for k, v in model.state_dict().items()},
-                "mhsa": [(type(m).__module__, hasattr(m, "_attend_fused")) for m in mhsa]})
-exec(sys.argv[2])
-print(json.dumps(out))
-"""
 
 # A fork class using MHSA internally, in the same file as the MHSA it uses.
 USES_MHSA = '''
@@ -178,7 +144,7 @@ def scaled_channels(root: Path) -> Path:  # 8.2.103: MHSA in its own file, a sca
         ["from ultralytics.nn.modules.MHSA import MHSA"],
         {"MHSA": SCALED},
     )
-    (site / "ultralytics" / FORK_YAML).write_text(MODEL.replace("LAYER", SCALED_ROW))
+    (site / "ultralytics" / FORK_YAML).write_text(forks.MODEL.replace("LAYER", SCALED_ROW))
     return site
 
 
@@ -232,15 +198,9 @@ def write_models(dest: Path, rows: list[str], pkg: Path) -> list[str]:
             paths.append(str(pkg / row))
             continue
         path = dest / f"fork{k}.yaml"
-        path.write_text(MODEL.replace("LAYER", row))
+        path.write_text(forks.MODEL.replace("LAYER", row))
         paths.append(str(path))
     return paths
-
-
-def build(site: Path, cfgs: list[str], extra: str = "") -> list:
-    proc = releases.run_python(BUILD, site, json.dumps(cfgs), extra, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def lint_calls(pkg: Path, cfg: str, hint) -> list[str]:
@@ -285,7 +245,7 @@ def test_force_takes_over_a_fork_and_revert_gives_it_back(tmp_path, shape):
     fork = releases.tree_bytes(pkg)
     cfgs = write_models(tmp_path / "models", rows, pkg)
     assert cfgs, f"{shape}: no model config to build before and after --force"
-    before = build(site, cfgs)
+    before = forks.build_models(site, cfgs)
 
     pieces = check_status_lists_each_piece(pkg, expected)
     kept = KEPT.get(shape, {})
@@ -340,7 +300,7 @@ def test_force_takes_over_a_fork_and_revert_gives_it_back(tmp_path, shape):
         extra = "out.append(sum(type(m).__name__ == 'BoT3' for m in model.modules()))"
     if shape == "scaled-channels":  # MHSA(64, 14, 14, 4), no positional tables (ours: MHSA(64, 256, 14, 14, 4))
         extra = "out.append([(m.query.in_channels, m.pos) for m in mhsa])"
-    after = build(site, cfgs, extra)
+    after = forks.build_models(site, cfgs, extra)
     if shape == "bot3-base-modules":
         assert after[-1] == 3
         assert lint_before[0][0].startswith("layer 4: BoT3(c1=64, c2=64, n=1, e=0.5, e2=1, w=20, h=20) ×3 in a row")
@@ -470,8 +430,8 @@ def test_gen_yaml_writes_rows_for_the_targets_reading(tmp_path, reading):
     assert len(rows) == 1 and row in rows[0], rows
     if builder:  # a row of its own for the fork's reading
         assert rows != [ln for ln in want.read_text().splitlines() if f", {layer}, [" in ln]
-    (a,) = build(site, [str(got)])
-    (b,) = build(stock.parent, [str(want)])
+    (a,) = forks.build_models(site, [str(got)])
+    (b,) = forks.build_models(stock.parent, [str(want)])
     assert a["params"] == b["params"] and a["state"] == b["state"]
 
 
