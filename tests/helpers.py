@@ -144,3 +144,11 @@ def strip_mhsa(new: list, mhsa: int) -> list:
 
 def readers_of(rows: list, index: int) -> list[int]:
     return [k for k, r in enumerate(rows) if index in absolute(r[0], k)]
+
+
+def assert_imports_neither_torch_nor_ultralytics(code: str, *args: str) -> None:
+    """Run ``python -c code args...`` in a fresh interpreter, then check that it imported neither torch nor
+    ultralytics (the tool's own work never needs them: only its children import them)."""
+    check = "\nbad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ultralytics'))\nassert not bad, bad\n"
+    r = subprocess.run([sys.executable, "-c", "import sys\n" + code + check, *args], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
