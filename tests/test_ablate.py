@@ -281,10 +281,12 @@ def test_an_unpatched_target_and_unknown_variants_are_refused(tmp_path):
     r = ablate(stock, tmp_path, "u", *TINY)
     assert_refused(r, "is not patched (status: not-applied)")
     site = trainkit.patched()["site"]
-    assert_refused(ablate(site, tmp_path, "u", *TINY, "--variant", "MHSA2"), "--variant MHSA2: unknown variant")
-    assert_refused(ablate(site, tmp_path, "u", *TINY, "--", "epochs=3"), "-- epochs=3: epochs is not a free training "
-                   "argument here: use --epochs")  # fmt: skip
-    assert_refused(ablate(site, tmp_path, "u", *TINY, "--seeds", "0,0"), "--seeds 0,0: each seed once")
+    # bad option values are usage errors (exit 2), as in every command
+    assert_refused(ablate(site, tmp_path, "u", *TINY, "--variant", "MHSA2"), "usage: --variant MHSA2: unknown variant",
+                   code=2)  # fmt: skip
+    assert_refused(ablate(site, tmp_path, "u", *TINY, "--", "epochs=3"), "usage: -- epochs=3: epochs is not a free "
+                   "training argument here: use --epochs", code=2)  # fmt: skip
+    assert_refused(ablate(site, tmp_path, "u", *TINY, "--seeds", "0,0"), "usage: --seeds 0,0: each seed once", code=2)
     assert not (tmp_path / "u").exists()
 
 

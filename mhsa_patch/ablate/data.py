@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from mhsa_patch.errors import PatchError
+from mhsa_patch.errors import PatchError, UsageError
 
 SYNTHETIC_TRAIN = 64
 
@@ -94,9 +94,9 @@ def _synthetic(spec: str, exp_dir: Path, imgsz: int) -> Dataset:
     try:
         n_train = int(n) if n else SYNTHETIC_TRAIN
     except ValueError:
-        raise PatchError(f"--data {spec}: expected synthetic or synthetic:N (N training images)") from None
+        raise UsageError(f"--data {spec}: expected synthetic or synthetic:N (N training images)") from None
     if n_train < 2:
-        raise PatchError(f"--data {spec}: at least 2 training images")
+        raise UsageError(f"--data {spec}: at least 2 training images")
     root = exp_dir / "data" / f"synthetic-{n_train}-{imgsz}"
     yaml_path = root / "data.yaml"
     if not yaml_path.is_file():

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from mhsa_patch.errors import PatchError
+from mhsa_patch.errors import PatchError, UsageError
 
 # The arguments the command sets itself (the options, the run's place): refused after ``--``.
 OWNED = {
@@ -36,13 +36,13 @@ def parse_extra(items: list[str]) -> dict[str, Any]:
         key, eq, value = item.partition("=")
         key = key.strip()
         if not eq or not key or not key.replace("_", "").isalnum():
-            raise PatchError(f"-- {item}: expected key=value (as in 'yolo train lr0=0.005')")
+            raise UsageError(f"-- {item}: expected key=value (as in 'yolo train lr0=0.005')")
         if key in OWNED:
             flag = OWNED[key]
             how = f"use {flag}" if flag else "the command sets it for every run"
-            raise PatchError(f"-- {item}: {key} is not a free training argument here: {how}")
+            raise UsageError(f"-- {item}: {key} is not a free training argument here: {how}")
         if key in out:
-            raise PatchError(f"-- {item}: {key} is given twice")
+            raise UsageError(f"-- {item}: {key} is given twice")
         try:
             parsed = yaml.safe_load(value) if value.strip() else ""
         except yaml.YAMLError:

@@ -31,7 +31,7 @@ from mhsa_patch.ablate import data as datasets
 from mhsa_patch.ablate import recipe as recipes
 from mhsa_patch.ablate.record import RunRecord, to_csv
 from mhsa_patch.ablate.variants import Variant, plan_variants
-from mhsa_patch.errors import PatchError
+from mhsa_patch.errors import PatchError, UsageError
 from mhsa_patch.patching.target import Target
 
 DONE = "ablate.json"  # in a run's folder: its child's result, written once the run is finished and validated
@@ -90,9 +90,9 @@ def parse_seeds(text: str) -> list[int]:
                 raise ValueError
             seeds = list(range(n))
     except ValueError:
-        raise PatchError(f"--seeds {text}: a count (3 means seeds 0, 1, 2) or a list (0,1,2)") from None
+        raise UsageError(f"--seeds {text}: a count (3 means seeds 0, 1, 2) or a list (0,1,2)") from None
     if len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
-        raise PatchError(f"--seeds {text}: each seed once, none negative")
+        raise UsageError(f"--seeds {text}: each seed once, none negative")
     return seeds
 
 
@@ -103,7 +103,7 @@ def parse_device(text: str) -> list[str]:
         return [text]
     parts = [p.strip() for p in text.split(",")]
     if not parts or not all(p.isdigit() for p in parts) or len(set(parts)) != len(parts):
-        raise PatchError(f"--device {text}: cpu, a GPU index (0) or several (0,1,2,3)")
+        raise UsageError(f"--device {text}: cpu, a GPU index (0) or several (0,1,2,3)")
     return parts
 
 
@@ -144,9 +144,9 @@ def prepare(
 
     step = on_step or (lambda msg: None)
     if epochs < 1 or batch < 1:
-        raise PatchError("--epochs and --batch must be >= 1")
+        raise UsageError("--epochs and --batch must be >= 1")
     if imgsz < 32 or imgsz % 32:
-        raise PatchError(f"--imgsz {imgsz}: must be a multiple of 32, at least 32")
+        raise UsageError(f"--imgsz {imgsz}: must be a multiple of 32, at least 32")
     seed_list = parse_seeds(seeds)
     slots = parse_device(device)
     extra_args = recipes.parse_extra(list(extra))

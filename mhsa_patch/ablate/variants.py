@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from mhsa_patch.errors import PatchError
+from mhsa_patch.errors import PatchError, UsageError
 from mhsa_patch.modelyaml.request import SCALES, TASKS, Request
 from mhsa_patch.patches import LAYERS
 
@@ -64,17 +64,17 @@ def build_variant(target, name: str, *, scale: str, base: str | None, task: str 
     if head.lower() == "stock":
         sc = (rest or scale).strip().lower()
         if sc not in SCALES:
-            raise PatchError(f"--variant {name}: unknown scale '{rest}': choose one of {', '.join(SCALES)}")
+            raise UsageError(f"--variant {name}: unknown scale '{rest}': choose one of {', '.join(SCALES)}")
         res = generate(target, Request(scale=sc, base=base, task=task))
         file_name = f"{base_}{sc}{TASKS.get(task_, '')}-stock.yaml"
         return Variant(stripped, _slug(stripped), file_name, res.stock_text, sc)
     layer_name, _, at = stripped.partition("@")
     spec = _layer(layer_name)
     if spec is None or rest:
-        raise PatchError(f"--variant {name}: unknown variant: choose from {known_names()}")
+        raise UsageError(f"--variant {name}: unknown variant: choose from {known_names()}")
     at_value = ",".join(p.strip() for p in at.split("+")) if at else None
     if at and not all(at_value.split(",")):
-        raise PatchError(f"--variant {name}: an empty insertion point (write {spec.name}@P3+P4+P5)")
+        raise UsageError(f"--variant {name}: an empty insertion point (write {spec.name}@P3+P4+P5)")
     req = Request(scale=scale, base=base, task=task, at=at_value, layer=spec.name)
     res = generate(target, req)
     where = "-" + "-".join(at_value.split(",")) if at_value else ""
