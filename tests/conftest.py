@@ -54,3 +54,11 @@ def workdir(tmp_path, monkeypatch):
     d.mkdir()
     monkeypatch.chdir(d)
     return d
+
+
+def pytest_collection_modifyitems(config, items):
+    """The fast tier is ``-m "not slow"``: a test marked ``releases`` or ``training`` is slow as well, so no test
+    needs both marks and the two ways of saying it cannot drift apart."""
+    for item in items:
+        if item.get_closest_marker("releases") or item.get_closest_marker("training"):
+            item.add_marker(pytest.mark.slow)
