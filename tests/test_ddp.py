@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import helpers
 import trainkit
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
@@ -32,7 +33,7 @@ def run_ranks(tmp_path: Path, site: Path, cfg: str, mode: str = "step") -> list[
     port = _free_port()
     procs = []
     for rank in range(WORLD):
-        env = trainkit.env(site)
+        env = helpers.checkout_env(site)  # the workers import this checkout's mhsa_patch, not an installed one
         env.update(
             MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD),
             LOCAL_RANK=str(rank), OMP_NUM_THREADS="1",
