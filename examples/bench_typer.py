@@ -7,7 +7,7 @@ below it. This measures what that costs a user on each call, against the release
 
 Each typer (with its own dependencies: pydantic and friends for 0.29) is installed once with ``pip install --target``
 into ``~/.cache/mhsa-patch-bench/typer-X`` and put first on ``PYTHONPATH`` of a fresh ``python -m mhsa_patch`` (this
-checkout's, or the installed tool); nothing is installed into the environment. The two typers run alternately, in
+checkout's tool, next on the path); nothing is installed into the environment. The two typers run alternately, in
 the same loop, on the same copy of a release (``status`` reads it and writes nothing); the table gives the medians of
 each child's CPU time (user + system: far steadier than wall time on a shared machine) and the ratio new/old.
 Without ``--new``, the newest typer pip finds.
@@ -87,7 +87,7 @@ def main() -> None:
         site = Path(tmp)
         shutil.copytree(source.package, site / "ultralytics", ignore=shutil.ignore_patterns("__pycache__"))
         py = [sys.executable, "-m", "mhsa_patch"]
-        commands = {"mhsa-patch --version": [*py, "--version"], "mhsa-patch status": [*py, "status", "-t", str(site)]}
+        commands = {"--version": [*py, "--version"], "status": [*py, "status", "-t", str(site)]}
         times: dict[tuple[str, str], list[float]] = {(c, v): [] for c in commands for v in envs}
         for version, env in envs.items():  # one warm-up each: the bytecode caches are written once, not timed
             for cmd in commands.values():
@@ -100,7 +100,7 @@ def main() -> None:
     med = statistics.median
     print(f"CPU seconds (user + system) per call, medians of {args.repeats}, Python {sys.version.split()[0]}, "
           f"ultralytics {source.version}")
-    print(f"| command | typer {args.old} | typer {new} | ratio |")
+    print(f"| mhsa-patch ... | typer {args.old} | typer {new} | ratio |")
     print("|---|---:|---:|---:|")
     for name in commands:
         old_t, new_t = med(times[name, args.old]), med(times[name, new])
