@@ -44,27 +44,15 @@ def ok(proc) -> subprocess.CompletedProcess:
     return proc
 
 
-def has_command(name: str) -> bool:
-    return cli(name, "--help").returncode == 0
-
-
-def gen_yaml(site: Path, dest_dir: Path, scale: str = "n", *extra: str) -> Path:
-    """The MHSA YAML for ``scale``, written by gen-yaml into ``dest_dir``; returns its path."""
+def gen_yaml(site: Path, dest_dir: Path, scale: str = "n", *extra: str, env_extra=None) -> Path:
+    """The MHSA YAML for ``scale``, written into ``dest_dir`` by the ``gen-yaml`` command (always the command line: a
+    broken CLI must fail the tests that use it); returns its path."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     before = set(dest_dir.glob("*.yaml"))
-    if has_command("gen-yaml"):
-        proc = ok(cli("gen-yaml", "--scale", scale, *extra, "--target", str(site), cwd=dest_dir))
-        made = sorted(set(dest_dir.glob("*.yaml")) - before)
-        assert made, f"gen-yaml wrote no YAML into {dest_dir}:\n{proc.stdout}"
-        return made[0]
-    # gen-yaml's command not registered yet: its library, the same rules
-    from mhsa_patch.patching.target import find_target
-    from mhsa_patch.modelyaml.emit import Request, generate
-
-    res = generate(find_target(site), Request(scale=scale))
-    path = dest_dir / res.file_name
-    path.write_text(res.text)
-    return path
+    proc = ok(cli("gen-yaml", "--scale", scale, *extra, "--target", str(site), cwd=dest_dir, env_extra=env_extra))
+    made = sorted(set(dest_dir.glob("*.yaml")) - before)
+    assert len(made) == 1, f"gen-yaml wrote {len(made)} new YAMLs into {dest_dir}:\n{proc.stdout}"
+    return made[0]
 
 
 STOCK_CKPT = r"""
