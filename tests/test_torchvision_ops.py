@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-import releases
+import trainkit
 from helpers import checkout_env, cli, run_tool
 from mhsa_patch.child.torchvision_ops import fix_command
 
@@ -104,15 +104,11 @@ def test_the_first_import_of_torchvision_in_a_child_says_it(broken_torchvision, 
 
 
 @pytest.mark.releases
-def test_check_on_8_0_98_says_it_at_ultralytics_import(broken_torchvision, tmp_path):
+def test_check_on_8_0_98_says_it_at_ultralytics_import(broken_torchvision):
     """ultralytics 8.0.98 imports torchvision when it is imported: plain ``check`` (no training) says it too."""
-    pkg = releases.copy_release("8.0.98", tmp_path / "site")
-    assert cli("apply", "-t", str(pkg)).exit_code == 0
-    work = tmp_path / "work"
-    work.mkdir()
-    assert run_tool("gen-yaml", "-s", "n", "-t", str(pkg), cwd=work, site=pkg.parent).returncode == 0
-    proc = run_tool("check", "yolov8n-MHSA.yaml", "--imgsz", "64", "--runs", "1", "-t", str(pkg), cwd=work,
-                    env=env_with(broken_torchvision, pkg.parent), timeout=600)
+    rel = trainkit.patched_release("8.0.98")  # patched once, shared with test_check and test_offline
+    proc = run_tool("check", str(rel["yaml"]), "--imgsz", "64", "--runs", "1", "-t", str(rel["site"]),
+                    env=env_with(broken_torchvision, rel["site"]), timeout=600)
     assert_mismatch_line(proc)
 
 

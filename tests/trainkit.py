@@ -103,6 +103,28 @@ def patched() -> dict:
 
 
 @functools.lru_cache(maxsize=None)
+def patched_release(version: str) -> dict:
+    """``{"site", "pkg", "yaml"}``: a release copied, patched by ``mhsa-patch apply`` and its ``yolov8n-MHSA.yaml``
+    written by gen-yaml, once per session (8.0.98 serves test_check, test_offline and test_torchvision_ops)."""
+    root = workdir() / f"release-{version}"
+    pkg = releases.copy_release(version, root / "site")
+    site = pkg.parent
+    ok(cli("apply", "--target", str(site), site=site))
+    return {"site": site, "pkg": pkg, "yaml": gen_yaml(site, root / "cfg")}
+
+
+@functools.lru_cache(maxsize=None)
+def old_release_check_train(version: str):
+    """``check yolov8n-MHSA.yaml --train --json`` on an old release (tiny settings), run once under the network guard
+    (a ``netguard.GuardedRun``): test_offline.py checks that it stayed offline, test_check.py its report."""
+    import netguard
+
+    r = patched_release(version)
+    return netguard.run("check", str(r["yaml"]), "--train", "--json", "--imgsz", "64", "--runs", "1", "--images", "4",
+                        "--batch", "2", "--train-imgsz", "64", "--target", str(r["site"]), site=r["site"])
+
+
+@functools.lru_cache(maxsize=None)
 def unpatched() -> Path:
     """A pristine copy of the latest release (its site folder), for the refusals."""
     pkg = releases.copy_release(releases.LATEST, workdir() / "stock" / "site")
