@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 import releases
@@ -15,11 +13,7 @@ from helpers import assert_refused, fork_bot3_yaml
 def test_check_with_training_run():
     """The whole path on the CPU: build, forward 640x640 and 640x480, backward + step, summary, latency, then
     ultralytics' trainer on the synthetic set, finite losses, last.pt and best.pt reloaded and predicting."""
-    p = trainkit.patched()
-    t = time.monotonic()
-    proc = trainkit.ok(trainkit.cli("check", str(p["yaml"]), "--train", "--runs", "3", "--target", str(p["site"]),
-                                    site=p["site"]))
-    elapsed = time.monotonic() - t
+    proc = trainkit.ok(trainkit.check_train_run())  # one run, shared with the docs' example (test_docs_examples.py)
     text = proc.stdout
     for needle in (
         "✔ Building yolov8n-MHSA.yaml",
@@ -40,7 +34,7 @@ def test_check_with_training_run():
         "check passed ✅ (with a training run)",
     ):
         assert needle in text, f"{needle!r} not in:\n{text[-5000:]}"
-    assert elapsed < 120, f"check --train took {elapsed:.0f} s"
+    # its time ("well under 2 minutes on 2 cores") is measured by examples/bench_check.py, not asserted here
 
 
 @pytest.mark.training

@@ -19,15 +19,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import releases
 import trainkit
-from helpers import ROOT, checkout_env, cli
+from helpers import ROOT, cli
 
 UPDATE = os.environ.get("MHSA_PATCH_UPDATE_DOCS") == "1"
 MARKER = re.compile(r"^<!-- generated: ([\w-]+) \(tests/test_docs_examples\.py\) -->$")
@@ -157,13 +155,7 @@ def check_summary(output: str, added: set[int]) -> str:
 
 @pytest.mark.training
 def test_check_summary_example_is_real():
-    kit = trainkit.patched()
-    yaml_file = kit["yaml"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "mhsa_patch", "check", yaml_file.name, "--train", "--target", str(kit["site"])],
-        env=checkout_env(kit["site"], offline=False), cwd=yaml_file.parent, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, timeout=900,
-    )
+    proc = trainkit.check_train_run()  # one run, shared with test_check.py's test of the steps
     assert proc.returncode == 0, proc.stdout[-6000:]
     report_rows = [ln for ln in proc.stdout.split("\n") if "ultralytics.nn.modules.conv.MHSA" in ln]
     added = {int(ln.split()[0]) for ln in report_rows}

@@ -12,6 +12,7 @@ import functools
 import json
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -122,6 +123,19 @@ def old_release_check_train(version: str):
     r = patched_release(version)
     return netguard.run("check", str(r["yaml"]), "--train", "--json", "--imgsz", "64", "--runs", "1", "--images", "4",
                         "--batch", "2", "--train-imgsz", "64", "--target", str(r["site"]), site=r["site"])
+
+
+@functools.lru_cache(maxsize=None)
+def check_train_run() -> subprocess.CompletedProcess:
+    """``mhsa-patch check yolov8n-MHSA.yaml --train`` on the patched latest release, as a user runs it in the YAML's
+    folder, stderr merged into stdout as a terminal shows them. Run once: test_check.py reads its steps,
+    test_docs_examples.py compares it with the example in docs/check.md."""
+    p = patched()
+    return subprocess.run(
+        [sys.executable, "-m", "mhsa_patch", "check", p["yaml"].name, "--train", "--target", str(p["site"])],
+        env=helpers.checkout_env(p["site"], offline=False), cwd=p["yaml"].parent, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, timeout=900,
+    )
 
 
 @functools.lru_cache(maxsize=None)
