@@ -81,6 +81,7 @@ def test_check_train_stops_at_start_up_with_the_fix(broken_torchvision, latest_p
     assert "✔" not in proc.stdout and "Building" not in proc.stdout, proc.stdout  # stopped at start-up
 
 
+@pytest.mark.slow  # two fresh interpreters import torch and torchvision: about 20 s
 def test_the_first_import_of_torchvision_in_a_child_says_it(broken_torchvision, tmp_path):
     """Wherever a child imports torchvision (ultralytics 8.0.x does it at its own import), the import itself raises
     the one-line error; a child that never imports torchvision is not slowed down by a check."""
