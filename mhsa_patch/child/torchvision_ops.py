@@ -4,7 +4,7 @@ torchvision's operators (``nms``, ``roi_align`` ...) are compiled against one to
 index than torch (torch from PyTorch's CPU index, torchvision from PyPI, built for the CUDA torch), its library does
 not load, and the first ``import torchvision`` fails deep inside torch with ``RuntimeError: operator torchvision::nms
 does not exist`` (older torchvision imports, then fails at the first ``nms``). Ultralytics imports torchvision when
-it is imported (old releases) or when it validates (8.1 and later): a user would meet it after a training epoch.
+it is imported (8.0.98) or only when it validates (8.4): a user would meet it after a training epoch.
 
 :func:`install` (run first in every child, with the offline guard, by the boot line of ``child/env.py``) makes the
 first import of torchvision in the child run one ``torchvision.ops.nms`` on two boxes, torchvision's public API, and
