@@ -23,8 +23,10 @@ CACHE = Path(os.environ.get("MHSA_PATCH_TEST_CACHE", Path.home() / ".cache" / "m
 
 # Old releases import packages that current ultralytics no longer pulls in (see shared/guides). They go into a
 # side folder put on PYTHONPATH, never into the environment. --no-deps keeps numpy & co from being shadowed.
-# 8.1.x's trainer imports cpuinfo (py-cpuinfo) when it starts.
-SIDE_PACKAGES = ("tqdm", "setuptools<81", "pandas", "python-dateutil", "tzdata", "hub-sdk", "py-cpuinfo")
+# 8.1.x's trainer imports cpuinfo (py-cpuinfo) when it starts. Pinned to the versions the suite passes with, so that
+# a test run does not take whatever PyPI has that day (setuptools < 81: old releases import pkg_resources).
+SIDE_PACKAGES = ("tqdm==4.70.1", "setuptools==80.10.2", "pandas==3.1.1", "python-dateutil==4.0.0", "tzdata==2026.6",
+                 "hub-sdk==0.0.25", "py-cpuinfo==9.0.0")
 
 
 def _locked_once(dest: Path, build) -> Path:
@@ -56,6 +58,23 @@ def wheel(version: str) -> Path:
 
     folder = _locked_once(CACHE / "wheels" / version, download)
     return next(folder.glob("ultralytics-*.whl"))
+
+
+def newest() -> str | None:
+    """The newest ultralytics release on PyPI today, its wheel downloaded into the cache; None when pip cannot reach
+    the index. Only the test named for it uses this: everything else tests the pinned releases."""
+    tmp = Path(tempfile.mkdtemp(prefix="newest-ultralytics-"))
+    try:
+        r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(tmp), "ultralytics"],
+                           capture_output=True, text=True)
+        wheels = list(tmp.glob("ultralytics-*.whl"))
+        if r.returncode != 0 or len(wheels) != 1:
+            return None
+        version = wheels[0].name.split("-")[1]
+        _locked_once(CACHE / "wheels" / version, lambda dest: shutil.copy2(wheels[0], dest))
+        return version
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def pristine(version: str) -> Path:

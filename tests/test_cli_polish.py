@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import itertools
 import re
@@ -156,23 +157,26 @@ def test_every_option_combination_gets_a_distinct_default_name_that_carries_its_
         (["gen-yaml", "--scale", "n", "--at", "P7"], "--at P7: no backbone layer at stride 128"),
         (["gen-yaml", "--scale", "n", "--imgsz", "0"], "--imgsz must be a positive integer"),
         (["gen-yaml"], "missing option '--scale'"),
-        (["gen-yaml", "--scale", "n", "--heads", "abc"], "'abc' is not a valid int"),
+        # click's words, or typer 0.29's (it checks values with pydantic)
+        (["gen-yaml", "--scale", "n", "--heads", "abc"], ("'abc' is not a valid int", "'--heads': Input should be a valid integer")),
         (["check"], "missing argument 'MODEL'"),
-        (["check", "m.yaml", "--imgsz", "0"], "'--imgsz': 0 is not in the range"),
+        (["check", "m.yaml", "--imgsz", "0"], ("'--imgsz': 0 is not in the range", "'--imgsz': Input should be greater than or equal to 64")),
         (["check", "m.yaml", "--imgsz", "100"], "--imgsz 100: must be a multiple of 32"),
-        (["status", "--bogus"], "no such option: --bogus"),
+        (["status", "--bogus"], ("no such option: --bogus", "no such option '--bogus'")),
         (["frobnicate"], "no such command 'frobnicate'"),
     ],
 )
 def test_usage_errors_are_one_line_and_exit_2(latest_pkg, tmp_path, monkeypatch, args, needle):
-    """Missing options (found by click) and bad values (found by the tool) read the same: one line, exit 2."""
+    """Missing options (found by click) and bad values (found by the tool) read the same: one line, exit 2. A needle
+    given as a tuple is the same error in the words of another typer or click release: one of them is in the line."""
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
     (work / "m.yaml").write_text("nc: 80\n")
     target = ["-t", str(latest_pkg)] if len(args) > 1 and args[0] in ("gen-yaml", "check") else []
-    line = assert_refused(cli(*args, *target), needle, code=2)
+    line = assert_refused(cli(*args, *target), code=2)
     assert line.startswith("ERROR ❌ usage: ")
+    assert any(n in line for n in (needle if isinstance(needle, tuple) else (needle,))), line
     assert [p.name for p in work.iterdir()] == ["m.yaml"]
 
 
@@ -212,17 +216,66 @@ def test_one_reader_is_singular(latest_pkg, tmp_path, monkeypatch):
     assert "read by layers 11, 21" in r.stdout
 
 
+USAGE_TAIL = {"check": "[OPTIONS] MODEL", "port-weights": "[OPTIONS] SRC MODEL", "ablate": "[OPTIONS] [-- key=value ...]"}
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_help_shows_real_placeholders(command):
+    """The tool's placeholders are real on every typer: the usage line names the arguments as ``MODEL``, ``SRC MODEL``
+    and ``[-- key=value ...]`` (never typer's ``{MODEL}``, nor typer 0.29's ``[[-- key=value ...]]...``), and every
+    option that takes a value shows its metavar (``PATH``, ``N``, ``P3,P4,P5``), never a type such as ``<int>``.
+    The type column typer draws beside an argument's name (``<str>``; from typer 0.29 ``<bool>`` beside a flag too)
+    is typer's own: no public API of typer 0.29 hides it."""
     r = cli(command, "--help")
     assert r.exit_code == 0
-    assert not re.search(r"<(str|int|text|integer|path)>|\{[A-Za-z_ ]+\}", r.stdout), r.stdout
+    usage = next(ln for ln in r.stdout.splitlines() if "Usage:" in ln).strip()
+    assert usage.endswith(f" {command} {USAGE_TAIL.get(command, '[OPTIONS]')}"), usage
     cmd = typer.main.get_command(app).commands[command]
+    arguments = [p.metavar for p in cmd.params if p.param_type_name == "argument"]
+    for line in r.stdout.splitlines():
+        assert not re.search(r"\{[A-Za-z_ ]+\}", line), line
+        for tag in re.findall(r"<([^<>\s]+)>", line):
+            # an argument's type (its row starts with its metavar), or a flag's: never an option's missing metavar
+            assert tag == "bool" or (tag in ("str", "list[str]") and any(f" {a} " in line for a in arguments)), line
     for p in cmd.params:
         if p.param_type_name == "option" and not p.is_flag:
             assert p.metavar and p.metavar == p.metavar.strip(), (command, p.name)
     if command == "gen-yaml":
         assert "P3,P4,P5" in r.stdout and "PATH" in r.stdout and " N " in r.stdout
+
+
+def dotted(node) -> str:
+    """``typer.core._click`` for the attribute chain of that expression ('' when it does not start at a name)."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    return ".".join([node.id, *reversed(parts)]) if isinstance(node, ast.Name) else ""
+
+
+def test_the_command_line_uses_public_typer_and_click_only():
+    """Issue 22 C: no private module or attribute of typer or click anywhere in the command line (``typer.core._click``
+    stopped the tool at import on typer 0.29): imports, attribute chains and ``getattr(module, "_name")``. CI runs the
+    command-line tests on the newest typer and on the oldest pyproject.toml allows."""
+    def private(name: str) -> bool:
+        parts = name.split(".")
+        return parts[0] in ("typer", "click") and any(p.startswith("_") and not p.startswith("__") for p in parts[1:])
+
+    found = []
+    for path in sorted((ROOT / "mhsa_patch" / "cli").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Attribute):
+                names = [dotted(node)]
+            elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "getattr" and len(node.args) >= 2:
+                if isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str):
+                    names = [f"{dotted(node.args[0])}.{node.args[1].value}"]
+            found += [f"{path.name}:{node.lineno}: {n}" for n in names if private(n)]
+    assert not found, found
 
 
 # -- issue 15 C: output that reads well piped ----------------------------------------------------------------------

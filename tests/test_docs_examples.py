@@ -9,8 +9,9 @@ test makes the real output for its NAME on a copy of the latest pinned release a
   ``check_summary``), with every decimal number (timings, latencies, losses) left out of the comparison.
 
 ``MHSA_PATCH_UPDATE_DOCS=1 python -m pytest tests/test_docs_examples.py`` (add ``-m training`` for the check
-example alone) rewrites the blocks from the real output instead of comparing: run it after changing what a command
-prints, and commit the docs.
+example alone) rewrites the blocks from the real output instead of comparing, and skips each test, saying what it
+did: an update run never passes, since it compared nothing. Run it after changing what a command prints, review the
+diff, commit the docs, and run the tests again without it.
 """
 
 from __future__ import annotations
@@ -18,15 +19,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import releases
 import trainkit
-from helpers import ROOT, checkout_env, cli
+from helpers import ROOT, cli
 
 UPDATE = os.environ.get("MHSA_PATCH_UPDATE_DOCS") == "1"
 MARKER = re.compile(r"^<!-- generated: ([\w-]+) \(tests/test_docs_examples\.py\) -->$")
@@ -44,18 +43,39 @@ def find_block(path: Path, name: str) -> tuple[list[str], int, int]:
     raise AssertionError(f"{path}: no example marked {name}")
 
 
-def check_example(path: Path, name: str, real: str, same) -> None:
-    """Compare the block with ``real`` (``same(doc, real)``), or write ``real`` into it with MHSA_PATCH_UPDATE_DOCS=1."""
+def check_example(path: Path, name: str, real: str, same, *, update: bool = UPDATE) -> None:
+    """Compare the block with ``real`` (``same(doc, real)``); with ``update`` (MHSA_PATCH_UPDATE_DOCS=1), write
+    ``real`` into it instead and skip the test (an update compares nothing, so it never passes)."""
     lines, start, end = find_block(path, name)
     doc = "\n".join(lines[start:end])
-    if UPDATE:
-        if not same(doc, real):  # equal but for what is left out of the comparison: keep the measured numbers
-            path.write_text("\n".join([*lines[:start], real, *lines[end:]]), encoding="utf-8")
-        return
+    if update:
+        if same(doc, real):  # equal but for what is left out of the comparison: keep the measured numbers
+            pytest.skip(f"MHSA_PATCH_UPDATE_DOCS=1: {path.name}'s {name} example is already the tool's output")
+        path.write_text("\n".join([*lines[:start], real, *lines[end:]]), encoding="utf-8")
+        pytest.skip(f"MHSA_PATCH_UPDATE_DOCS=1: rewrote {path.name}'s {name} example; review and commit it, then run "
+                    f"the tests again without MHSA_PATCH_UPDATE_DOCS")
     assert same(doc, real), (
-        f"{path.relative_to(ROOT)}: the {name} example is not what the tool prints now; regenerate it with "
+        f"{os.path.relpath(path, ROOT)}: the {name} example is not what the tool prints now; regenerate it with "
         f"MHSA_PATCH_UPDATE_DOCS=1 python -m pytest {Path(__file__).relative_to(ROOT)}\n--- the tool prints:\n{real}"
     )
+
+
+def test_update_mode_rewrites_the_example_then_skips(tmp_path):
+    """Issue 22 A.8: MHSA_PATCH_UPDATE_DOCS=1 writes the tool's output into the doc and skips, whether it rewrote the
+    block or found it up to date; it never passes. Without it, a stale block fails."""
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n<!-- generated: demo (tests/test_docs_examples.py) -->\n```text\nold output\n```\nafter\n",
+                   encoding="utf-8")
+    with pytest.raises(pytest.skip.Exception, match="rewrote doc.md's demo example"):
+        check_example(doc, "demo", "new output", str.__eq__, update=True)
+    assert doc.read_text(encoding="utf-8") == (
+        "intro\n<!-- generated: demo (tests/test_docs_examples.py) -->\n```text\nnew output\n```\nafter\n"
+    )
+    with pytest.raises(pytest.skip.Exception, match="already the tool's output"):
+        check_example(doc, "demo", "new output", str.__eq__, update=True)
+    check_example(doc, "demo", "new output", str.__eq__, update=False)  # the comparison passes on the rewritten doc
+    with pytest.raises(AssertionError, match="the demo example is not what the tool prints now"):
+        check_example(doc, "demo", "newer output", str.__eq__, update=False)
 
 
 # -- status --json ----------------------------------------------------------------------------------------------------
@@ -135,13 +155,7 @@ def check_summary(output: str, added: set[int]) -> str:
 
 @pytest.mark.training
 def test_check_summary_example_is_real():
-    kit = trainkit.patched()
-    yaml_file = kit["yaml"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "mhsa_patch", "check", yaml_file.name, "--train", "--target", str(kit["site"])],
-        env=checkout_env(kit["site"], offline=False), cwd=yaml_file.parent, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, timeout=900,
-    )
+    proc = trainkit.check_train_run()  # one run, shared with test_check.py's test of the steps
     assert proc.returncode == 0, proc.stdout[-6000:]
     report_rows = [ln for ln in proc.stdout.split("\n") if "ultralytics.nn.modules.conv.MHSA" in ln]
     added = {int(ln.split()[0]) for ln in report_rows}

@@ -63,6 +63,28 @@ def mhsa_yaml(version: str, dest: Path, args: list) -> Path:
 
 @pytest.mark.parametrize("version", releases.MATRIX)
 def test_patch_build_run_revert(tmp_path, version):
+    patch_build_run_revert(tmp_path, version)
+
+
+def test_the_newest_release_on_pypi(tmp_path):
+    """Issue 22 A.11: everything else in the suite tests pinned releases (MATRIX, and the ultralytics the test extras
+    install); this test alone takes the newest ultralytics on PyPI today, so a new release that breaks the tool fails
+    here, under this name."""
+    version = releases.newest()
+    if version is None:
+        pytest.skip("pip could not reach PyPI: the newest ultralytics release was not tried")
+    patch_build_run_revert(tmp_path, version)
+
+
+def test_the_test_extras_pin_the_latest_release_of_the_matrix():
+    """The ultralytics that ``pip install '.[test]'`` installs is the matrix's latest, pinned: CI tests what the suite
+    was written against, never what PyPI has that day."""
+    text = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text(encoding="utf-8")
+    test_extras = text.split("[project.optional-dependencies]", 1)[1].split("]", 1)[0]
+    assert f'"ultralytics=={releases.LATEST}"' in test_extras, test_extras
+
+
+def patch_build_run_revert(tmp_path: Path, version: str) -> None:
     site = tmp_path / "site"
     pkg = releases.copy_release(version, site)
     stock = releases.tree_bytes(pkg)

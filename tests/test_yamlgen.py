@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 import releases
-from helpers import ROW, assert_refused, base_layers, layers, readers_of, strip_mhsa
+from helpers import ROW, assert_refused, base_layers, checkout_env, layers, readers_of, strip_mhsa
 from helpers import gen_yaml as cli
 from helpers import release_target as target
 from mhsa_patch import __version__
@@ -525,12 +525,12 @@ def test_cli_real_process_exit_codes_and_no_torch(pkg, tmp_path):
     )
     r = subprocess.run(
         [sys.executable, "-c", code, "gen-yaml", "-s", "n", "--heads", "5", "-t", str(pkg)],
-        capture_output=True, text=True, cwd=tmp_path,
+        capture_output=True, text=True, cwd=tmp_path, env=checkout_env(),
     )  # fmt: skip
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "usage: --heads 5 does not divide" in r.stderr
     r = subprocess.run(
         [sys.executable, "-c", code, "gen-yaml", "-s", "s", "-t", str(pkg)],
-        capture_output=True, text=True, cwd=tmp_path,
+        capture_output=True, text=True, cwd=tmp_path, env=checkout_env(),
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "yolov8s-MHSA.yaml").is_file()

@@ -12,6 +12,7 @@ import functools
 import json
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -44,27 +45,15 @@ def ok(proc) -> subprocess.CompletedProcess:
     return proc
 
 
-def has_command(name: str) -> bool:
-    return cli(name, "--help").returncode == 0
-
-
-def gen_yaml(site: Path, dest_dir: Path, scale: str = "n", *extra: str) -> Path:
-    """The MHSA YAML for ``scale``, written by gen-yaml into ``dest_dir``; returns its path."""
+def gen_yaml(site: Path, dest_dir: Path, scale: str = "n", *extra: str, env_extra=None) -> Path:
+    """The MHSA YAML for ``scale``, written into ``dest_dir`` by the ``gen-yaml`` command (always the command line: a
+    broken CLI must fail the tests that use it); returns its path."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     before = set(dest_dir.glob("*.yaml"))
-    if has_command("gen-yaml"):
-        proc = ok(cli("gen-yaml", "--scale", scale, *extra, "--target", str(site), cwd=dest_dir))
-        made = sorted(set(dest_dir.glob("*.yaml")) - before)
-        assert made, f"gen-yaml wrote no YAML into {dest_dir}:\n{proc.stdout}"
-        return made[0]
-    # gen-yaml's command not registered yet: its library, the same rules
-    from mhsa_patch.patching.target import find_target
-    from mhsa_patch.modelyaml.emit import Request, generate
-
-    res = generate(find_target(site), Request(scale=scale))
-    path = dest_dir / res.file_name
-    path.write_text(res.text)
-    return path
+    proc = ok(cli("gen-yaml", "--scale", scale, *extra, "--target", str(site), cwd=dest_dir, env_extra=env_extra))
+    made = sorted(set(dest_dir.glob("*.yaml")) - before)
+    assert len(made) == 1, f"gen-yaml wrote {len(made)} new YAMLs into {dest_dir}:\n{proc.stdout}"
+    return made[0]
 
 
 STOCK_CKPT = r"""
@@ -112,6 +101,41 @@ def patched() -> dict:
     yaml = gen_yaml(site, root / "cfg")
     stock = stock_checkpoint(site, "yolov8n.yaml", root / "yolov8n.pt")
     return {"site": site, "pkg": pkg, "yaml": yaml, "stock": stock, "root": root}
+
+
+@functools.lru_cache(maxsize=None)
+def patched_release(version: str) -> dict:
+    """``{"site", "pkg", "yaml"}``: a release copied, patched by ``mhsa-patch apply`` and its ``yolov8n-MHSA.yaml``
+    written by gen-yaml, once per session (8.0.98 serves test_check, test_offline and test_torchvision_ops)."""
+    root = workdir() / f"release-{version}"
+    pkg = releases.copy_release(version, root / "site")
+    site = pkg.parent
+    ok(cli("apply", "--target", str(site), site=site))
+    return {"site": site, "pkg": pkg, "yaml": gen_yaml(site, root / "cfg")}
+
+
+@functools.lru_cache(maxsize=None)
+def old_release_check_train(version: str):
+    """``check yolov8n-MHSA.yaml --train --json`` on an old release (tiny settings), run once under the network guard
+    (a ``netguard.GuardedRun``): test_offline.py checks that it stayed offline, test_check.py its report."""
+    import netguard
+
+    r = patched_release(version)
+    return netguard.run("check", str(r["yaml"]), "--train", "--json", "--imgsz", "64", "--runs", "1", "--images", "4",
+                        "--batch", "2", "--train-imgsz", "64", "--target", str(r["site"]), site=r["site"])
+
+
+@functools.lru_cache(maxsize=None)
+def check_train_run() -> subprocess.CompletedProcess:
+    """``mhsa-patch check yolov8n-MHSA.yaml --train`` on the patched latest release, as a user runs it in the YAML's
+    folder, stderr merged into stdout as a terminal shows them. Run once: test_check.py reads its steps,
+    test_docs_examples.py compares it with the example in docs/check.md."""
+    p = patched()
+    return subprocess.run(
+        [sys.executable, "-m", "mhsa_patch", "check", p["yaml"].name, "--train", "--target", str(p["site"])],
+        env=helpers.checkout_env(p["site"], offline=False), cwd=p["yaml"].parent, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, timeout=900,
+    )
 
 
 @functools.lru_cache(maxsize=None)

@@ -34,6 +34,7 @@ from mhsa_patch.child.compat import (
     ultralytics_info,
 )
 from mhsa_patch.child.protocol import ChildError, one_line, run_main
+from mhsa_patch.child.torchvision_ops import require as require_torchvision
 
 
 def _tensors(out):
@@ -323,6 +324,8 @@ def epoch_event(trainer) -> dict:
 
 
 def check(events, a) -> dict:
+    if a.train:  # ultralytics validates with torchvision's nms: a torchvision built for another torch stops us here
+        require_torchvision()
     version, where = ultralytics_info()
     require_patched()
     routed = route_checkpoint_loading()  # before anything loads a checkpoint: old releases on today's torch

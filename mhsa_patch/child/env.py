@@ -28,10 +28,12 @@ from mhsa_patch.patching.target import Target
 TOOL_PACKAGE = Path(__file__).resolve().parents[1]  # this tool's mhsa_patch/ folder
 
 # sys.argv of the child is ['-c', ENTRIES, MODULE, *args]: prepend ENTRIES to sys.path, take the process off the
-# network (mhsa_patch.child.offline), run MODULE as __main__.
+# network (mhsa_patch.child.offline), have a torchvision built for another torch say so in one line at its import
+# (mhsa_patch.child.torchvision_ops), run MODULE as __main__.
 BOOT = (
     "import os, runpy, sys; sys.path[0:0] = sys.argv.pop(1).split(os.pathsep); "
     "import mhsa_patch.child.offline as _o; _o.install(); del _o; "
+    "import mhsa_patch.child.torchvision_ops as _t; _t.install(); del _t; "
     "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)"
 )
 

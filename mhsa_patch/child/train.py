@@ -29,6 +29,7 @@ from pathlib import Path
 
 from mhsa_patch.child.compat import require_patched, route_checkpoint_loading, ultralytics_info
 from mhsa_patch.child.protocol import ChildError, one_line, run_main
+from mhsa_patch.child.torchvision_ops import require as require_torchvision
 
 RESUME = ".resume"
 METRIC_KEYS = {  # results_dict key -> record field (boxes: the detection metrics, the same for every task)
@@ -178,6 +179,7 @@ def _train(events, model: str, run_dir: Path, train_args: dict, state: dict | No
 
 
 def run(events, a) -> dict:
+    require_torchvision()  # before training: ultralytics validates with torchvision's nms
     ultralytics_info()
     require_patched()
     route_checkpoint_loading()  # before anything loads a checkpoint: resume from last.pt on old releases, today's torch

@@ -17,7 +17,6 @@ from rich.markup import escape
 
 from mhsa_patch.cli.console import fail, info, out, table, warn
 from mhsa_patch.cli.options import PythonOpt, TargetOpt, open_target
-from mhsa_patch.cli.usage import Text
 from mhsa_patch.errors import PatchError
 
 
@@ -153,7 +152,7 @@ def ablate(
     verbose: Annotated[bool, typer.Option("--verbose", help="Name each run's log file as it starts.")] = False,
     extra: Annotated[
         Optional[list[str]],
-        typer.Argument(metavar="[-- key=value ...]", click_type=Text(), help="ultralytics train arguments for every run (lr0=0.005).",
+        typer.Argument(metavar="[-- key=value ...]", help="ultralytics train arguments for every run (lr0=0.005).",
                        show_default=False),
     ] = None,  # fmt: skip
 ) -> None:

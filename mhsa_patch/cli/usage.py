@@ -1,23 +1,30 @@
-"""Usage errors and help placeholders: the click classes the app and its commands are built with.
+"""Usage errors and the usage line: the classes the app and its commands are built with.
 
 One style for every usage error, whether click finds it (a missing option, ``--heads abc``, an unknown command) or a
 command does (``--scale q``, ``--at P7``): one ``ERROR ❌ usage: ...`` line on stderr and exit 2, never typer's boxed
 panel (which wraps a one-line message over several lines and a terminal's width).
+
+Public API only, of typer and of the click classes typer exposes (its app and command classes, ``typer.BadParameter``):
+the same code runs on every typer from 0.18 (the oldest that works with today's click) to the newest, which carries
+its own copy of click and checks values with pydantic. The type column typer's help draws beside an argument
+(``MODEL <str>``) is typer's own: typer 0.29 has no public way to hide it.
 """
 
 from __future__ import annotations
 
-import typer.core
+import typer
 from typer.core import TyperCommand, TyperGroup
-
-# typer 0.28 carries its own copy of click (typer._click), whose exceptions and types are not click's; older
-# releases use click itself. Take whichever the commands are built with.
-click = getattr(typer.core, "_click", None) or typer.core.click
 
 USAGE_EXIT = 2
 
+# The class click raises for every usage error (a missing option or argument, an unknown option or command, a bad
+# value), taken from typer's public API: typer exports click's BadParameter, which click documents as a UsageError,
+# and not UsageError itself. Never from typer's own copy of click (typer.core._click, private): typer 0.29 dropped its
+# types module there, and reaching for it stopped the tool at import.
+UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
-def usage_line(e: click.exceptions.UsageError) -> str:
+
+def usage_line(e: UsageError) -> str:
     """click's message in one line, pointing at the command's help: ``missing argument 'MODEL' (see ... --help)``."""
     msg = " ".join(e.format_message().split()).rstrip(".")
     msg = msg[:1].lower() + msg[1:]
@@ -25,7 +32,7 @@ def usage_line(e: click.exceptions.UsageError) -> str:
     return f"{msg} (see '{ctx.command_path} --help')" if ctx is not None else msg
 
 
-def _one_line(e: click.exceptions.UsageError):
+def _one_line(e: UsageError):
     from mhsa_patch.cli.console import fail
 
     if type(e).__name__ == "NoArgsIsHelpError":  # `mhsa-patch` alone: the help, as click shows it
@@ -39,31 +46,27 @@ class Group(TyperGroup):
     def make_context(self, *args, **kwargs):
         try:
             return super().make_context(*args, **kwargs)
-        except click.exceptions.UsageError as e:
+        except UsageError as e:
             _one_line(e)
 
     def invoke(self, ctx):
         # the subcommand's parse errors and a callback's BadParameter arrive here
         try:
             return super().invoke(ctx)
-        except click.exceptions.UsageError as e:
+        except UsageError as e:
             _one_line(e)
 
 
 class Command(TyperCommand):
-    """A command whose usage line shows ``MODEL``, not typer's ``{MODEL}`` for a required argument."""
+    """A command whose usage line shows its arguments by their metavar: ``MODEL``, ``SRC MODEL``, ``[-- key=value ...]``,
+    not typer's ``{MODEL}`` (or, from typer 0.29, ``[[-- key=value ...]]...``)."""
 
     def collect_usage_pieces(self, ctx) -> list[str]:
-        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in super().collect_usage_pieces(ctx)]
-
-
-class Text(click.types.ParamType):
-    """A plain string argument whose help row shows its name (``MODEL``) alone, without typer's ``<str>``."""
-
-    name = "text"
-
-    def get_metavar(self, param, ctx=None) -> str:  # noqa: ARG002 - click's signature
-        return ""
-
-    def convert(self, value, param, ctx):
-        return str(value)
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument" and param.metavar:
+                optional = not param.required and not param.metavar.startswith("[")
+                pieces.append(f"[{param.metavar}]" if optional else param.metavar)
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces

@@ -18,7 +18,6 @@ from mhsa_patch.errors import PatchError
 from mhsa_patch.patches import layer_names
 from mhsa_patch.patching.torchload import weights_only_note
 from mhsa_patch.cli.options import PythonOpt, TargetOpt, apply_command, open_target, pick_target, warn_shadow
-from mhsa_patch.cli.usage import Text
 
 
 class _Steps:
@@ -231,7 +230,7 @@ def check(
     model: Annotated[
         str,
         typer.Argument(
-            metavar="MODEL", click_type=Text(), help="The MHSA model: a YAML (from gen-yaml) or a .pt checkpoint."
+            metavar="MODEL", help="The MHSA model: a YAML (from gen-yaml) or a .pt checkpoint."
         ),
     ],
     target: TargetOpt = None,
@@ -326,12 +325,12 @@ def check(
 
 def port_weights(
     src: Annotated[
-        str, typer.Argument(metavar="SRC", click_type=Text(), help="A stock checkpoint: yolov8n.pt and its kind.")
+        str, typer.Argument(metavar="SRC", help="A stock checkpoint: yolov8n.pt and its kind.")
     ],
     model: Annotated[
         str,
         typer.Argument(
-            metavar="MODEL", click_type=Text(), help="The MHSA model YAML (from gen-yaml) of the same base and scale."
+            metavar="MODEL", help="The MHSA model YAML (from gen-yaml) of the same base and scale."
         ),
     ],
     output: Annotated[
