@@ -217,7 +217,7 @@ class ParseModelBranch(Edit):
         if isinstance(found.node, cst.If):
             for i, branch in enumerate(chain[1:], start=1):
                 if branch is found.node:
-                    return self._with_chain(module, self._relink(chain, i, branch.orelse))
+                    return self._with_chain(module, self._relink(chain, i, _carry_lines(branch, branch.orelse)))
             return replace_body_stmt(module, func, _without_if(func, found.node, layer.name))
         # a bare name elsewhere in parse_model: only an element of a set/tuple/list literal can be dropped safely
         parent = _container_of(func, found.node)
@@ -227,6 +227,15 @@ class ParseModelBranch(Edit):
             )
         seq, element = parent
         return replace_body_stmt(module, func, func.deep_replace(seq, _without_element(seq, element, layer.name)))
+
+
+def _carry_lines(removed: cst.If, after):
+    """``after`` (the ``elif`` or ``else`` that follows a removed branch) with the removed branch's lines above it: the
+    comment lines and blank lines before an ``elif`` (a commented-out branch) are not the branch's to take along."""
+    lines = list(removed.leading_lines)
+    if not lines or after is None:
+        return after
+    return after.with_changes(leading_lines=[*lines, *after.leading_lines])
 
 
 def _without_if(func: cst.FunctionDef, node: cst.If, name: str) -> cst.FunctionDef:
@@ -245,7 +254,7 @@ def _without_if(func: cst.FunctionDef, node: cst.If, name: str) -> cst.FunctionD
     func.visit(P())
     parent = parents.get(id(node))
     if isinstance(parent, cst.If):  # an elif: the previous branch takes over what followed it
-        return func.deep_replace(parent, parent.with_changes(orelse=node.orelse))
+        return func.deep_replace(parent, parent.with_changes(orelse=_carry_lines(node, node.orelse)))
     if isinstance(parent, cst.IndentedBlock) and not isinstance(node.orelse, cst.Else):
         body = []
         for stmt in parent.body:
