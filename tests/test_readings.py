@@ -6,6 +6,7 @@ in tests/test_forks.py).
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 
 import pytest
@@ -154,3 +155,29 @@ def test_lint_warns_on_a_row_written_for_a_foreign_mhsa():
     r = lint_text(MODEL.replace("ROW", "1, MHSA, [512, 1024, 4]"), "fork-n.yaml", known=known(MHSA="tutorial"))
     (w,) = [f for f in r.warnings if f.rule == "foreign-row"]
     assert "width=512 and height=1024 look like channel counts" in w.message and "--replace-foreign" in w.message
+
+
+# Issue 22 D.1: scale rows as the target's parse_model unpacks them.
+FOUR = MODEL.replace("n: [1.0, 0.25, 1024]", "n: [1.0, 0.25, 1024, 0.5]").replace("ROW", "1, MHSA, [14, 14, 4]")
+THREE = MODEL.replace("ROW", "1, MHSA, [14, 14, 4]")
+
+
+def test_the_lint_reads_scale_rows_as_parse_model_unpacks_them():
+    from mhsa_patch.modelyaml.lint import scale_unpack
+
+    unpack = scale_unpack(ast.parse(tasks().replace(
+        "    for i,", "    depth, width, max_channels, threshold = scales[scale]\n    for i,")))
+    assert unpack == ("depth", "width", "max_channels", "threshold")
+    fork = dataclasses.replace(known(MHSA="tutorial"), scale_names=unpack)
+    stock = dataclasses.replace(known(MHSA="tutorial"), scale_names=("depth", "width", "max_channels"))
+    ok = lint_text(FOUR, "fork-n.yaml", known=fork)
+    assert ok.error is None and ok.mhsa[0].call() == "MHSA(n_dims=64, width=14, height=14, heads=4, pos_emb=False)"
+    # the other way round, each says why the target's parse_model fails on it
+    for text, k, got, want in ((THREE, fork, 3, 4), (FOUR, stock, 4, 3)):
+        err = lint_text(text, "fork-n.yaml", known=k).error
+        assert err.rule == "scales" and f"has {got} values" in err.message and f"unpacks {want} (" in err.message
+    # without the target's word (no parse_model read), a fourth value is no reason to say the model does not build
+    assert lint_text(FOUR, "fork-n.yaml").error is None
+    starred = dataclasses.replace(fork, scale_names=("depth", "width", "max_channels", "*rest"))
+    assert lint_text(FOUR, "fork-n.yaml", known=starred).error is None
+    assert lint_text(THREE, "fork-n.yaml", known=starred).error is None
