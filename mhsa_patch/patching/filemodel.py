@@ -404,17 +404,27 @@ class TargetFile:
     def _kept_notes(self, kept: dict, found_pieces) -> list[str]:
         """One warning per kept reading, at the line ``status`` gives the hand-written branch piece (the layer's name
         in a set such as ``base_modules``), naming the line of the branch that decides when it is another."""
-        at = {lay.name: self.line_of(f.node) for e, lay, f in found_pieces if e.key == "branch" and not f.marked}
+        from mhsa_patch.patching.readings import spec_of
+
+        at = {lay.name: self.line_of(f.node) for e, lay, f in found_pieces
+              if e.key == "branch" and not f.marked and lay.name in kept}  # the position pass only where one is said
         notes = []
         for found in kept.values():
             what = "a body mhsa-patch does not recognise" if found.rule is None else found.rule.summary
             line = at.get(found.layer) or found.line
             branch = f", the branch at line {found.line}" if found.line and found.line != line else ""
+            # the tool's class in place of the fork's: the same models, or what differs (BoT3's unused fc1)
+            differs = spec_of(found.layer).replaces_tutorial
+            models = f"the same layers: {differs}" if differs else "the same models"
+            if found.rule is None:  # the lint cannot show a call it does not know: only a build shows it
+                shows = (f"mhsa-patch cannot tell which call it makes; 'mhsa-patch check MODEL.yaml' builds the model "
+                         f"and prints each layer's arguments")
+            else:
+                shows = f"'mhsa-patch check --lint-only MODEL.yaml' shows the call each {found.layer} row makes"
             notes.append(
                 f"{self.target.file(self.rel)}:{line}: kept the fork's reading of {found.layer}'s rows "
                 f"('{found.name}': {what}{branch}) instead of the tool's ('{self._tool_reading(found.layer)}'), so that its "
-                f"model YAMLs build the same models; 'mhsa-patch check --lint-only MODEL.yaml' shows the call each "
-                f"{found.layer} row makes"
+                f"model YAMLs build {models}; {shows}"
             )
         return notes
 
