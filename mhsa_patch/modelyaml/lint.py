@@ -314,7 +314,7 @@ def target_readings(target) -> tuple[dict | None, str | None]:
     from mhsa_patch.patching.results import State
 
     try:
-        st = engine.status(target)
+        st = engine.status(target, lines=False)
     except PatchError:
         return None, None
     out = {}
@@ -333,20 +333,18 @@ def target_readings(target) -> tuple[dict | None, str | None]:
 
 def _refuses_force(target) -> bool:
     """Whether ``apply --force`` refuses for a class named like a layer that is not the tool's (then only
-    ``--replace-foreign`` works). The patched texts are computed in memory, as apply's plan: no lock, no write."""
+    ``--replace-foreign`` works): read from the pieces found, as apply's plan reads them; no lock, no write."""
     from mhsa_patch.patching.atomic import read_confined
     from mhsa_patch.patching.filemodel import TargetFile
     from mhsa_patch.patching.target import TARGET_FILES
 
     try:
-        for rel in TARGET_FILES:
-            data = read_confined(target.package, target.file(rel), 4 * 2**20)
-            TargetFile(target, rel, data).applied_text(force=True)
-    except PatchError as e:
-        return "--replace-foreign" in str(e)
-    except (OSError, ValueError):
+        return any(
+            TargetFile(target, rel, read_confined(target.package, target.file(rel), 4 * 2**20)).foreign_classes()
+            for rel in TARGET_FILES
+        )
+    except (PatchError, OSError, ValueError):
         return False
-    return False
 
 
 # ------------------------------------------------------------------------------------------------ the lint
