@@ -43,6 +43,9 @@ class LayerSpec:
     note: str = ""  # one line: what gen-yaml does with it, for refusals of options that do not apply
     # --- parse_model: the reading (patches/readings.py) the rule above gives; a fork's other reading is kept
     reading: str = "tutorial"
+    # --- apply --force: how the models a fork's YAMLs build differ once the tool's class replaces the tutorial's
+    # (one clause for the line that says so; "" where they are the same models)
+    replaces_tutorial: str = ""
 
     @property
     def suffix(self) -> str:
@@ -52,6 +55,16 @@ class LayerSpec:
 def _mhsa_params(c: int, args) -> int:
     """MHSA's parameters on ``c`` channels: 3·(C²+C) (q, k, v), plus C·(w+h) with positions."""
     return 3 * (c * c + c) + (c * (args[0] + args[1]) if len(args) > 3 and args[3] else 0)
+
+
+def _linear_params(c: int) -> int:
+    """``nn.Linear(c, c)``'s weight and bias: BottleneckTransformer's ``fc1`` on ``c`` channels."""
+    return c * c + c
+
+
+# yolov8n's BoT3: the backbone's last C2f, [1024, True] at width 0.25 and depth 0.33, gives BoT3(256, 256, n=1), whose
+# one BottleneckTransformer works on c_ = int(256 * 0.5) = 128 channels.
+YOLOV8N_BOT3_HIDDEN = 128
 
 
 def layer_names() -> tuple[str, ...]:
@@ -88,5 +101,10 @@ LAYERS = (
         row_args=("{c2}",),
         note="BoT3 takes the place of the backbone's last C2f or C3k2 (BoTNet's placement), with 4 heads and no "
         "positional tables",
+        replaces_tutorial=(
+            f"same weights, {_linear_params(YOLOV8N_BOT3_HIDDEN):,} fewer trainable parameters on a yolov8n (c·c+c "
+            "per BottleneckTransformer of c channels), because fc1 is unused: the tool's class keeps its weight and "
+            "bias as buffers, so the checkpoints still load"
+        ),
     ),
 )

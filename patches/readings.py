@@ -5,12 +5,14 @@ first (``c1`` the input channels, ``c2`` the row's ``args[0]`` scaled by width a
 repeats), how many row arguments it drops before appending the rest, which channel count it records for the layers
 that follow, and whether ``n`` repeats the call (``nn.Sequential`` of ``n`` blocks) or goes inside the block.
 
-A reading is recognised in a target's ``parse_model`` from the branch that selects the layer: a branch of its own
-whose body is one of ``bodies`` (compared as ``ast`` dumps, so spacing and comments do not matter), or the shared
-branch of scaled modules (``m in base_modules`` / ``m in {Conv, C2f, ...}``), whose body holds every statement of
-``base_statements``; there, membership in the set whose branch holds ``repeat_statement`` (``repeat_modules``)
-makes the difference between ``base_modules`` and ``base_modules+repeat``. The engine, the lint and gen-yaml read
-these records; none of them has a rule of its own per reading.
+A reading is recognised in a target's ``parse_model`` from the branch that selects the layer: a branch (its own, or
+shared with other modules) whose body computes the reading's call, as ``mhsa_patch/patching/branch_eval.py`` finds by
+evaluating it on sample values (``bodies`` are ways forks write it, for the docs and the tests; any other spelling
+that computes the same call is the same reading), or the shared branch of scaled modules (``m in base_modules`` /
+``m in {Conv, C2f, ...}``), whose body holds every statement of ``base_statements``; there, membership in the set
+whose branch holds ``repeat_statement`` (``repeat_modules``) makes the difference between ``base_modules`` and
+``base_modules+repeat``. The engine, the lint and gen-yaml read these records; none of them has a rule of its own
+per reading.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class Reading:
     drop: int  # row args dropped before the rest is appended: 0 (``*args``) or 1 (``*args[1:]``)
     out: str  # the channels parse_model records for the next layers: "c1" (input's) or "c2"
     repeats_inside: bool  # True: n goes to the class and the layer is built once; False: n blocks in a row
-    bodies: tuple[str, ...] = ()  # a branch of its own whose body is one of these selects the reading
+    bodies: tuple[str, ...] = ()  # ways a branch computes this call (recognised by the call, not these spellings)
     base: bool = False  # the reading of the shared branch of scaled modules (see base_statements)
     keeps_nc: bool = True  # c2 equal to the model's nc is not scaled (the shared branch up to 8.4.100)
 
@@ -123,7 +125,8 @@ READINGS = (TUTORIAL, SCALED_CHANNELS, BASE_MODULES, BASE_REPEAT, FALLBACK)
 
 # The name status and the journal give the tool's own branch (its rule is one of the readings above: LayerSpec.reading).
 OURS = "mhsa-patch"
-# A hand-written branch whose body is none of the above: kept as written, its calls are not known.
+# A hand-written branch that computes none of the above (or that the evaluator cannot follow): kept as written, its
+# calls are not known.
 UNRECOGNISED = "unrecognised"
 
 # The shared branch of scaled modules, in every release 8.0.98 - 8.4.190 (statements of its body).

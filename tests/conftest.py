@@ -56,6 +56,16 @@ def workdir(tmp_path, monkeypatch):
     return d
 
 
+@pytest.fixture(scope="session")
+def fork_trees(request, tmp_path_factory):
+    """The fork shapes that the collected tests name in their ``shape`` parameter (tests/fork_shapes.py), each built,
+    patched and its models built once for the session (test_forks.py and test_fork_anchors.py share them). A tree is
+    only read by tests; one that writes works on a copy."""
+    import fork_shapes
+
+    return fork_shapes.session_trees(request.session, tmp_path_factory.mktemp("forks"))
+
+
 def pytest_collection_modifyitems(config, items):
     """The fast tier is ``-m "not slow"``: a test marked ``releases`` or ``training`` is slow as well, so no test
     needs both marks and the two ways of saying it cannot drift apart."""

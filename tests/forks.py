@@ -17,11 +17,16 @@ from __future__ import annotations
 import ast
 import io
 import json
+import os
 import pickletools
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import releases
@@ -351,8 +356,6 @@ def last_json(proc: subprocess.CompletedProcess):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-# Builds each YAML against the ultralytics on the path: what makes two builds the same model (parameter count,
-# state_dict keys and shapes) and the module of each MHSA in it.
 # A small detection model with one custom layer (LAYER: "repeats, module, args") after the backbone's last Conv.
 # Depth 1.0, so that a row's repeats are built as written (a 3-repeat BoT3 row stays 3).
 MODEL = """nc: 3
@@ -368,32 +371,264 @@ head:
   - [[2, 4], 1, Detect, [nc]]
 """
 
-# Builds each YAML against the ultralytics on the path; argv[2] is code run before the output is printed.
-BUILD_MODELS = r"""
-import json, sys
+# Builds each job's YAMLs against the ultralytics under the job's site, one site after the other in one interpreter
+# (torch is imported once; each site's ultralytics is imported afresh): what makes two builds the same model
+# (parameter count, state_dict keys and shapes), the trainable parameters, and the module of each MHSA. A job's
+# "extra" is code run after its last build, with `model`, `mhsa`, `out` and `torch` in scope.
+BUILD_SITES = r"""
+import importlib, json, sys, traceback
 import torch
-from ultralytics.nn.tasks import DetectionModel
 
-out = []
-for cfg in json.loads(sys.argv[1]):
-    torch.manual_seed(0)
-    model = DetectionModel(cfg, nc=3, verbose=False)
-    mhsa = [m for m in model.modules() if type(m).__name__ == "MHSA"]
-    # BoT3's unused fc1 counts whether a Parameter (forks) or a buffer with the same keys
-    fc1 = sum(b.numel() for k, b in model.named_buffers() if ".fc1." in k)
-    out.append({"params": sum(p.numel() for p in model.parameters()) + fc1,
-                "state": {k: list(v.shape) for k, v in model.state_dict().items()},
-                "mhsa": [(type(m).__module__, hasattr(m, "_attend_fused")) for m in mhsa]})
-exec(sys.argv[2])
-print(json.dumps(out))
+results = []
+for job in json.loads(sys.argv[1]):
+    for name in [k for k in sys.modules if k == "ultralytics" or k.startswith("ultralytics.")]:
+        del sys.modules[name]
+    sys.path.insert(0, job["site"])
+    importlib.invalidate_caches()
+    out = []
+    try:
+        from ultralytics.nn.tasks import DetectionModel
+
+        for cfg in job["cfgs"]:
+            torch.manual_seed(0)
+            try:
+                model = DetectionModel(cfg, nc=3, verbose=False)
+            except Exception as e:  # a model the site does not build: said per config
+                out.append({"error": f"{type(e).__name__}: {e}"})
+                continue
+            mhsa = [m for m in model.modules() if type(m).__name__ == "MHSA"]
+            # BoT3's unused fc1 counts whether a Parameter (forks) or a buffer with the same keys
+            fc1 = sum(b.numel() for k, b in model.named_buffers() if ".fc1." in k)
+            trainable = sum(p.numel() for p in model.parameters())
+            out.append({"params": trainable + fc1, "trainable": trainable,
+                        "state": {k: list(v.shape) for k, v in model.state_dict().items()},
+                        "mhsa": [(type(m).__module__, hasattr(m, "_attend_fused")) for m in mhsa]})
+        exec(job["extra"])
+        results.append(out)
+    except Exception:
+        results.append({"error": traceback.format_exc()[-4000:]})
+    finally:
+        sys.path.remove(job["site"])
+print(json.dumps(results))
 """
+
+
+def _build_env(sites: list[Path]) -> dict[str, str]:
+    """A child's environment for :data:`BUILD_SITES`: the side packages on PYTHONPATH, no site (each job puts its
+    own first on sys.path), and no bytecode written into the trees (a tree's bytes are compared before and after)."""
+    env = releases.release_env(Path(sites[0]))
+    paths = env["PYTHONPATH"].split(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join(paths[1:])
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+class Builds:
+    """A :data:`BUILD_SITES` child started in the background; :meth:`result` waits for it."""
+
+    def __init__(self, jobs: list[dict], folder: Path):
+        self.jobs = [{"site": str(j["site"]), "cfgs": [str(c) for c in j["cfgs"]], "extra": j.get("extra", "")}
+                     for j in jobs]
+        folder.mkdir(parents=True, exist_ok=True)
+        self.out, self.err = folder / "stdout", folder / "stderr"
+        self.proc = None
+        if not self.jobs:
+            return
+        with open(self.out, "w") as o, open(self.err, "w") as e:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", BUILD_SITES, json.dumps(self.jobs)],
+                env=_build_env([j["site"] for j in self.jobs]), cwd=folder, stdout=o, stderr=e, text=True,
+            )
+
+    def result(self, timeout: float = 600) -> list:
+        """Per job: a list of per-config results (``{"error": ...}`` for a config that does not build, plus what
+        the job's extra code appended), or ``{"error": traceback}`` where the site does not import."""
+        if self.proc is None:
+            return []
+        self.proc.wait(timeout=timeout)
+        stdout, stderr = self.out.read_text(), self.err.read_text()
+        assert self.proc.returncode == 0, stderr[-4000:]
+        results = json.loads(stdout.strip().splitlines()[-1])
+        assert len(results) == len(self.jobs)
+        return results
+
+
+def build_sites(jobs: list[dict], folder: Path) -> list:
+    """Build every job's configs (``{"site", "cfgs", "extra"}``) in one child; see :meth:`Builds.result`."""
+    assert all(j["cfgs"] for j in jobs), "no model config to build: a fork test must build at least one"
+    return Builds(jobs, folder).result()
 
 
 def build_models(site: Path, cfgs: list, extra: str = "") -> list[dict]:
     """Build every config in one child against the ultralytics under ``site``: per config ``{"params" (BoT3's fc1
-    counted, Parameter or buffer), "state" (state_dict key -> shape), "mhsa" ([module, fused] of each MHSA)}``;
-    ``extra``: code run in the child before it prints. An empty list is a test's mistake."""
+    counted, Parameter or buffer), "trainable", "state" (state_dict key -> shape), "mhsa" ([module, fused] of each
+    MHSA)}``; ``extra``: code run in the child before it prints. An empty list is a test's mistake."""
     assert cfgs, "no model config to build: a fork test must build at least one before and after"
-    proc = releases.run_python(BUILD_MODELS, site, json.dumps([str(c) for c in cfgs]), extra, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    (out,) = build_sites([{"site": site, "cfgs": cfgs, "extra": extra}], Path(tempfile.mkdtemp(prefix="builds-")))
+    assert isinstance(out, list), out["error"]
+    for r in out[: len(cfgs)]:
+        assert "error" not in r, r["error"]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Fork trees shared by the session: each shape built once, patched once, its models built before and after in batches
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A fork shape: how it is built, what apply needs, the models that must keep building.
+
+    ``rows``: models that build on the fork and must build the same after apply: a row of :data:`MODEL`
+    (``"1, MHSA, [14, 14, 4]"``) or a YAML of the fork's package (``"cfg/models/v8/fork-MHSA.yaml"``), built where it
+    is; ``new_rows``: models that build only after apply; ``model``: the template rows go into (a fork that reads
+    other scale rows has its own); ``extra``: code run in the after-build child (see :data:`BUILD_SITES`)."""
+
+    build: Callable[[Path], Path]  # root -> the site (the folder holding ultralytics/)
+    flags: tuple[str, ...] = ("--force",)  # what apply needs here (() where plain apply patches it)
+    rows: tuple[str, ...] = ()
+    new_rows: tuple[str, ...] = ()
+    model: str = MODEL
+    extra: str = ""
+
+
+@dataclass
+class Tree:
+    """One shape, built: ``site``/``pkg`` the fork as built (never written: tests run read-only commands on it and
+    check it stays ``fork``), ``applied_site``/``applied_pkg`` a copy patched by ``apply`` with the shape's flags
+    (``applied_by`` the CLI result; ``applied`` its bytes right after), and the builds of ``cfgs`` on the fork
+    (``before``) and of ``applied_cfgs + new_cfgs`` on the patched copy (``after``)."""
+
+    name: str
+    shape: Shape
+    site: Path
+    fork: dict
+    cfgs: list
+    applied_site: Path | None = None
+    applied_cfgs: list = field(default_factory=list)
+    new_cfgs: list = field(default_factory=list)
+    applied_by: object = None
+    applied: dict = field(default_factory=dict)
+    before: object = None
+    after: object = None
+
+    @property
+    def pkg(self) -> Path:
+        return self.site / "ultralytics"
+
+    @property
+    def applied_pkg(self) -> Path:
+        return self.applied_site / "ultralytics"
+
+    def applied_copy(self, dest: Path) -> Path:
+        """A copy of the patched package (journal included) for a test that writes: returns its package folder."""
+        shutil.copytree(self.applied_pkg, Path(dest) / "ultralytics")
+        return Path(dest) / "ultralytics"
+
+    def built(self, which: str) -> list:
+        """``before`` or ``after`` (builds of ``cfgs`` / of ``applied_cfgs + new_cfgs``), each model built."""
+        out = getattr(self, which)
+        assert isinstance(out, list), f"{self.name}: the site does not import ({which}): {out['error']}"
+        for cfg, r in zip(self.cfgs + self.new_cfgs, out):
+            assert "error" not in r, f"{self.name}: {cfg} does not build ({which}): {r['error']}"
+        return out
+
+
+def write_models(dest: Path, rows, pkg: Path, template: str = MODEL, prefix: str = "fork") -> list[str]:
+    """A config per row (a row that names a YAML of the fork's package is that file, built where it is)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, row in enumerate(rows):
+        if row.endswith(".yaml"):
+            paths.append(str(pkg / row))
+            continue
+        path = dest / f"{prefix}{k}.yaml"
+        path.write_text(template.replace("LAYER", row))
+        paths.append(str(path))
+    return paths
+
+
+class ForkTrees:
+    """Every fork shape a session's tests ask for, built once (see :class:`Tree`). The first use builds them all
+    together: the forks, then the copies patched in-process while one child builds every fork's models, then one
+    child builds every patched copy's models (torch imported twice in all, not twice per shape)."""
+
+    def __init__(self, root: Path, shapes: dict[str, Shape]):
+        self.root, self.shapes, self.trees = Path(root), shapes, {}
+
+    def __getitem__(self, name: str) -> Tree:
+        if name not in self.trees:
+            self.prepare([name])
+        return self.trees[name]
+
+    def prepare(self, names) -> None:
+        from helpers import cli
+
+        todo = [n for n in dict.fromkeys(names) if n not in self.trees]
+        if not todo:
+            return
+        new = []
+        for name in todo:
+            shape = self.shapes[name]
+            folder = self.root / name
+            site = shape.build(folder / "fork")
+            pkg = site / "ultralytics"
+            cfgs = write_models(folder / "models", shape.rows, pkg, shape.model)
+            new.append(Tree(name, shape, site, releases.tree_bytes(pkg), cfgs))
+        built = [t for t in new if t.cfgs or t.shape.new_rows]  # a stock tree for gen-yaml has no models of its own
+        before = Builds([{"site": t.site, "cfgs": t.cfgs} for t in built], self.root / f".before-{len(self.trees)}")
+        for t in new:
+            t.applied_site = self.root / t.name / "applied"
+            shutil.copytree(t.site, t.applied_site, symlinks=True)
+            t.applied_cfgs = [c.replace(str(t.pkg), str(t.applied_pkg)) for c in t.cfgs]
+            t.new_cfgs = write_models(self.root / t.name / "models", t.shape.new_rows, t.applied_pkg, t.shape.model,
+                                      prefix="after")
+            t.applied_by = cli("apply", *t.shape.flags, "-t", str(t.applied_pkg))
+            t.applied = releases.tree_bytes(t.applied_pkg)
+        after = Builds([{"site": t.applied_site, "cfgs": t.applied_cfgs + t.new_cfgs, "extra": t.shape.extra}
+                        for t in built], self.root / f".after-{len(self.trees)}")
+        for t, b, a in zip(built, before.result(), after.result()):
+            t.before, t.after = b, a
+        for t in new:
+            self.trees[t.name] = t
+
+
+def asked_for(session, fixture: str = "fork_trees") -> list:
+    """The shapes the collected tests that use ``fixture`` name in their ``shape`` parameter (a name or a tuple)."""
+    names = []
+    for item in session.items:
+        if fixture not in getattr(item, "fixturenames", ()):
+            continue
+        spec = getattr(item, "callspec", None)
+        shape = spec.params.get("shape") if spec is not None else None
+        names += [shape] if isinstance(shape, str) else list(shape or ())
+    return names
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# What some forks carry besides their code
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def to_crlf(pkg: Path) -> None:
+    """Every ``.py`` file of the package with Windows line endings (a fork checked out with ``core.autocrlf``)."""
+    for path in pkg.rglob("*.py"):
+        data = path.read_bytes()
+        path.write_bytes(data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+
+
+def commit_pycache(pkg: Path, rels) -> list[str]:
+    """``__pycache__`` bytecode of these package files, as a fork that committed its ``__pycache__`` folders ships
+    it: compiled from the sources as they are (timestamp-checked, so valid until a source changes). Returns the
+    package-relative paths of the ``.pyc`` files."""
+    import importlib.util
+    import py_compile
+
+    out = []
+    for rel in rels:
+        src = pkg / rel
+        pyc = Path(importlib.util.cache_from_source(str(src)))
+        py_compile.compile(str(src), cfile=str(pyc), doraise=True)
+        out.append(str(pyc.relative_to(pkg)))
+    return out

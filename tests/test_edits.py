@@ -258,6 +258,115 @@ def test_hand_pasted_pieces_are_found_unmarked_and_removable(edit, src):
     assert edit.find(removed, LAYER) == []
 
 
+# Issue 22 D.4: an edit touches only its own lines. Each case: a fork's file, the layers added one after the other
+# (MHSA, then BoT3, as apply adds them), the text the user had on their lines unchanged, the marker only on lines
+# that hold the tool's names, and each removal the exact inverse.
+FORK_LINES = [
+    # a wrapped __all__ (8.0.x) whose last line is the fork's, with a trailing comma and a note: a line of its own
+    (
+        "__all__ = ('Conv', 'Conv2',\n           'RepConv',\n           'ShuffleAttention', 'ECA',  # 添加\n)\n",
+        "__all__ = ('Conv', 'Conv2',\n           'RepConv',\n           'ShuffleAttention', 'ECA',  # 添加\n"
+        "           'MHSA', 'BoT3',  # mhsa-patch\n)\n",
+    ),
+    # the same without a trailing comma, the closing bracket on a line of its own
+    (
+        "__all__ = ('Conv', 'Conv2',\n           'ShuffleAttention', 'ECA'  # 添加\n           )\n",
+        "__all__ = ('Conv', 'Conv2',\n           'ShuffleAttention', 'ECA',  # 添加\n"
+        "           'MHSA', 'BoT3'  # mhsa-patch\n           )\n",
+    ),
+    # one name per line (8.1+) but the fork's line holds two names: no longer one per line, still not the fork's line
+    (
+        '__all__ = (\n    "Conv",\n    "RepConv",\n    "ShuffleAttention", "ECA",  # 添加\n)\n',
+        '__all__ = (\n    "Conv",\n    "RepConv",\n    "ShuffleAttention", "ECA",  # 添加\n    "MHSA",  # mhsa-patch\n'
+        '    "BoT3",  # mhsa-patch\n)\n',
+    ),
+]
+
+
+def _both_layers(edit, src: str) -> str:
+    module = cst.parse_module(src)
+    for layer in layers():
+        assert edit.find(module, layer) == []
+        module = edit.add(module, layer)
+    return module.code
+
+
+def _remove_both(edit, src: str) -> str:
+    module = cst.parse_module(src)
+    for layer in reversed(layers()):  # the last inserted first, as revert does
+        (found,) = edit.find(module, layer)
+        assert found.marked and found.current, (layer.name, src)
+        module = edit.remove(module, layer, found)
+    return module.code
+
+
+@pytest.mark.parametrize("before, after", FORK_LINES, ids=["wrapped-trailing-comma", "wrapped-closing-line", "two-names"])
+def test_the_marker_never_lands_on_a_forks_line_that_ends_with_a_comment(before, after):
+    applied = _both_layers(AllEntry(), before)
+    assert applied == after
+    for line in applied.splitlines():
+        if "# mhsa-patch" in line:  # the marker's line holds the tool's names alone
+            assert "添加" not in line and not {"Conv", "RepConv", "ShuffleAttention", "ECA"} & set(
+                w.strip(" '\"()") for w in line.split("#")[0].split(",")
+            ), line
+    assert _remove_both(AllEntry(), applied) == before
+
+
+# The same in an import (there the comma after the last name holds the end of its line): a wrapped import whose last
+# line ends with the fork's note, and one whose names share lines without a note (appended to the last line).
+FORK_IMPORT_LINES = [
+    (
+        "from .conv import (CBAM, Conv,\n                   RepConv, ShuffleAttention,  # 添加\n                   )\n",
+        "from .conv import (CBAM, Conv,\n                   RepConv, ShuffleAttention,  # 添加\n"
+        "                   MHSA, BoT3,  # mhsa-patch\n                   )\n",
+    ),
+    (
+        "from .conv import (\n    CBAM, ShuffleAttention,\n    SpatialAttention,\n)\n",
+        "from .conv import (\n    CBAM, ShuffleAttention,\n    SpatialAttention, MHSA, BoT3,  # mhsa-patch\n)\n",
+    ),
+]
+
+
+@pytest.mark.parametrize("before, after", FORK_IMPORT_LINES, ids=["noted-last-line", "names-sharing-lines"])
+def test_the_marker_never_lands_on_a_forks_noted_import_line(before, after):
+    applied = _both_layers(ImportEntry(".conv"), before)
+    assert applied == after
+    assert _remove_both(ImportEntry(".conv"), applied) == before  # BoT3 out, MHSA keeps the marker, then MHSA out
+
+
+def test_a_long_line_wrapped_after_the_tools_first_name_keeps_its_marker():
+    """Past 120 columns BoT3 goes to a line of its own: MHSA, left on the line before, keeps a marker there (it was
+    left unmarked: status called it hand-written and revert by pieces left it in)."""
+    names = ", ".join(f"'Name{i:02d}'" for i in range(10))
+    # the fork's first line is 146 columns: MHSA fits on the last line (no longer than the longest), BoT3 does not
+    last = "'" + "Z" * 103 + "'"
+    before = f"__all__ = ('A', 'B', {names}, 'ShuffleAttention',  # 添加\n           {last})\n"
+    applied = _both_layers(AllEntry(), before)
+    assert applied.endswith(f"\n           {last}, 'MHSA',  # mhsa-patch\n           'BoT3')  # mhsa-patch\n"), applied
+    assert _remove_both(AllEntry(), applied) == before
+
+
+def test_removing_a_forks_import_leaves_the_lines_around_it():
+    """The blank line and the comment above a hand-written import are not its lines: they stay."""
+    src = ("import torch\nfrom ultralytics.nn.modules import (\n    SPPF,\n)\n\n# the fork's attention\n"
+           "from ultralytics.nn.modules.MHSA import MHSA\n\n\ndef parse_model():\n    pass\n")
+    edit = ImportEntry("ultralytics.nn.modules")
+    module = cst.parse_module(src)
+    (found,) = edit.find(module, LAYER)
+    assert not found.marked
+    assert edit.remove(module, LAYER, found).code == src.replace("from ultralytics.nn.modules.MHSA import MHSA\n", "")
+
+
+def test_removing_a_forks_branch_leaves_the_commented_out_branch_above_it():
+    commented = "        # elif m is MHSA:\n        #     args = [ch[f], *args]\n"
+    live = "        elif m is MHSA:\n            c1 = ch[f]\n            args = [c1, *args[0:]]\n"
+    src = PARSE_MODEL.replace("        else:\n", commented + live + "        else:\n")
+    module = cst.parse_module(src)
+    (found,) = ParseModelBranch().find(module, LAYER)
+    assert not found.marked
+    assert ParseModelBranch().remove(module, LAYER, found).code == src.replace(live, "")
+
+
 def test_already_applied_is_found_current_so_apply_is_a_no_op():
     for rel, edits in EDITS.items():
         for edit in edits:

@@ -6,6 +6,7 @@ in tests/test_forks.py).
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 
 import pytest
@@ -64,6 +65,51 @@ def test_the_reading_in_force_is_read_from_the_branch_that_selects_the_layer(tex
     assert found.name == name
     if name != "fallback":
         assert text.splitlines()[found.line - 1].lstrip().startswith(("if m in", "elif m is"))
+
+
+# Issue 22 D.2: a branch is read by what it computes, however it is spelled (patching/branch_eval.py).
+SEVENTEEN = ", ".join(f"Att{k}" for k in range(17))
+BY_BEHAVIOUR = {
+    # the field's fork: MHSA last in a list shared with 17 attentions, c1 named, args[0:]
+    "list-of-17": (f"elif m in [{SEVENTEEN}, MHSA]:", "c1 = ch[f]\nargs = [c1, *args[0:]]", "tutorial"),
+    "tuple-concatenated": ("elif m in (Att0, MHSA, Att1):", "c1 = ch[f]\nargs = [c1] + args[0:]", "tutorial"),
+    "list-call": ("elif m is MHSA:", "args = [ch[f]] + list(args)", "tutorial"),
+    "tuple-args": ("elif m is MHSA:", "c1 = ch[f]\nargs = (c1, *args)", "tutorial"),
+    # a shared branch with a step for another module: the layer does not take it
+    "inner-if-for-another": ("elif m in {Att0, MHSA}:", "c2 = ch[f]\nargs = [c2, *args]\nif m is Att0:\n    args = args[:1]",
+                             "tutorial"),
+    "inner-if-for-it": ("elif m in {Att0, MHSA}:", "c2 = ch[f]\nargs = [c2, *args]\nif m is MHSA:\n    args = args[:1]",
+                        "unrecognised"),
+    "scaled-spelled-out": ("elif m is MHSA:", "c1 = ch[f]\nc2 = make_divisible(min(args[0], max_channels) * width, 8)\n"
+                           "args = [c1, *args[1:]]", "scaled-channels"),
+    # not the tutorial's call: an extra value, the wrong channels recorded, the wrong input, no min()
+    "extra-value": ("elif m is MHSA:", "args = [ch[f], 4, *args]", "unrecognised"),
+    "records-other-channels": ("elif m is MHSA:", "args = [ch[f], *args]\nc2 = args[1]", "unrecognised"),
+    "previous-layer-always": ("elif m is MHSA:", "args = [ch[-1], *args]", "unrecognised"),
+    "scaled-without-min": ("elif m is MHSA:", "c1 = ch[f]\nc2 = make_divisible(args[0] * width, 8)\n"
+                           "args = [c1, *args[1:]]", "unrecognised"),
+    # what this evaluator does not follow is never guessed, and never run
+    "a-call-it-does-not-know": ("elif m is MHSA:", "args = [ch[f], *args]\nprint(args)", "unrecognised"),
+    "exec": ("elif m is MHSA:", "exec('import os')\nargs = [ch[f], *args]", "unrecognised"),
+    "a-loop": ("elif m is MHSA:", "for a in args:\n    pass\nargs = [ch[f], *args]", "unrecognised"),
+}
+
+
+@pytest.mark.parametrize("case", list(BY_BEHAVIOUR))
+def test_a_branch_is_read_by_what_it_computes(case):
+    head, body, name = BY_BEHAVIOUR[case]
+    lines = "".join(f"            {ln}\n" for ln in body.splitlines())
+    found = in_force(tasks(branches=f"        {head}\n{lines}"), "MHSA")
+    assert found.name == name
+    assert found.line and tasks(branches=f"        {head}\n{lines}").splitlines()[found.line - 1].strip() == head
+
+
+def test_the_evaluator_runs_nothing(tmp_path, monkeypatch):
+    """A branch that would write a file if it ran: reading it writes nothing (the source is only walked)."""
+    monkeypatch.chdir(tmp_path)
+    body = "open('ran', 'w').write('x')\nargs = [ch[f], *args]"
+    assert in_force(tasks(branches=branch("MHSA", body)), "MHSA").name == "unrecognised"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_base_modules_through_a_holder_variable_as_8_4_writes_it():
@@ -154,3 +200,29 @@ def test_lint_warns_on_a_row_written_for_a_foreign_mhsa():
     r = lint_text(MODEL.replace("ROW", "1, MHSA, [512, 1024, 4]"), "fork-n.yaml", known=known(MHSA="tutorial"))
     (w,) = [f for f in r.warnings if f.rule == "foreign-row"]
     assert "width=512 and height=1024 look like channel counts" in w.message and "--replace-foreign" in w.message
+
+
+# Issue 22 D.1: scale rows as the target's parse_model unpacks them.
+FOUR = MODEL.replace("n: [1.0, 0.25, 1024]", "n: [1.0, 0.25, 1024, 0.5]").replace("ROW", "1, MHSA, [14, 14, 4]")
+THREE = MODEL.replace("ROW", "1, MHSA, [14, 14, 4]")
+
+
+def test_the_lint_reads_scale_rows_as_parse_model_unpacks_them():
+    from mhsa_patch.modelyaml.lint import scale_unpack
+
+    unpack = scale_unpack(ast.parse(tasks().replace(
+        "    for i,", "    depth, width, max_channels, threshold = scales[scale]\n    for i,")))
+    assert unpack == ("depth", "width", "max_channels", "threshold")
+    fork = dataclasses.replace(known(MHSA="tutorial"), scale_names=unpack)
+    stock = dataclasses.replace(known(MHSA="tutorial"), scale_names=("depth", "width", "max_channels"))
+    ok = lint_text(FOUR, "fork-n.yaml", known=fork)
+    assert ok.error is None and ok.mhsa[0].call() == "MHSA(n_dims=64, width=14, height=14, heads=4, pos_emb=False)"
+    # the other way round, each says why the target's parse_model fails on it
+    for text, k, got, want in ((THREE, fork, 3, 4), (FOUR, stock, 4, 3)):
+        err = lint_text(text, "fork-n.yaml", known=k).error
+        assert err.rule == "scales" and f"has {got} values" in err.message and f"unpacks {want} (" in err.message
+    # without the target's word (no parse_model read), a fourth value is no reason to say the model does not build
+    assert lint_text(FOUR, "fork-n.yaml").error is None
+    starred = dataclasses.replace(fork, scale_names=("depth", "width", "max_channels", "*rest"))
+    assert lint_text(FOUR, "fork-n.yaml", known=starred).error is None
+    assert lint_text(THREE, "fork-n.yaml", known=starred).error is None

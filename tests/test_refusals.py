@@ -211,6 +211,24 @@ def test_force_keeps_or_removes_the_pasted_name_without_a_trace_and_warns_at_sta
     assert releases.tree_bytes(pkg) == fork
 
 
+def test_a_kept_branch_whose_call_is_not_known_is_never_promised_one(tmp_path):
+    """Issue 22 D.2: a fork's branch that mhsa-patch cannot read (it drops the row's last argument) is kept by
+    --force; the warning says the call is not known and which command shows it, never that the lint shows it, and
+    the lint indeed says it does not know it."""
+    site = forks.build_fork("8.4.190", tmp_path, {"nn/modules/MHSA.py": forks.TUTORIAL_MODULE},
+                            ["from ultralytics.nn.modules.MHSA import MHSA"], {"MHSA": "args = [ch[f], *args[:-1]]"})
+    pkg = site / "ultralytics"
+    r = cli("apply", "--force", "-t", str(pkg))
+    assert r.exit_code == 0, r.output
+    (line,) = [ln for ln in r.stderr.splitlines() if "kept the fork's reading of MHSA's rows ('unrecognised'" in ln]
+    assert "mhsa-patch cannot tell which call it makes" in line and "'mhsa-patch check MODEL.yaml' builds" in line
+    assert "--lint-only" not in line and "shows the call" not in line, line
+    cfg = tmp_path / "fork-n.yaml"
+    cfg.write_text(forks.MODEL.replace("LAYER", "1, MHSA, [14, 14, 4]"))
+    r = cli("check", str(cfg), "--lint-only", "-t", str(pkg))
+    assert r.exit_code == 0 and "layer 4: MHSA(...) (not known)" in r.stdout, r.output
+
+
 def test_dry_run_diff_shows_only_the_real_change(latest_pkg):
     """A fork's __init__.py past 200 lines: difflib's junk heuristic showed the unchanged closing ')' of __all__ as
     removed and added back; the diff now shows the inserted names alone, as git does."""

@@ -46,14 +46,36 @@ PASSTHROUGH_MODULES = frozenset(spec.name for spec in LAYERS if spec.channels ==
 DOWNSAMPLERS = {"Conv": 2, "GhostConv": 2, "DWConv": 2, "SCDown": 2, "Focus": None, "ADown": None, "AConv": None}
 
 
+# What every release's parse_model unpacks a ``scales`` row into (``depth, width, max_channels = scales[scale]``); a
+# fork may unpack more (``depth, width, max_channels, threshold = scales[scale]``): lint.known_modules reads its names.
+SCALE_NAMES = ("depth", "width", "max_channels")
+
+
+def scale_values(row, names=SCALE_NAMES) -> dict:
+    """``{name: value}`` of a ``scales`` row as parse_model unpacks it into ``names`` (a ``*rest`` name takes what
+    is left over); depth, width and max_channels at their stock positions where ``names`` does not name them."""
+    row = list(row)
+    star = next((k for k, n in enumerate(names) if n.startswith("*")), None)
+    if star is None:
+        out = dict(zip(names, row))
+    else:
+        tail = len(names) - star - 1
+        out = {**dict(zip(names[:star], row[:star])), **dict(zip(names[star + 1 :], row[len(row) - tail :]))}
+    for k, name in enumerate(SCALE_NAMES):
+        if name not in names and k < len(row):
+            out.setdefault(name, row[k])
+    return out
+
+
 def make_divisible(x: float, divisor: int = 8) -> int:
     """ultralytics.utils.ops.make_divisible for an int divisor."""
     return int(math.ceil(x / divisor) * divisor)
 
 
-def replay(rows: list[Row], data: dict, scale: str, imgsz_stride: bool = True, readings=None) -> tuple[list, list]:
+def replay(rows: list[Row], data: dict, scale: str, imgsz_stride: bool = True, readings=None,
+           scale_names=SCALE_NAMES) -> tuple[list, list]:
     """Output channels and stride of every layer, as ``parse_model`` builds them (None where not a feature map)."""
-    chans, strides, _ = trace(rows, data, scale, readings)
+    chans, strides, _ = trace(rows, data, scale, readings, scale_names)
     return chans, strides
 
 
@@ -68,7 +90,8 @@ def is_known(module: str) -> bool:
     )
 
 
-def trace(rows: list[Row], data: dict, scale: str | None, readings=None) -> tuple[list, list, list]:
+def trace(rows: list[Row], data: dict, scale: str | None, readings=None,
+          scale_names=SCALE_NAMES) -> tuple[list, list, list]:
     """:func:`replay` plus, per layer, the first layer of a module this replay does not know (a user's ``BiFPN``,
     ``CBAM`` ...) that its channel count depends on, or None when it depends on none.
 
@@ -79,10 +102,14 @@ def trace(rows: list[Row], data: dict, scale: str | None, readings=None) -> tupl
 
     ``readings``: module name -> ``patches.readings.Reading`` that the target's parse_model applies to its rows (the
     channels it records follow the reading's ``out``); other modules, and every module without it, as the tool reads them.
+    ``scale_names``: what the target's parse_model unpacks a ``scales`` row into.
     """
     depth_width = (data.get("scales") or {}).get(scale) if scale is not None else None
     if depth_width is not None:
-        _, width, max_channels = depth_width
+        values = scale_values(depth_width if isinstance(depth_width, (list, tuple)) else (), scale_names)
+        if "width" not in values or "max_channels" not in values:
+            raise PatchError(f"the '{scale}' row of 'scales' is not [{', '.join(scale_names)}]: {depth_width!r}")
+        width, max_channels = values["width"], values["max_channels"]
     else:
         width, max_channels = data.get("width_multiple", 1.0), float("inf")
     nc = data.get("nc")

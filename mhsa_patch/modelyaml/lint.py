@@ -34,7 +34,16 @@ from pathlib import Path
 import yaml
 
 from mhsa_patch.errors import PatchError
-from mhsa_patch.modelyaml.graph import DOWNSAMPLERS, HEAD_MODULES, OPAQUE_MODULES, SCALED_MODULES, replay, stage_label
+from mhsa_patch.modelyaml.graph import (
+    DOWNSAMPLERS,
+    HEAD_MODULES,
+    OPAQUE_MODULES,
+    SCALE_NAMES,
+    SCALED_MODULES,
+    replay,
+    scale_values,
+    stage_label,
+)
 from mhsa_patch.modelyaml.naming import guess_scale, unified_path
 from mhsa_patch.modelyaml.rows import FROM_RE, ROW_RE, Row, _bracket_end, _format_from, _froms, load_yaml, parse_base
 from mhsa_patch.patches import LAYERS
@@ -185,6 +194,9 @@ class KnownModules:
     # the layer's rows once applied (a fork's reading that differs from the tool's stays: apply --force keeps it)
     readings: dict | None = None
     apply_hint: str = "mhsa-patch apply"  # the command that patches this target ('apply --force' on a fork)
+    # what parse_model unpacks a ``scales`` row into (``depth, width, max_channels, threshold = scales[scale]`` on a
+    # fork); None: not read (no target, or no such statement found), any row of at least three numbers is taken
+    scale_names: tuple[str, ...] | None = None
 
     def unknown(self, module: str) -> bool:
         if module.startswith("nn."):
@@ -226,10 +238,39 @@ def _module_globals(tree: ast.Module) -> frozenset | None:
 
 
 def _names_in(path: Path) -> frozenset | None:
+    tree = _parse(path)
+    return None if tree is None else _module_globals(tree)
+
+
+def _parse(path: Path) -> ast.Module | None:
     try:
-        return _module_globals(ast.parse(path.read_bytes(), filename=str(path)))
+        return ast.parse(path.read_bytes(), filename=str(path))
     except (OSError, SyntaxError, ValueError):
         return None
+
+
+def scale_unpack(tree: ast.Module | None) -> tuple[str, ...] | None:
+    """The names ``parse_model`` unpacks a ``scales`` row into: ``depth, width, max_channels = scales[scale]`` in
+    every release, one more (``threshold``) or fewer on some forks; a starred name as ``*rest``. None where
+    parse_model has no such statement (then nothing is said about a row's length)."""
+    func = next((n for n in (tree.body if tree else ()) if isinstance(n, ast.FunctionDef) and n.name == "parse_model"),
+                None)
+    for node in ast.walk(func) if func is not None else ():
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Tuple)):
+            continue
+        value = node.value
+        if not (isinstance(value, ast.Subscript) and isinstance(value.value, ast.Name) and value.value.id == "scales"):
+            continue
+        names = []
+        for elt in node.targets[0].elts:
+            if isinstance(elt, ast.Name):
+                names.append(elt.id)
+            elif isinstance(elt, ast.Starred) and isinstance(elt.value, ast.Name):
+                names.append("*" + elt.value.id)
+            else:
+                return None
+        return tuple(names)
+    return None
 
 
 def torch_nn_names() -> frozenset | None:
@@ -252,7 +293,8 @@ def torch_nn_names() -> frozenset | None:
 def known_modules(target) -> KnownModules:
     """The modules ``target``'s parse_model knows, plus the patch's layers (which ``apply`` adds), and how it reads
     the layers' rows once patched."""
-    names = _names_in(target.package / "nn" / "tasks.py")
+    tree = _parse(target.package / "nn" / "tasks.py")
+    names = None if tree is None else _module_globals(tree)
     layers = {layer.name for layer in LAYERS}
     patched = None if names is None else layers <= names
     if names is not None:
@@ -261,7 +303,7 @@ def known_modules(target) -> KnownModules:
     if hint is not None:  # the engine's own word: a fork's hand-written import binds the names but is not the patch
         patched = hint == ""
     return KnownModules(version=target.version, names=names, nn=torch_nn_names(), patched=patched, readings=readings,
-                        apply_hint=hint or "mhsa-patch apply")
+                        apply_hint=hint or "mhsa-patch apply", scale_names=scale_unpack(tree))
 
 
 def target_readings(target) -> tuple[dict | None, str | None]:
@@ -272,7 +314,7 @@ def target_readings(target) -> tuple[dict | None, str | None]:
     from mhsa_patch.patching.results import State
 
     try:
-        st = engine.status(target)
+        st = engine.status(target, lines=False)
     except PatchError:
         return None, None
     out = {}
@@ -291,20 +333,18 @@ def target_readings(target) -> tuple[dict | None, str | None]:
 
 def _refuses_force(target) -> bool:
     """Whether ``apply --force`` refuses for a class named like a layer that is not the tool's (then only
-    ``--replace-foreign`` works). The patched texts are computed in memory, as apply's plan: no lock, no write."""
+    ``--replace-foreign`` works): read from the pieces found, as apply's plan reads them; no lock, no write."""
     from mhsa_patch.patching.atomic import read_confined
     from mhsa_patch.patching.filemodel import TargetFile
     from mhsa_patch.patching.target import TARGET_FILES
 
     try:
-        for rel in TARGET_FILES:
-            data = read_confined(target.package, target.file(rel), 4 * 2**20)
-            TargetFile(target, rel, data).applied_text(force=True)
-    except PatchError as e:
-        return "--replace-foreign" in str(e)
-    except (OSError, ValueError):
+        return any(
+            TargetFile(target, rel, read_confined(target.package, target.file(rel), 4 * 2**20)).foreign_classes()
+            for rel in TARGET_FILES
+        )
+    except (PatchError, OSError, ValueError):
         return False
-    return False
 
 
 # ------------------------------------------------------------------------------------------------ the lint
@@ -452,8 +492,10 @@ def _lint(text, name, imgsz, known, findings, out) -> LintResult:
     from_name = guess_scale(name)
     key = data.get("scale")
     scale = ""
+    unpack = known.scale_names if known is not None and known.scale_names else None
+    row_shape = f"[{', '.join(unpack or SCALE_NAMES)}]"
     if scales is not None and not isinstance(scales, dict):
-        stop(f"{name}: 'scales' must map each scale to [depth, width, max_channels], got {scales!r}", rule="scales")
+        stop(f"{name}: 'scales' must map each scale to {row_shape}, got {scales!r}", rule="scales")
     if isinstance(scales, dict) and scales:
         have = ", ".join(map(str, scales))
         if from_name:
@@ -481,10 +523,26 @@ def _lint(text, name, imgsz, known, findings, out) -> LintResult:
                        f"block of the config it came from (yolov8.yaml)")
     out["scale"] = scale
     scale_row = scales.get(scale) if isinstance(scales, dict) else None
-    if isinstance(scale_row, (list, tuple)) and len(scale_row) == 3 and all(_is_num(x) for x in scale_row):
-        depth = scale_row[0]
-    elif scale_row is not None:
-        stop(f"{name}: the '{scale}' row of 'scales' must be [depth, width, max_channels]", rule="scales")
+    scale_names = unpack or SCALE_NAMES
+    if scale_row is not None:
+        # read as the target's parse_model unpacks it (a fork may unpack four values); without the target's word,
+        # any row of three numbers or more (no release unpacks fewer)
+        if not isinstance(scale_row, (list, tuple)):
+            stop(f"{name}: the '{scale}' row of 'scales' must be a list {row_shape}, got {scale_row!r}", rule="scales")
+        star = any(n.startswith("*") for n in scale_names)
+        fits = len(scale_row) >= len(scale_names) - star if star or unpack is None else len(scale_row) == len(unpack)
+        if not fits:
+            who = f"ultralytics {known.version}'s parse_model" if unpack else "parse_model"
+            stop(f"{name}: the '{scale}' row of 'scales' has {len(scale_row)} values {list(scale_row)} but "
+                 f"{who} unpacks {len(scale_names) - star}{' or more' if star else ''} "
+                 f"({', '.join(scale_names)} = scales[scale]): the build fails with ValueError; fix: write the row as "
+                 f"{row_shape}", rule="scales")
+        values = scale_values(scale_row, scale_names)
+        bad = [k for k in SCALE_NAMES if not _is_num(values.get(k))]
+        if bad:
+            stop(f"{name}: the '{scale}' row of 'scales' {list(scale_row)}: {', '.join(bad)} must be a number "
+                 f"(read as {row_shape})", rule="scales")
+        depth = values["depth"]
     else:
         depth = data.get("depth_multiple", 1.0)
 
@@ -547,7 +605,8 @@ def _lint(text, name, imgsz, known, findings, out) -> LintResult:
         resolved.append(replace(r, args=args))
 
     try:
-        chans, _ = replay(resolved, data, scale, readings={m: rule_of(m)[0] for m in LAYER_NAMES if rule_of(m)[0]})
+        chans, _ = replay(resolved, data, scale, readings={m: rule_of(m)[0] for m in LAYER_NAMES if rule_of(m)[0]},
+                          scale_names=scale_names)
     except PatchError as e:  # pragma: no cover - the checks above catch what replay refuses
         stop(f"{name}: {e}")
 

@@ -154,11 +154,12 @@ def _interrupted(record: Optional[Record]) -> list[str]:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def status(target: Target) -> Status:
+def status(target: Target, *, lines: bool = True) -> Status:
     """Which pieces are where, per file, and what that adds up to. Writes nothing, ever, and takes no lock.
 
     An interrupted run (journal state applying or reverting) is reported with the command that finishes it; only
     apply and revert recover. A status running while another process applies may see that run's journal.
+    ``lines``: False leaves the pieces found without their line numbers (for callers that need only the states).
     """
     data = Journal(target.package).read()
     notes = _interrupted(data)
@@ -169,7 +170,7 @@ def status(target: Target) -> Status:
         raw = _read(target, rel)  # a link out of the package, a file too large: refused, as by apply
         try:
             model = TargetFile(target, rel, raw)
-            files.append(model.status(entries.get(rel), kept))
+            files.append(model.status(entries.get(rel), kept, lines))
             models.append(model)
         except PatchError as e:  # not UTF-8, does not parse: said, never a failure of status
             files.append(unreadable_status(rel, e))

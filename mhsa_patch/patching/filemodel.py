@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import NamedTuple, Optional
 
 from mhsa_patch.errors import PatchError
@@ -70,6 +71,35 @@ def unreadable_status(rel: str, err: PatchError) -> FileStatus:
         for layer in layers() for edit in EDITS[rel] if edit.inserts
     )
     return FileStatus(rel, State.NOT_APPLIED, pieces)
+
+
+class _Parsed:
+    """A file's text parsed with libcst once, and its nodes' positions once asked for: one command reads a target
+    file several times (check's lint asks status, then whether --force would refuse; apply --force reads, then
+    names lines), and libcst's parse and position pass of a 2,400-line tasks.py cost about 0.7 s of CPU together.
+    libcst trees are immutable, so sharing one is safe; positions are keyed by the nodes of this very tree."""
+
+    def __init__(self, text: str):
+        import libcst as cst
+
+        self.module = cst.parse_module(text)
+        self._positions: Optional[dict] = None
+
+    def positions(self) -> dict:
+        if self._positions is None:
+            self._positions = _positions(self.module)
+        return self._positions
+
+
+@lru_cache(maxsize=8)  # the three target files, before and after a change, with room to spare
+def _parsed(text: str) -> _Parsed:
+    return _Parsed(text)
+
+
+def _positions(module) -> dict:
+    from libcst.metadata import MetadataWrapper, PositionProvider
+
+    return MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
 
 
 class FileContext:
@@ -147,7 +177,7 @@ class TargetFile:
             import libcst as cst
 
             try:
-                self._module = cst.parse_module(self.text)
+                self._module = _parsed(self.text).module
             except cst.ParserSyntaxError as e:
                 raise PatchError(f"{self.target.file(self.rel)}:{e.raw_line}: does not parse ({e.message})") from None
         return self._module
@@ -277,23 +307,23 @@ class TargetFile:
     def line_of(self, node) -> Optional[int]:
         """1-based line of a node; the position pass is costly, so it runs only when a message needs it."""
         if self._lines is None:
-            from libcst.metadata import MetadataWrapper, PositionProvider
-
-            wrapper = MetadataWrapper(self.module, unsafe_skip_copy=True)
-            self._lines = wrapper.resolve(PositionProvider)
+            self._lines = _parsed(self.text).positions() if self.module is _parsed(self.text).module else _positions(
+                self.module)
         pos = self._lines.get(node)
         return pos.start.line if pos is not None else None
 
-    def status(self, entry, kept: frozenset = frozenset()) -> FileStatus:  # entry: journal.FileEntry or None
+    def status(self, entry, kept: frozenset = frozenset(), lines: bool = True) -> FileStatus:
         """Every piece with its state; what the tool cannot find or insert here is ``unsupported``, with its anchor,
-        line and reason (apply would refuse). Never raises for a layout it does not understand. ``kept``: layers whose
-        hand-written branch the journal records as kept in force (their pieces: KEPT)."""
+        line and reason (apply would refuse). Never raises for a layout it does not understand. ``entry``: the
+        journal's ``FileEntry`` or None; ``kept``: layers whose hand-written branch the journal records as kept in
+        force (their pieces: KEPT); ``lines``: False leaves found pieces without their line (the position pass over
+        a 2,400-line tasks.py costs about a second; the lint needs only the states)."""
         pieces: list[Piece] = []
         found, problems = self.scan()
         errors = {(id(e), lay.name): err for e, lay, err in problems}
         # where the file holds something apply would not simply patch, every piece it found gets its line (the
         # position pass runs then anyway); on a plain stock or patched file, none needs one
-        all_lines = bool(problems) or any(not f.marked for _, _, f in found)
+        all_lines = lines and (bool(problems) or any(not f.marked for _, _, f in found))
         for edit, layer in self.pairs():
             mine = [f for e, lay, f in found if e is edit and lay is layer]
             err = errors.get((id(edit), layer.name))
@@ -307,7 +337,8 @@ class TargetFile:
                 state = PieceState.UNMARKED if not f.marked else (PieceState.MARKED if f.current else PieceState.OUTDATED)
                 if state is PieceState.UNMARKED and self._is_kept(edit, layer, f, kept):
                     state = PieceState.KEPT
-                line = self.line_of(f.node) if state in (PieceState.UNMARKED, PieceState.KEPT) or all_lines else None
+                wanted = lines and state in (PieceState.UNMARKED, PieceState.KEPT)
+                line = self.line_of(f.node) if wanted or all_lines else None
                 origin = f"{f.origin.rel}:{f.origin.line}" if f.origin is not None and not f.origin.in_target else None
                 name = getattr(getattr(f.node, "name", None), "value", None) if edit.key == "class" else None
                 pieces.append(Piece(self.rel, edit.key, layer.name, state, line, origin, name))
@@ -363,6 +394,13 @@ class TargetFile:
         why = incompatible(cls, reference)
         return f"{where}: class {layer.name} is not the tutorial's: {why}" if why else None
 
+    def foreign_classes(self) -> list[str]:
+        """Why ``apply --force`` refuses here for a class named like a layer that is not the tutorial's (what only
+        ``--replace-foreign`` takes over), from the pieces found, without computing the patch."""
+        if not any(n in self.text for layer in self.layers for n in layer.class_names) and not self.star_names:
+            return []
+        return [why for e, lay, f in self.find() if not f.marked and (why := self.foreign(lay, f))]
+
     @property
     def reads_rows(self) -> bool:
         """Whether this file holds parse_model (its edits include the layers' branches)."""
@@ -404,17 +442,27 @@ class TargetFile:
     def _kept_notes(self, kept: dict, found_pieces) -> list[str]:
         """One warning per kept reading, at the line ``status`` gives the hand-written branch piece (the layer's name
         in a set such as ``base_modules``), naming the line of the branch that decides when it is another."""
-        at = {lay.name: self.line_of(f.node) for e, lay, f in found_pieces if e.key == "branch" and not f.marked}
+        from mhsa_patch.patching.readings import spec_of
+
+        at = {lay.name: self.line_of(f.node) for e, lay, f in found_pieces
+              if e.key == "branch" and not f.marked and lay.name in kept}  # the position pass only where one is said
         notes = []
         for found in kept.values():
             what = "a body mhsa-patch does not recognise" if found.rule is None else found.rule.summary
             line = at.get(found.layer) or found.line
             branch = f", the branch at line {found.line}" if found.line and found.line != line else ""
+            # the tool's class in place of the fork's: the same models, or what differs (BoT3's unused fc1)
+            differs = spec_of(found.layer).replaces_tutorial
+            models = f"the same layers: {differs}" if differs else "the same models"
+            if found.rule is None:  # the lint cannot show a call it does not know: only a build shows it
+                shows = (f"mhsa-patch cannot tell which call it makes; 'mhsa-patch check MODEL.yaml' builds the model "
+                         f"and prints each layer's arguments")
+            else:
+                shows = f"'mhsa-patch check --lint-only MODEL.yaml' shows the call each {found.layer} row makes"
             notes.append(
                 f"{self.target.file(self.rel)}:{line}: kept the fork's reading of {found.layer}'s rows "
                 f"('{found.name}': {what}{branch}) instead of the tool's ('{self._tool_reading(found.layer)}'), so that its "
-                f"model YAMLs build the same models; 'mhsa-patch check --lint-only MODEL.yaml' shows the call each "
-                f"{found.layer} row makes"
+                f"model YAMLs build {models}; {shows}"
             )
         return notes
 

@@ -3,8 +3,9 @@
 Read from ``nn/tasks.py``'s text with ``ast`` (the C parser; comments matter only for the tool's marker, which is
 read from the branch's own line). parse_model's branches are visited in source order and the first whose test
 selects the layer decides, as parse_model's ``if``/``elif`` does: a branch of the layer's own, a shared branch
-(``m in {MHSA, ShuffleAttention}``), or the shared branch of scaled modules through a set that holds the layer
-(``base_modules = frozenset({..., BoT3})`` ... ``if m in base_modules:``).
+(``m in {MHSA, ShuffleAttention}``, ``m in [..., MHSA]``), or the shared branch of scaled modules through a set that
+holds the layer (``base_modules = frozenset({..., BoT3})`` ... ``if m in base_modules:``). A branch's reading is the
+one whose call its body computes (:mod:`.branch_eval`, on sample values; never by running it), however it is spelled.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from functools import lru_cache
 from typing import Optional
 
 from mhsa_patch.patches import LAYERS
+from mhsa_patch.patching.branch_eval import computes, constants
 from mhsa_patch.patches.readings import (
     BASE_MODULES,
     BASE_REPEAT,
@@ -64,11 +66,6 @@ def spec_of(name: str):
 
 
 @lru_cache(maxsize=None)
-def _dump(code: str) -> str:
-    return ast.dump(ast.parse(code))
-
-
-@lru_cache(maxsize=None)
 def _statement_dumps(code: str) -> frozenset:
     return frozenset(ast.dump(s) for s in ast.parse(code).body)
 
@@ -95,10 +92,11 @@ def _selects(test, name: str, holders: set[str]) -> bool:
     return name in used or bool(used & holders)
 
 
-def _body_reading(branch: ast.If, name: str, holders: set[str]) -> Optional[Reading]:
-    code = "\n".join(ast.unparse(s) for s in branch.body)
+def _body_reading(branch: ast.If, name: str, holders: set[str], known: dict) -> Optional[Reading]:
+    """The reading whose call the branch's body computes (a branch of its own, however it is spelled), else the
+    shared branch of scaled modules by its statements; None where neither."""
     for r in READINGS:
-        if r.bodies and any(_dump(code) == _dump(b) for b in r.bodies):
+        if r.bodies and computes(branch.body, name, r, known):
             return r
     have = {ast.dump(s) for s in branch.body}
     if all(_statement_dumps(s) <= have for s in BASE_STATEMENTS):
@@ -126,13 +124,14 @@ def in_force(text: str, layer: str) -> InForce:
         return InForce(layer, UNRECOGNISED)
     lines = text.splitlines()
     holders = _holders(tree, func, layer)
+    known = constants([*tree.body, *func.body])
     ifs = sorted((n for n in ast.walk(func) if isinstance(n, ast.If)), key=lambda n: (n.lineno, n.col_offset))
     for branch in ifs:
         if not _selects(branch.test, layer, holders):
             continue
         if MARK in lines[branch.lineno - 1]:
             return InForce(layer, OURS, branch.lineno, reading(spec_of(layer).reading))
-        rule = _body_reading(branch, layer, holders)
+        rule = _body_reading(branch, layer, holders, known)
         return InForce(layer, rule.name if rule else UNRECOGNISED, branch.lineno, rule)
     return InForce(layer, FALLBACK.name, None, FALLBACK)
 

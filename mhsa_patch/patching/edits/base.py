@@ -45,6 +45,21 @@ def replace_body_stmt(module: cst.Module, old: cst.CSTNode, new: Optional[cst.CS
     return module.with_changes(body=[stmt for stmt in body if stmt is not None])
 
 
+def drop_body_stmt(module: cst.Module, old: cst.CSTNode) -> cst.Module:
+    """The module without one top-level statement, and only its own lines: the blank lines and comments above it
+    (libcst's ``leading_lines``) stay, above the next statement (a commented-out copy of it included)."""
+    lines = list(getattr(old, "leading_lines", ()))
+    body = list(module.body)
+    i = next(k for k, stmt in enumerate(body) if stmt is old)
+    del body[i]
+    if not lines:
+        return module.with_changes(body=body)
+    if i < len(body):
+        body[i] = body[i].with_changes(leading_lines=[*lines, *body[i].leading_lines])
+        return module.with_changes(body=body)
+    return module.with_changes(body=body, footer=[*lines, *module.footer])
+
+
 class Edit:
     """One structural edit of one file: ``add`` and its inverse ``remove``, and ``find`` for what is there.
 

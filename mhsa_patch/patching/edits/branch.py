@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ast
-
 import libcst as cst
 
 from mhsa_patch.errors import PatchError
@@ -13,19 +11,6 @@ from mhsa_patch.patching.layers import Layer
 
 def _is_name(node, value: str) -> bool:
     return isinstance(node, cst.Name) and node.value == value
-
-
-# Branch bodies that read a row's args as the tutorial's and the tool's do: the input channels, then the YAML args.
-TUTORIAL_BODIES = frozenset(
-    ast.dump(ast.parse(code))
-    for code in (
-        "args = [ch[f], *args]",
-        "args = [ch[f], *args[0:]]",
-        "args = [ch[f]] + args",
-        "c2 = ch[f]\nargs = [c2, *args]",
-        "args = [ch[f], *args]\nc2 = ch[f]",
-    )
-)
 
 
 def _over_m(test) -> bool:
@@ -132,41 +117,26 @@ class ParseModelBranch(Edit):
             return len(right.elements) == 1 and _is_name(right.elements[0].value, name)
         return False
 
-    def owning_branch(self, module, name: cst.Name):
-        """The ``if``/``elif`` whose test selects ``name``: directly (``m in {MHSA, X}``), or through a variable
-        that holds it (``base_modules = frozenset({..., MHSA})`` ... ``if m in base_modules:``). None if neither."""
-        func = self.anchor.find(module)
+    def _walk(self, func: cst.FunctionDef) -> tuple[list[cst.If], dict[str, list[cst.Name]]]:
+        """Every ``if`` of parse_model and every name in it, by value: one traversal per tree (a libcst visit of a
+        fork's parse_model costs tens of milliseconds, and apply asks for every layer, after every removal). The
+        last tree's answer is kept: trees are immutable, so the same tree gives the same answer."""
+        cached = getattr(self, "_walked", None)
+        if cached is not None and cached[0] is func:
+            return cached[1], cached[2]
         ifs: list[cst.If] = []
-        holders: set[str] = set()
+        names: dict[str, list[cst.Name]] = {}
 
         class V(cst.CSTVisitor):
             def visit_If(self, node: cst.If) -> None:
                 ifs.append(node)
 
-            def visit_Assign(self, node: cst.Assign) -> None:
-                if any(n is name for n in ParseModelBranch._names_in(node.value, name.value)):
-                    holders.update(t.target.value for t in node.targets if isinstance(t.target, cst.Name))
+            def visit_Name(self, node: cst.Name) -> None:
+                names.setdefault(node.value, []).append(node)
 
         func.visit(V())
-        for stmt in module.body:  # a module-level set (older releases keep none, forks sometimes do)
-            if isinstance(stmt, cst.SimpleStatementLine):
-                stmt.visit(V())
-        for branch in ifs:
-            names = self._names_in(branch.test, name.value)
-            if any(n is name for n in names) or any(self._names_in(branch.test, h) for h in holders):
-                return branch
-        return None
-
-    @staticmethod
-    def reads_args_like_the_tutorial(module, branch: cst.If) -> bool:
-        """Whether a hand-written branch turns a row's args into ``[input channels, *args]``, as the tool's does."""
-        if not isinstance(branch.body, cst.IndentedBlock):
-            return False
-        code = "\n".join(module.code_for_node(stmt).strip() for stmt in branch.body.body)
-        try:
-            return ast.dump(ast.parse(code)) in TUTORIAL_BODIES
-        except SyntaxError:
-            return False
+        self._walked = (func, ifs, names)
+        return ifs, names
 
     def find(self, module, layer):
         func = self.anchor.find(module)
@@ -176,13 +146,7 @@ class ParseModelBranch(Edit):
             chain = []
         found, seen = [], set()
         in_chain = {id(b) for b in chain[1:]}
-        ifs: list[cst.If] = []
-
-        class V(cst.CSTVisitor):
-            def visit_If(self, node: cst.If) -> None:
-                ifs.append(node)
-
-        func.visit(V())
+        ifs, names = self._walk(func)
         for branch in ifs:  # the main chain's branches and any other `if` in parse_model (a fork's second chain)
             if not self.selects_only(branch.test, layer.name):
                 continue
@@ -197,7 +161,7 @@ class ParseModelBranch(Edit):
                 )
             found.append(Found(self.key, ours, branch, current))
             seen.update(id(n) for n in self._names_in(branch.test, layer.name))
-        for n in self._names_in(func, layer.name):  # e.g. MHSA in a shared `m in {MHSA, ShuffleAttention}` or a set
+        for n in names.get(layer.name, ()):  # e.g. MHSA in a shared `m in {MHSA, ShuffleAttention}` or a set
             if id(n) not in seen:
                 found.append(Found(self.key, False, n))
         return found
@@ -217,7 +181,7 @@ class ParseModelBranch(Edit):
         if isinstance(found.node, cst.If):
             for i, branch in enumerate(chain[1:], start=1):
                 if branch is found.node:
-                    return self._with_chain(module, self._relink(chain, i, branch.orelse))
+                    return self._with_chain(module, self._relink(chain, i, _carry_lines(branch, branch.orelse)))
             return replace_body_stmt(module, func, _without_if(func, found.node, layer.name))
         # a bare name elsewhere in parse_model: only an element of a set/tuple/list literal can be dropped safely
         parent = _container_of(func, found.node)
@@ -227,6 +191,15 @@ class ParseModelBranch(Edit):
             )
         seq, element = parent
         return replace_body_stmt(module, func, func.deep_replace(seq, _without_element(seq, element, layer.name)))
+
+
+def _carry_lines(removed: cst.If, after):
+    """``after`` (the ``elif`` or ``else`` that follows a removed branch) with the removed branch's lines above it: the
+    comment lines and blank lines before an ``elif`` (a commented-out branch) are not the branch's to take along."""
+    lines = list(removed.leading_lines)
+    if not lines or after is None:
+        return after
+    return after.with_changes(leading_lines=[*lines, *after.leading_lines])
 
 
 def _without_if(func: cst.FunctionDef, node: cst.If, name: str) -> cst.FunctionDef:
@@ -245,7 +218,7 @@ def _without_if(func: cst.FunctionDef, node: cst.If, name: str) -> cst.FunctionD
     func.visit(P())
     parent = parents.get(id(node))
     if isinstance(parent, cst.If):  # an elif: the previous branch takes over what followed it
-        return func.deep_replace(parent, parent.with_changes(orelse=node.orelse))
+        return func.deep_replace(parent, parent.with_changes(orelse=_carry_lines(node, node.orelse)))
     if isinstance(parent, cst.IndentedBlock) and not isinstance(node.orelse, cst.Else):
         body = []
         for stmt in parent.body:

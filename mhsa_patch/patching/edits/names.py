@@ -10,7 +10,7 @@ import libcst as cst
 
 from mhsa_patch.errors import PatchError
 from mhsa_patch.patching.edits.anchors import Anchor, import_module_name
-from mhsa_patch.patching.edits.base import Edit, Found, replace_body_stmt
+from mhsa_patch.patching.edits.base import Edit, Found, drop_body_stmt, replace_body_stmt
 from mhsa_patch.patching.edits.sequence import NameSequence, all_sequence, import_sequence
 from mhsa_patch.patching.layers import layer_names
 
@@ -67,7 +67,7 @@ class NameEntry(Edit):
             for i, el in enumerate(seq.elements):
                 if el is found.node:
                     if len(seq.elements) == 1 and self.drop_empty:  # a hand-written `from x import MHSA`
-                        return replace_body_stmt(module, stmt, None)
+                        return drop_body_stmt(module, stmt)
                     return replace_body_stmt(module, stmt, seq.remove(i))
         raise PatchError(f"{self.key}: the piece to remove is not in the module", node=found.node)
 

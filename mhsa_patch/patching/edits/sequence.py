@@ -170,7 +170,10 @@ class NameSequence:
             # trailing comma at the end of a line: the new name gets a line of its own and the closing layout
             ws = last.comma.whitespace_after
             new = new.with_changes(comma=_with_first_line(last.comma, marker_line()))
-            els[-1] = last.with_changes(comma=_with_first_line(self._separator(), ws.first_line))
+            sep = self._separator()
+            if not _newline_ws(sep.whitespace_after) and self._users_comment(ws.first_line.comment, names[-1]):
+                sep = last.comma  # a wrapped sequence whose last line ends with the user's comment: left as it is
+            els[-1] = last.with_changes(comma=_with_first_line(sep, ws.first_line))
             els.append(new)
             return self._rebuild(els)
         # no trailing comma (or one on the same line): the new name takes over the old last name's comma
@@ -178,7 +181,10 @@ class NameSequence:
         closing_ws = self.closing_ws()
         if _newline_ws(closing_ws):
             # the old last name's line keeps what the closing line had: nothing, the user's comment, or our marker
-            els[-1] = last.with_changes(comma=_with_first_line(self._separator(), closing_ws.first_line))
+            sep = self._separator()
+            if not _newline_ws(sep.whitespace_after) and self._users_comment(closing_ws.first_line.comment, names[-1]):
+                sep = self._wrapping_separator() or self._continuation()  # that comment ends its line: a new line
+            els[-1] = last.with_changes(comma=_with_first_line(sep, closing_ws.first_line))
             els.append(new)
             return self._rebuild(els, closing_ws=closing_ws.with_changes(first_line=marker_line()))
         comment = self.line.trailing_whitespace.comment
@@ -196,9 +202,21 @@ class NameSequence:
         line = self._rebuild(els, line_comment=True)
         wrap = self._wrapping_separator()
         if wrap is not None and _longest_line(module, line) > max(MAX_LINE, _longest_line(module, self.line)):
+            if comment is not None:  # our marker, after one of ours: the line that name stays on keeps one
+                wrap = _with_first_line(wrap, marker_line())
             els[-2] = last.with_changes(comma=wrap)
             line = self._rebuild(els, line_comment=True)
         return line
+
+    def _users_comment(self, comment: Optional[cst.Comment], last_name: Optional[str]) -> bool:
+        """A comment that ends the old last name's line and is not our marker after one of our names."""
+        return comment is not None and not (is_mark(comment) and last_name in self.ours)
+
+    def _continuation(self) -> cst.Comma:
+        """A comma that ends its line, the next one indented four spaces (a sequence with no line break of its own)."""
+        ws = cst.ParenthesizedWhitespace(first_line=cst.TrailingWhitespace(), indent=True,
+                                         last_line=cst.SimpleWhitespace("    "))
+        return cst.Comma(whitespace_after=ws)
 
     def remove(self, i: int) -> cst.SimpleStatementLine:
         """Inverse of ``insert`` for element ``i`` (and the plain way to drop a hand-pasted name)."""
@@ -212,6 +230,8 @@ class NameSequence:
             trailing_newline = isinstance(el.comma, cst.Comma) and _newline_ws(el.comma.whitespace_after)
             if trailing_newline:  # the old last name gets the closing layout back, keeping its own line's comment
                 own = prev.comma.whitespace_after.first_line if _newline_ws(prev.comma.whitespace_after) else None
+                if own is None and keep_mark:  # one of ours stays on this line, with the marker
+                    own = el.comma.whitespace_after.first_line
                 els[-1] = prev.with_changes(comma=_with_first_line(el.comma, own or cst.TrailingWhitespace()))
             else:
                 els[-1] = prev.with_changes(comma=el.comma)  # the old last name gets its comma style back
