@@ -86,6 +86,20 @@ def _user_layers(target: Target, record: Optional[Record]) -> tuple:
     return known + found
 
 
+def user_layers(target: Target) -> tuple:
+    """The target's user layers (``userlayers.UserLayer``), as status sees them: read-only, no lock; none where the
+    journal cannot be read (status and apply say why)."""
+    try:
+        return _user_layers(target, Journal(target.package).read())
+    except PatchError:
+        return ()
+
+
+def user_specs(target: Target) -> tuple:
+    """The target's user layers as ``patches.LayerSpec``s: what gen-yaml, the lint and ablate read them by."""
+    return tuple(u.spec() for u in user_layers(target))
+
+
 def _layer_set(user: tuple) -> tuple:
     from mhsa_patch.patching.layers import layers
 

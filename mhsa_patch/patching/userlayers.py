@@ -194,7 +194,7 @@ class UserLayer:
         channels = CHANNELS[self.reads]
         row_args = ("{c2}",) if channels == "scaled" else ()
         return LayerSpec(
-            **base, channels=channels, row_args=row_args, options=("at",),
+            **base, channels=channels, row_args=row_args, options=("at",), row_note="{stage}: {channels} channels",
             note=f"{self.name} goes in as a new row after --at (P5 by default)",
         )  # fmt: skip
 
