@@ -137,7 +137,11 @@ def _ask(tgt, specs: list[str], as_name, reads):
         except PatchError as e:
             problems += list(e.problems)
     if problems:
-        raise PatchError(problems=list(dict.fromkeys(problems)))
+        from mhsa_patch.errors import UNCHANGED
+
+        problems = list(dict.fromkeys(problems))
+        problems[-1] = f"{problems[-1]}; {UNCHANGED}"  # said as the engine's refusals say it
+        raise PatchError(problems=problems)
     names = [a.layer.name for a in asked]
     twice = [n for k, n in enumerate(names) if n in names[:k]]
     if twice:

@@ -244,7 +244,11 @@ def generate(target: Target, req: Request) -> Result:
     if (req.from_yaml is None or spec.placement == "replace") and any(r.module == name for r in rows):
         raise PatchError(f"{where} already has {_article(name)} {name} layer")
     n_backbone = len(data["backbone"])
-    chans, strides, unknown = trace(rows, data, scale)
+    from mhsa_patch.patches.readings import reading
+
+    # the target's user layers already in the file keep or set channels as their reading says
+    user_readings = {s.name: reading(s.reading) for s in req.extra}
+    chans, strides, unknown = trace(rows, data, scale, user_readings or None)
     if spec.placement == "replace":
         return _replace(target, req, path, text, bom, where, origin, p, scale, chans, strides, unknown)
 

@@ -88,16 +88,16 @@ class Names:
         """``(rel, line, what)`` of the first place the target binds ``name``: a submodule of nn/modules, a class or
         name of an nn/modules file, a name nn/modules/__init__.py or nn/tasks.py binds, a class of another file under
         nn/ (a fork's). ``skip``: files not to look at (the layer's own module file)."""
-        for f in self.module_files:
-            rel = f"{FOLDER}/{f}"
-            if f[:-3] == name and rel not in skip:
-                return rel, 1, f"the module ultralytics.nn.modules.{name}"
         defining = [f"{FOLDER}/{f}" for f in self.module_files if f != "__init__.py"]
         for rel in defining:  # a class or function where it is defined, first
             tree = self.tree(rel) if rel not in skip and self._mentions(rel, name) else None
             for node in tree.body if tree is not None else ():
                 if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.name == name:
                     return rel, node.lineno, "a class" if isinstance(node, ast.ClassDef) else "a function"
+        for f in self.module_files:
+            rel = f"{FOLDER}/{f}"
+            if f[:-3] == name and rel not in skip:
+                return rel, 1, f"the module ultralytics.nn.modules.{name}"
         for rel in ["nn/tasks.py", f"{FOLDER}/__init__.py", *defining]:
             line = self.bound_in(rel, name) if rel not in skip else None
             if line is not None:
@@ -178,7 +178,7 @@ def problems(target: Target, asked: list[UserLayer], registered: tuple[UserLayer
                 )
             continue
         found = names.where(name, frozenset({module_rel(name)})) if u.kind == "file" else None
-        if found is not None and (found[2].startswith("the module") or name in STOCK_NAMES):
+        if found is not None and name in STOCK_NAMES:
             rel, line, what = found  # ultralytics' own: no flag takes it over
             at = f"{target.file(rel)}:{line}"
             if what.startswith("the module"):

@@ -464,16 +464,20 @@ def apply(
             return Result("apply", target, notes=tuple(notes), dry_run=dry_run)
         files: dict[str, FileEntry] = {}
         kept_before = data.kept if applied else frozenset()
-        readings = {name: OURS for name in names}
-        refusals: list[Refusal] = []
         gone = tuple(u.layer() for u in registered if u.name in remove)
+        readings = {name: OURS for name in names}
+        if gone and not add and applied:  # the readings in force stay as they were, less the layer's that goes
+            readings = {name: r for name, r in data.readings.items() if name in names}
+        refusals: list[Refusal] = []
         for rel in TARGET_FILES:
             try:  # every file's refusals are gathered and said at once
-                base = current[rel]
-                if gone:  # revert --layer: that layer's marked pieces out, every other piece as it is
-                    base = TargetFile(target, rel, base, _layer_set(registered)).without_layers(gone).encode("utf-8")
-                model = TargetFile(target, rel, base, layer_set)
-                new_text = model.applied_text(force=force, replace_foreign=replace_foreign, kept_before=kept_before)
+                if gone and not add:  # revert --layer: that layer's marked pieces out, every other piece as it is
+                    model = TargetFile(target, rel, current[rel], _layer_set(registered))
+                    new_text = model.without_layers(gone) if any(model.mentions(g.name) for g in gone) else model.text
+                    model.kept = {}
+                else:
+                    model = TargetFile(target, rel, current[rel], layer_set)
+                    new_text = model.applied_text(force=force, replace_foreign=replace_foreign, kept_before=kept_before)
             except Refused as e:
                 refusals += e.refusals
                 continue

@@ -272,13 +272,16 @@ class TargetFile:
                 problems.append((edit, layer, err))
         return found, problems
 
-    def find(self, module=None):
-        """(edit, layer, Found) for every piece present in ``module`` (default: the file as read)."""
+    def find(self, module=None, only=None):
+        """(edit, layer, Found) for every piece present in ``module`` (default: the file as read); ``only``: of the
+        layers of these names alone."""
         if module is None:
             module = self.module
             pairs = [(e, lay) for e, lay in self.pairs() if self._relevant(e, lay)]  # absent: no walks
         else:
             pairs = list(self.pairs())
+        if only is not None:
+            pairs = [(e, lay) for e, lay in pairs if lay.name in only]
         out = []
         for edit, layer in pairs:
             try:
@@ -349,9 +352,8 @@ class TargetFile:
         while True:
             left = [
                 (e, lay, f)
-                for e, lay, f in self.find(module)
+                for e, lay, f in self.find(module, only)
                 if (f.marked or unmarked) and f.removable and not self._is_kept(e, lay, f, keep)
-                and (only is None or lay.name in only)
             ]
             if not left:
                 return module
@@ -385,8 +387,9 @@ class TargetFile:
         if cls is None:
             return f"{where}: {layer.name} is not a class mhsa-patch can check"
         why = incompatible(cls, reference)
-        if why and layer.kind != "builtin":
-            why = why.replace("the tutorial's", "its")
+        if why and layer.kind != "builtin":  # said of the user's own class, not of the tutorial's
+            why = why.replace("not the tutorial's parameters", "not those of yours").replace(
+                "differ from the tutorial's", "differ from yours")
         return f"{where}: class {layer.name} is not {layer.origin}: {why}" if why else None
 
     @property

@@ -123,10 +123,18 @@ def in_force(text: str, layer: str, tool: str = "") -> InForce:
     return found if not tool else InForce(found.layer, found.name, found.line, found.rule, tool)
 
 
-def _in_force(text: str, layer: str, tool: str = "") -> InForce:
+@lru_cache(maxsize=2)
+def _tree(text: str) -> Optional[ast.Module]:
+    """``nn/tasks.py`` parsed once for every layer's reading (None: it does not parse)."""
     try:
-        tree = ast.parse(text)
+        return ast.parse(text)
     except SyntaxError:
+        return None
+
+
+def _in_force(text: str, layer: str, tool: str = "") -> InForce:
+    tree = _tree(text)
+    if tree is None:
         return InForce(layer, UNRECOGNISED)
     func = _parse_model(tree)
     if func is None:

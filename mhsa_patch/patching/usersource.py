@@ -244,7 +244,14 @@ class UserFile:
         try:
             self.module = cst.parse_module(self.text)
         except cst.ParserSyntaxError as e:
-            raise PatchError(f"{self.shown}:{e.raw_line}: does not parse ({e.message.splitlines()[0]})") from None
+            line, why = e.raw_line, e.message.splitlines()[0]
+            import ast
+
+            try:  # Python's own parser names the line of the mistake (libcst's, where it noticed it)
+                ast.parse(self.text)
+            except SyntaxError as s:
+                line, why = s.lineno or line, s.msg
+            raise PatchError(f"{self.shown}:{line}: does not parse ({why})") from None
         except RecursionError:
             raise PatchError(f"{self.shown}: does not parse (nested too deeply)") from None
         self._lines: Optional[dict] = None
@@ -377,7 +384,9 @@ class UserFile:
                 inherited = self.signature(dotted, _seen | {class_name})
                 return Signature(inherited.params, inherited.varargs, inherited.line, inherited.owner, own=False,
                                  known=inherited.known)
-        return Signature((), False, self.line_of(cls), class_name, own=False, known=False)
+        plain = all((get_full_name_for_node(b.value) or "") in ("Module", "nn.Module", "torch.nn.Module") for b in cls.bases)
+        # nn.Module's own __init__ takes nothing: the class takes no argument at all
+        return Signature((), False, self.line_of(cls), class_name, own=False, known=plain and bool(cls.bases))
 
     # -- the installed text -----------------------------------------------------------------------------------------
 

@@ -176,13 +176,7 @@ class ParseModelBranch(Edit):
             chain = []
         found, seen = [], set()
         in_chain = {id(b) for b in chain[1:]}
-        ifs: list[cst.If] = []
-
-        class V(cst.CSTVisitor):
-            def visit_If(self, node: cst.If) -> None:
-                ifs.append(node)
-
-        func.visit(V())
+        ifs, names = _walk(func)
         for branch in ifs:  # the main chain's branches and any other `if` in parse_model (a fork's second chain)
             if not self.selects_only(branch.test, layer.name):
                 continue
@@ -197,7 +191,7 @@ class ParseModelBranch(Edit):
                 )
             found.append(Found(self.key, ours, branch, current))
             seen.update(id(n) for n in self._names_in(branch.test, layer.name))
-        for n in self._names_in(func, layer.name):  # e.g. MHSA in a shared `m in {MHSA, ShuffleAttention}` or a set
+        for n in names.get(layer.name, ()):  # e.g. MHSA in a shared `m in {MHSA, ShuffleAttention}` or a set
             if id(n) not in seen:
                 found.append(Found(self.key, False, n))
         return found
@@ -227,6 +221,30 @@ class ParseModelBranch(Edit):
             )
         seq, element = parent
         return replace_body_stmt(module, func, func.deep_replace(seq, _without_element(seq, element, layer.name)))
+
+
+_WALKED: list = []  # (function node, its ifs, its names by value): the last function walked
+
+
+def _walk(func: cst.FunctionDef) -> tuple[list[cst.If], dict[str, list[cst.Name]]]:
+    """Every ``if`` of parse_model and every ``Name`` by value, in one walk per tree: each layer's ``find`` asks for
+    them, and a walk of the 600-line function costs more than the rest of the find (nodes are immutable, so the
+    walk of the same node object stays true)."""
+    if _WALKED and _WALKED[0][0] is func:
+        return _WALKED[0][1], _WALKED[0][2]
+    ifs: list[cst.If] = []
+    names: dict[str, list[cst.Name]] = {}
+
+    class V(cst.CSTVisitor):
+        def visit_If(self, node: cst.If) -> None:
+            ifs.append(node)
+
+        def visit_Name(self, node: cst.Name) -> None:
+            names.setdefault(node.value, []).append(node)
+
+    func.visit(V())
+    _WALKED[:] = [(func, ifs, names)]
+    return ifs, names
 
 
 def _without_if(func: cst.FunctionDef, node: cst.If, name: str) -> cst.FunctionDef:

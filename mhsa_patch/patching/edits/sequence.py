@@ -196,6 +196,8 @@ class NameSequence:
         line = self._rebuild(els, line_comment=True)
         wrap = self._wrapping_separator()
         if wrap is not None and _longest_line(module, line) > max(MAX_LINE, _longest_line(module, self.line)):
+            if comment is not None:  # the old last line holds names of ours: it keeps its marker (remove gives it back)
+                wrap = _with_first_line(wrap, marker_line())
             els[-2] = last.with_changes(comma=wrap)
             line = self._rebuild(els, line_comment=True)
         return line
