@@ -98,7 +98,7 @@ def apply(
         ),
     ] = None,
 ) -> None:
-    """Patch ultralytics with MHSA (and your own layers: --layer).
+    """Patch ultralytics with MHSA and your layers.
 
     Inserts the class into conv.py, its exports, and its parse_model branch.
     """
