@@ -456,3 +456,46 @@ def test_a_checkpoint_loads_in_another_install_after_apply_layer_of_the_same_fil
     a, b = results
     assert a["same"] and b["same"] and a["out"] == b["out"]
     assert a["module"] == b["module"] == "ultralytics.nn.modules.user_ECA"
+
+
+# -- the data and the benchmark -----------------------------------------------------------------------------------
+
+@pytest.mark.releases
+@pytest.mark.parametrize("version", releases.MATRIX)
+def test_ultralytics_names_cover_every_release(version):
+    """``patches/ultralytics_names.py`` holds every name ultralytics binds where a layer's name goes (what tells a
+    class ultralytics ships from a fork's): the classes and functions of nn/modules/*.py, the submodules, and what
+    nn/modules/__init__.py and nn/tasks.py bind, in each release of the test matrix."""
+    import ast
+
+    from mhsa_patch.patches.ultralytics_names import STOCK_NAMES
+
+    pkg = releases.pristine(version)
+    names = set()
+    for path in [*(pkg / "nn/modules").glob("*.py"), pkg / "nn/tasks.py"]:
+        for node in ast.parse(path.read_bytes()).body:
+            if isinstance(node, (ast.ClassDef, ast.FunctionDef)):
+                names.add(node.name)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)) and path.name in ("__init__.py", "tasks.py"):
+                names |= {a.asname or a.name.split(".")[0] for a in node.names if a.name != "*"}
+            elif isinstance(node, ast.Assign) and path.name in ("__init__.py", "tasks.py"):
+                names |= {n.id for t in node.targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        if path.parent.name == "modules" and path.stem != "__init__":
+            names.add(path.stem)
+    assert names <= STOCK_NAMES, sorted(names - STOCK_NAMES)
+
+
+@pytest.mark.releases
+def test_the_benchmark_prints_its_ratio_against_apply(tmp_path):
+    """examples/bench_layer.py on one repeat: it runs and prints both rows and the ratio (the figure itself is the
+    README's, measured on an idle machine; no timing is asserted)."""
+    import subprocess
+    import sys
+
+    site = releases.copy_release(releases.LATEST, tmp_path / "site").parent
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "bench_layer.py"), "--target", str(site),
+                           "--repeats", "1"], env=checkout_env(site), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "baseline: mhsa-patch apply" in proc.stdout and "mhsa-patch apply --layer eca.py" in proc.stdout
+    assert "target <= 1.20" in proc.stdout
+    assert releases.tree_bytes(site / "ultralytics") == releases.tree_bytes(releases.pristine(releases.LATEST))

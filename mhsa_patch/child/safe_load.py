@@ -53,7 +53,9 @@ the tutorial's state (``heads``, ``pos``, ``softmax``, ``query``/``key``/``value
 (``nn.MultiheadAttention``, ``qkv``/``proj``) is refused, naming what is missing and what is not expected.
 
 Module classification, for a global that is neither allow-listed nor mapped: under ``ultralytics.`` the target's
-module is imported (the target's own code) and a missing module or attribute is *missing*; under ``torch.nn.`` the
+module is imported (the target's own code: a user layer's ``ultralytics.nn.modules.user_ECA`` once ``apply --layer``
+wrote it, never mapped by name) and a missing module or attribute is *missing* (for a user layer's path, the refusal
+names ``apply --layer``); under ``torch.nn.`` the
 same; a name from torch, numpy or the standard library that exists but is not on the list is *forbidden*; anything
 else (``timm``, ``models.common``, ``__main__``) is *missing* and never imported. Missing globals get a placeholder
 so that one pass lists them all; forbidden ones stop the load at once.
