@@ -116,8 +116,12 @@ def apply(
                               add=tuple(a.layer for a in asked))
     except PatchError as e:
         fail(e)
-    for a in asked:
-        info(f"{escape(a.layer.name)}: {escape(a.inferred.says())}")
+    for a in asked:  # on a dry run stdout is the diff alone: the reading goes to stderr
+        line = f"{escape(a.layer.name)}: {escape(a.inferred.says())}"
+        if dry_run:
+            err.print(f"[bold blue]mhsa-patch:[/] {line}")
+        else:
+            info(line)
     _print_result(result, f"{_layers(result)} already applied")
     if not result.dry_run and result.changes:
         nxt = f"mhsa-patch gen-yaml --scale n --layer {asked[-1].layer.name}" if asked else "mhsa-patch gen-yaml --scale n"
@@ -168,6 +172,7 @@ def revert(
     try:
         tgt = open_target(target, python, header_line=not dry_run)
         before = _user_names(tgt)
+        gone = next((u for u in engine.user_layers(tgt) if u.name == layer), None)
         result = engine.revert(tgt, dry_run=dry_run, layer=layer)
     except PatchError as e:
         fail(e)
@@ -175,8 +180,9 @@ def revert(
         _print_result(result, f"{layer} not applied")
         if not result.dry_run and result.changes:
             info(f"[green]{escape(layer)} reverted ✅[/] the other layers stay applied")
-            warn(f"models trained with {layer} need it to load: run 'mhsa-patch apply --layer' with its file before "
-                 "loading their .pt files")
+            again = layer if gone is not None and gone.kind == "stock" else (gone.source if gone else "") or "FILE.py"
+            warn(f"models trained with {layer} need it to load: run 'mhsa-patch apply --layer {again}' before loading "
+                 "their .pt files")
         return
     names = ", ".join([*_layers().split(", "), *before])
     _print_result(result, f"{names} not applied")
