@@ -34,3 +34,29 @@ def scale_like_c3(ch, f, args, n, nc, width, max_channels, make_divisible):
     args.insert(2, n)  # number of repeats, built inside the block
     n = 1
     return c1, c2, args, n
+
+
+def scale_like_conv(ch, f, args, nc, width, max_channels, make_divisible):
+    """A layer that takes input and output channels, scaled as parse_model scales Conv: ``Layer(c1, c2, *rest)``.
+
+    YAML ``[-1, 1, Layer, [1024, 3]]`` in a model with width 0.25 and max_channels 1024, on a 256-channel input,
+    builds ``Layer(256, 256, 3)``; ``n`` repeats build ``n`` blocks in a row (parse_model's ``nn.Sequential``), as for
+    Conv. ``c2 == nc`` stays unscaled, as in the shared branch up to 8.4.100. A user layer whose ``__init__`` starts
+    ``(c1, c2, ...)`` gets this rule (``apply --layer``, reading ``scaled``).
+    """
+    c1, c2 = ch[f], args[0]
+    if c2 != nc:  # as Conv: a width equal to the class count is left as is
+        c2 = make_divisible(min(c2, max_channels) * width, 8)
+    args = [c1, c2, *args[1:]]
+    return c1, c2, args
+
+
+def pass_args_as_written(ch, f, args):
+    """A layer that takes no channel count (SimAM): the row's args as written, its input's channels kept.
+
+    YAML ``[-1, 1, SimAM, [1e-4]]`` builds ``SimAM(1e-4)``, and the next layers see the input's channels. That is
+    parse_model's final ``else`` too; the branch of its own says so where a reader of ``parse_model`` looks for it,
+    and keeps ``c2`` right when the row reads from another layer than ``-1``.
+    """
+    c2 = ch[f]
+    return c2, args

@@ -114,6 +114,21 @@ def test_status_json_example_is_real(tmp_path):
                   lambda doc, real: json.loads(doc) == json.loads(real))
 
 
+def test_status_user_layer_example_is_real(tmp_path):
+    """One entry of ``user_layers`` (docs/status.md): the gallery's ECA, applied from /proj/layers/eca.py."""
+    site = tmp_path / "venv" / "lib" / "python3.11" / "site-packages"
+    pkg = releases.copy_release(releases.LATEST, site)
+    layer = tmp_path / "proj" / "layers" / "eca.py"  # shown as /proj/layers/eca.py
+    layer.parent.mkdir(parents=True)
+    layer.write_bytes((ROOT / "examples" / "layers" / "eca.py").read_bytes())
+    assert cli("apply", "--target", str(pkg), "--layer", str(layer)).exit_code == 0
+    r = cli("status", "--json", "--target", str(pkg))
+    assert r.exit_code == 0, r.output
+    (entry,) = json.loads(r.stdout.replace(str(tmp_path), ""))["user_layers"]
+    check_example(ROOT / "docs" / "status.md", "status-user-layer", json.dumps(entry, indent=2),
+                  lambda doc, real: doc.strip() != "" and json.loads(doc) == json.loads(real))
+
+
 # -- check --lint-only -------------------------------------------------------------------------------------------------
 
 

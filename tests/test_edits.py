@@ -372,6 +372,8 @@ def test_already_applied_is_found_current_so_apply_is_a_no_op():
         for edit in edits:
             if not edit.inserts:  # StarRebind: only after a fork's star import (tests/test_forks.py)
                 continue
+            if edit.mode(LAYER) != "insert":  # UserImport: a user layer's (tests/test_user_layers.py)
+                continue
             src = {
                 "__all__": '__all__ = (\n    "Conv",\n)\n',
                 "import": f"from {edit.module_name if isinstance(edit, ImportEntry) else ''} import (\n    Conv,\n)\n",

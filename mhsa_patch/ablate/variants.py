@@ -1,7 +1,8 @@
 """The variants of an ablation, from their command-line names to the model YAMLs each run trains.
 
 ``stock`` (the release's config at ``--scale``), ``stock:s`` (another scale: the capacity control), a layer of the
-patch with gen-yaml's default placement (``MHSA``, ``BoT3``), or at named points (``MHSA@P3``, ``MHSA@P3+P4+P5``),
+patch or a user layer applied to the target (``apply --layer``) with gen-yaml's default placement (``MHSA``, ``BoT3``,
+``ECA``), or at named points (``MHSA@P3``, ``ECA@P3+P4+P5``),
 and ``yaml:PATH`` (the user's own file, linted first: a lint error refuses it). Every YAML comes from gen-yaml's own
 code (:func:`mhsa_patch.modelyaml.emit.generate`), named so that ultralytics reads the right scale from the name.
 Pure: no file is written here.
@@ -38,16 +39,26 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name.replace("@", "-").replace("+", "-").replace(":", "-")).strip("-")
 
 
-def _layer(name: str):
-    for spec in LAYERS:
+def _layer(name: str, extra: tuple = ()):
+    for spec in (*LAYERS, *extra):
+        if spec.name == name:
+            return spec
+    for spec in (*LAYERS, *extra):
         if spec.name.lower() == name.lower():
             return spec
     return None
 
 
-def known_names() -> str:
-    layers = ", ".join(s.name for s in LAYERS)
+def known_names(extra: tuple = ()) -> str:
+    layers = ", ".join(s.name for s in (*LAYERS, *extra))
     return f"stock, stock:SCALE, {layers}, LAYER@P3 (or @P3+P4+P5), yaml:PATH"
+
+
+def _user_specs(target) -> tuple:
+    """The target's user layers (``apply --layer``), as gen-yaml reads them."""
+    from mhsa_patch.patching.engine import user_specs
+
+    return user_specs(target)
 
 
 def build_variant(target, name: str, *, scale: str, base: str | None, task: str | None, imgsz: int) -> Variant:
@@ -69,13 +80,15 @@ def build_variant(target, name: str, *, scale: str, base: str | None, task: str 
         file_name = f"{base_}{sc}{TASKS.get(task_, '')}-stock.yaml"
         return Variant(stripped, _slug(stripped), file_name, res.stock_text, sc)
     layer_name, _, at = stripped.partition("@")
-    spec = _layer(layer_name)
+    extra = _user_specs(target)
+    spec = _layer(layer_name, extra)
     if spec is None or rest:
-        raise UsageError(f"--variant {name}: unknown variant: choose from {known_names()}")
+        hint = "" if extra else "; a layer of your own is applied first with 'mhsa-patch apply --layer FILE.py'"
+        raise UsageError(f"--variant {name}: unknown variant: choose from {known_names(extra)}{hint}")
     at_value = ",".join(p.strip() for p in at.split("+")) if at else None
     if at and not all(at_value.split(",")):
         raise UsageError(f"--variant {name}: an empty insertion point (write {spec.name}@P3+P4+P5)")
-    req = Request(scale=scale, base=base, task=task, at=at_value, layer=spec.name)
+    req = Request(scale=scale, base=base, task=task, at=at_value, layer=spec.name, extra=extra)
     res = generate(target, req)
     where = "-" + "-".join(at_value.split(",")) if at_value else ""
     file_name = f"{base_}{scale}{TASKS.get(task_, '')}{spec.suffix}{where}.yaml"

@@ -74,7 +74,9 @@ def baseline_of(model, package: Path, model_name: str):
     cfg = copy.deepcopy(getattr(model, "yaml", None) or {})
     if not cfg.get("backbone"):
         raise ChildError("the model carries no YAML (model.yaml); cannot derive its stock counterpart")
-    base = choose(cfg, package, model_name)
+    from mhsa_patch.child.compat import user_specs
+
+    base = choose(cfg, package, model_name, user_specs())
     stock_cfg = dict(base.cfg)
     stock_cfg.pop("yaml_file", None)
     return build(stock_cfg, nc=_nc(model))[0], base
@@ -143,15 +145,21 @@ def train_step(model, h: int, w: int) -> dict:
             if p.grad is not None:
                 norm += float(p.grad.norm()) ** 2
     norm = math.sqrt(norm)
-    if added and norm == 0.0:
+    learned = [m for m in added if any(True for _ in m.parameters())]  # a parameter-free layer (SimAM) learns nothing
+    if learned and norm == 0.0:
         raise ChildError("training step: the gradient through the added layers is zero everywhere")
-    before = [p.detach().clone() for m in added for p in m.parameters()]
+    if added and not learned:  # then the gradient must still flow through it, to the layers before
+        norm = _gradient_through(model, added, batch, task)
+        if norm == 0.0:
+            raise ChildError("training step: no gradient flows through the added layers")
+    before = [p.detach().clone() for m in learned for p in m.parameters()]
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     opt.step()
-    after = [p.detach() for m in added for p in m.parameters()]
+    after = [p.detach() for m in learned for p in m.parameters()]
     changed = any(not torch.equal(a, b) for a, b in zip(before, after))
-    if added and not changed:
+    if learned and not changed:
         raise ChildError("training step: the optimizer step left the added layers unchanged")
+    changed = changed or not learned
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         raise ChildError("training step: the optimizer step made the weights non-finite")
     return {
@@ -162,6 +170,33 @@ def train_step(model, h: int, w: int) -> dict:
         "added_grad_norm": norm,
         "added_updated": changed,
     }
+
+
+def _gradient_through(model, added, batch, task) -> float:
+    """The norm of the gradient that reaches the inputs of the added layers (parameter-free ones: SimAM), from one
+    more forward and backward pass of the same loss with hooks on them."""
+    import torch
+
+    inputs = []
+
+    def keep(_module, args):
+        for a in args:
+            if isinstance(a, torch.Tensor) and a.requires_grad:
+                a.retain_grad()
+                inputs.append(a)
+
+    handles = [m.register_forward_pre_hook(keep) for m in added]
+    try:
+        model.zero_grad()
+        if task == "detect":
+            loss, _ = loss_fn(model)(batch)
+        else:
+            loss = sum(t.float().pow(2).mean() for t in _tensors(model(batch["img"])) if t.is_floating_point())
+        loss.sum().backward()
+    finally:
+        for h in handles:
+            h.remove()
+    return math.sqrt(sum(float(a.grad.norm()) ** 2 for a in inputs if a.grad is not None))
 
 
 # ------------------------------------------------------------------------------------------------------ summary

@@ -38,6 +38,25 @@ def require_patched() -> None:
         )
 
 
+def user_layers() -> tuple:
+    """The imported ultralytics' user layers (``apply --layer``), from its journal, validated as the tool reads it
+    (``patching.journal``); none where there is no journal or it cannot be read. Their rows are added layers too."""
+    from mhsa_patch.errors import PatchError
+    from mhsa_patch.patching.journal import Journal
+
+    _, where = ultralytics_info()
+    try:
+        record = Journal(where).read()
+    except PatchError:
+        return ()
+    return tuple(record.user_layers) if record is not None else ()
+
+
+def user_specs() -> tuple:
+    """:func:`user_layers` as ``patches.LayerSpec``s (what the model-YAML code reads them by)."""
+    return tuple(u.spec() for u in user_layers())
+
+
 def _layer_classes() -> tuple[dict[str, str], frozenset[str]]:
     """The patch's classes at the module the patch puts them in, and those whose pickled state is checked."""
     from mhsa_patch.patches import LAYERS
@@ -252,8 +271,19 @@ def synthetic_batch(imgsz_hw: tuple[int, int], batch_size: int, nc: int, seed: i
 
 
 def is_layer(module) -> bool:
-    """Whether ``module`` is one of the patch's layers (built here or unpickled)."""
-    return type(module).__name__ in layer_names()
+    """Whether ``module`` is one of the patch's layers or a user layer of the target (built here or unpickled)."""
+    name = type(module).__name__
+    return name in layer_names() or name in _user_names()
+
+
+def _user_names() -> frozenset:
+    global _USER_NAMES
+    if _USER_NAMES is None:
+        _USER_NAMES = frozenset(u.name for u in user_layers())
+    return _USER_NAMES
+
+
+_USER_NAMES = None
 
 
 def layer_type(module) -> str:

@@ -18,6 +18,7 @@ from mhsa_patch.child.compat import (
     require_patched,
     route_checkpoint_loading,
     ultralytics_info,
+    user_specs,
 )
 from mhsa_patch.child.protocol import ChildError, run_main
 from mhsa_patch.errors import PatchError
@@ -70,7 +71,7 @@ def port(events, src: str, model_yaml: str, out: str) -> dict:
 
     events.step("map", "Matching layers")
     try:
-        mapping = align(layer_list(smodel), layer_list(dmodel))
+        mapping = align(layer_list(smodel), layer_list(dmodel), user_specs())
     except PatchError as e:
         raise ChildError(f"{Path(src).name} does not fit {Path(model_yaml).name}: {e}") from None
 

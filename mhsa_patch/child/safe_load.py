@@ -53,7 +53,9 @@ the tutorial's state (``heads``, ``pos``, ``softmax``, ``query``/``key``/``value
 (``nn.MultiheadAttention``, ``qkv``/``proj``) is refused, naming what is missing and what is not expected.
 
 Module classification, for a global that is neither allow-listed nor mapped: under ``ultralytics.`` the target's
-module is imported (the target's own code) and a missing module or attribute is *missing*; under ``torch.nn.`` the
+module is imported (the target's own code: a user layer's ``ultralytics.nn.modules.user_ECA`` once ``apply --layer``
+wrote it, never mapped by name) and a missing module or attribute is *missing* (for a user layer's path, the refusal
+names ``apply --layer``); under ``torch.nn.`` the
 same; a name from torch, numpy or the standard library that exists but is not on the list is *forbidden*; anything
 else (``timm``, ``models.common``, ``__main__``) is *missing* and never imported. Missing globals get a placeholder
 so that one pass lists them all; forbidden ones stop the load at once.
@@ -723,10 +725,23 @@ def unpickle(
 
 def _missing_error(session: _Session) -> CheckpointRefused:
     names = ", ".join(f"{full.rsplit('.', 1)[1]} ({full.rsplit('.', 1)[0]})" for full in session.missing)
+    # a user layer's class path (apply --layer): ultralytics.nn.modules.user_<Name>.<Name>, accepted once applied
+    user = [full.rsplit(".", 1)[1] for full in session.missing if _is_user_layer_path(full)]
+    if user:
+        return CheckpointRefused(
+            f"{session.path}: this checkpoint needs modules that are not applied here: {names}; run 'mhsa-patch "
+            f"apply --layer FILE.py' with the file that defines {' and '.join(user)} first"
+        )
     return CheckpointRefused(
         f"{session.path}: this checkpoint needs modules that the patch does not provide: {names}; "
         f"load it with the code that trained it"
     )
+
+
+def _is_user_layer_path(full: str) -> bool:
+    """``ultralytics.nn.modules.user_ECA.ECA``: where ``apply --layer`` puts a user layer (``patching.userlayers``)."""
+    parts = full.split(".")
+    return len(parts) == 5 and parts[:3] == ["ultralytics", "nn", "modules"] and parts[3] == f"user_{parts[4]}"
 
 
 def _one_line(e: BaseException) -> str:

@@ -121,7 +121,8 @@ def ablate(
     scale: Annotated[str, typer.Option("--scale", "-s", metavar="n|s|m|l|x", help="Scale of every variant (stock:s picks another).")] = "n",
     variant: Annotated[
         Optional[list[str]],
-        typer.Option("--variant", "-v", metavar="V", help="stock, stock:SCALE, MHSA, MHSA@P3, MHSA@P3+P4+P5, BoT3, yaml:PATH; "
+        typer.Option("--variant", "-v", metavar="V", help="stock, stock:SCALE, MHSA, MHSA@P3, MHSA@P3+P4+P5, BoT3, a layer of "
+                     "'apply --layer' (ECA, ECA@P4), yaml:PATH; "
                      "repeat it (default: stock, MHSA, BoT3); stock is always trained.", show_default=False),
     ] = None,  # fmt: skip
     seeds: Annotated[str, typer.Option("--seeds", metavar="N|0,1,2", help="A count (3: seeds 0, 1, 2) or a list (0,1,2).")] = "3",

@@ -106,9 +106,11 @@ def _describe(ins: emit.Insertion, pos_emb: bool, heads: int) -> str:
         )
     given = " from --channels" if ins.channels_given else ""
     positions = f", {ins.grid}x{ins.grid} positions" if pos_emb else ""
+    heads_ = f", {heads} heads" if "heads" in ins.spec.options else ""
+    args = "" if "heads" in ins.spec.options else f", args {ins.row_args}"
     return (
-        f"{name} after layer {ins.after} as layer {ins.index} ({stage_label(ins.stride)}, C={ins.channels}{given}, "
-        f"{heads} heads{positions}), {read_by(ins.readers)}"
+        f"{name} after layer {ins.after} as layer {ins.index} ({stage_label(ins.stride)}, C={ins.channels}{given}"
+        f"{heads_}{positions}{args}), {read_by(ins.readers)}"
     )
 
 
@@ -150,10 +152,11 @@ def gen_yaml(
         Optional[str],
         typer.Option(
             "--layer",
-            metavar="|".join(spec.name for spec in LAYERS),
+            metavar="|".join(spec.name for spec in LAYERS) + "|NAME",
             help="The layer to add: "
             + "; ".join(f"{spec.name}: {spec.note}" for spec in LAYERS)
-            + f". Options a layer does not take are refused. [default: {LAYERS[0].name}]",
+            + "; a layer registered with 'apply --layer' (inserted after --at, or in place of the last C2f for a "
+            + f"CSP block). Options a layer does not take are refused. [default: {LAYERS[0].name}]",
             show_default=False,
         ),
     ] = None,
@@ -234,9 +237,11 @@ def gen_yaml(
             raise UsageError("missing option '--scale' / '-s': n, s, m, l or x (only --from can do without)")
         res = pick_target(target, python)
         tgt = res.target
+        from mhsa_patch.patching.engine import user_specs
+
         req = request.Request(
             scale=scale, base=base, task=task, heads=heads, pos_emb=pos_emb, imgsz=imgsz, at=at, lateral=lateral,
-            from_yaml=from_yaml, channels=channels, layer=layer,
+            from_yaml=from_yaml, channels=channels, layer=layer, extra=user_specs(tgt) if layer else (),
         )  # fmt: skip
         apply_cmd = apply_command(target, python)
         done = write.write_model_yaml(tgt, req, output, force=force, check=check, apply=apply_cmd)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.markup import escape
 
 from mhsa_patch.cli.console import err, fail, header, info, out, warn
-from mhsa_patch.errors import PatchError
+from mhsa_patch.errors import PatchError, UsageError
 from mhsa_patch.cli.options import PythonOpt, TargetOpt, open_target, pick_target, warn_shadow
 
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the unified diff and write nothing.")]
@@ -31,15 +31,30 @@ def _print_result(result, done: str) -> None:
         err.print(f"dry run: {n} file{'s' * (n != 1)} would change, nothing was written")
         return
     for change in result.changes:
-        out.print(f"  [green]✔[/] {change.rel}")
+        what = "" if change.what == "changed" else f" ({change.what})"
+        out.print(f"  [green]✔[/] {escape(change.rel)}{what}")
     if result.nothing_to_do:
         info(f"nothing to do: {done}")
 
 
-def _layers(sep: str = ", ") -> str:
+def _layers(result=None, sep: str = ", ") -> str:
+    """The layers a run is about: the tool's, and the target's user layers after it ran."""
     from mhsa_patch.patches import layer_names
 
-    return sep.join(layer_names())
+    names = list(layer_names())
+    if result is not None:
+        names += [n for n in _user_names(result.target) if n not in names]
+    return sep.join(names)
+
+
+def _user_names(target) -> list[str]:
+    from mhsa_patch.patching.journal import Journal
+
+    try:
+        record = Journal(target.package).read()
+    except PatchError:
+        return []
+    return [u.name for u in record.user_layers] if record is not None else []
 
 
 def apply(
@@ -57,24 +72,97 @@ def apply(
         ),
     ] = False,
     dry_run: DryRunOpt = False,
+    layer: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--layer",
+            metavar="FILE.py[:CLASS]",
+            help="Also register your own layer: the nn.Module classes of FILE.py (those no other class of it uses, "
+            "or the CLASSes named), or ultralytics' own class NAME (CBAM). Repeatable. See docs/layers.md.",
+            show_default=False,
+        ),
+    ] = None,
+    as_name: Annotated[
+        Optional[str],
+        typer.Option("--as", metavar="NAME", help="Register the one class of --layer under NAME (a name taken).",
+                     show_default=False),
+    ] = None,
+    reads: Annotated[
+        Optional[str],
+        typer.Option(
+            "--reads",
+            metavar="input|scaled|none|csp",
+            help="How parse_model reads the layer's rows, where its __init__ does not say: input (keeps its "
+            "channels), scaled (c1, c2 like Conv), none (no channels), csp (c1, c2, n like C3).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Patch ultralytics with MHSA.
+    """Patch ultralytics with MHSA and your layers.
 
     Inserts the class into conv.py, its exports, and its parse_model branch.
     """
     from mhsa_patch.patching import engine
 
     try:
+        if (as_name is not None or reads is not None) and not layer:
+            flag = "--as" if as_name is not None else "--reads"
+            raise UsageError(f"{flag} goes with --layer FILE.py")
+        if as_name is not None and len(layer) > 1:
+            raise UsageError("--as names one layer: give one --layer with it")
         tgt = open_target(target, python, header_line=not dry_run)
-        result = engine.apply(tgt, force=force or replace_foreign, replace_foreign=replace_foreign, dry_run=dry_run)
+        asked = _ask(tgt, layer or [], as_name, reads)
+        result = engine.apply(tgt, force=force or replace_foreign, replace_foreign=replace_foreign, dry_run=dry_run,
+                              add=tuple(a.layer for a in asked))
     except PatchError as e:
         fail(e)
-    _print_result(result, f"{_layers()} already applied")
+    for a in asked:  # on a dry run stdout is the diff alone: the reading goes to stderr
+        line = f"{escape(a.layer.name)}: {escape(a.inferred.says())}"
+        if dry_run:
+            err.print(f"[bold blue]mhsa-patch:[/] {line}")
+        else:
+            info(line)
+    _print_result(result, f"{_layers(result)} already applied")
     if not result.dry_run and result.changes:
-        info(f"[green]{_layers()} applied ✅[/] next: [bold]mhsa-patch gen-yaml --scale n[/]")
+        nxt = f"mhsa-patch gen-yaml --scale n --layer {asked[-1].layer.name}" if asked else "mhsa-patch gen-yaml --scale n"
+        info(f"[green]{_layers(result)} applied ✅[/] next: [bold]{escape(nxt)}[/]")
 
 
-def revert(target: TargetOpt = None, python: PythonOpt = None, dry_run: DryRunOpt = False) -> None:
+def _ask(tgt, specs: list[str], as_name, reads):
+    """Every --layer read and checked (all problems at once), before the engine takes the lock."""
+    from mhsa_patch.patching.register import ask
+
+    asked, problems = [], []
+    for spec in specs:
+        try:
+            asked += ask(tgt, spec, as_name=as_name, reads=reads)
+        except UsageError:
+            raise
+        except PatchError as e:
+            problems += list(e.problems)
+    if problems:
+        from mhsa_patch.errors import UNCHANGED
+
+        problems = list(dict.fromkeys(problems))
+        problems[-1] = f"{problems[-1]}; {UNCHANGED}"  # said as the engine's refusals say it
+        raise PatchError(problems=problems)
+    names = [a.layer.name for a in asked]
+    twice = [n for k, n in enumerate(names) if n in names[:k]]
+    if twice:
+        raise UsageError(f"--layer: {twice[0]} is asked for twice")
+    return asked
+
+
+def revert(
+    target: TargetOpt = None,
+    python: PythonOpt = None,
+    dry_run: DryRunOpt = False,
+    layer: Annotated[
+        Optional[str],
+        typer.Option("--layer", metavar="NAME", help="Remove one user layer only; everything else stays applied.",
+                     show_default=False),
+    ] = None,
+) -> None:
     """Undo apply.
 
     Byte for byte if the files are unchanged since apply, else only the marked pieces are removed.
@@ -82,15 +170,27 @@ def revert(target: TargetOpt = None, python: PythonOpt = None, dry_run: DryRunOp
     from mhsa_patch.patching import engine
 
     try:
-        result = engine.revert(open_target(target, python, header_line=not dry_run), dry_run=dry_run)
+        tgt = open_target(target, python, header_line=not dry_run)
+        before = _user_names(tgt)
+        gone = next((u for u in engine.user_layers(tgt) if u.name == layer), None)
+        result = engine.revert(tgt, dry_run=dry_run, layer=layer)
     except PatchError as e:
         fail(e)
-    _print_result(result, f"{_layers()} not applied")
+    if layer is not None:
+        _print_result(result, f"{layer} not applied")
+        if not result.dry_run and result.changes:
+            info(f"[green]{escape(layer)} reverted ✅[/] the other layers stay applied")
+            again = layer if gone is not None and gone.kind == "stock" else (gone.source if gone else "") or "FILE.py"
+            warn(f"models trained with {layer} need it to load: run 'mhsa-patch apply --layer {again}' before loading "
+                 "their .pt files")
+        return
+    names = ", ".join([*_layers().split(", "), *before])
+    _print_result(result, f"{names} not applied")
     if not result.dry_run and result.changes:
-        info(f"[green]{_layers()} reverted ✅[/]")
+        info(f"[green]{names} reverted ✅[/]")
         warn(
-            f"models trained with {_layers(' or ')} need the patch to load: run 'mhsa-patch apply' before loading "
-            "their .pt files"
+            f"models trained with {' or '.join(names.split(', '))} need the patch to load: run 'mhsa-patch apply' "
+            "before loading their .pt files"
         )
 
 
@@ -100,6 +200,18 @@ def _piece_state(p) -> str:
         return f"unsupported here (anchor {p.anchor}" + (f", line {p.line}" if p.line else "") + ")"
     where = f" (line {p.line}" + (f", class at {p.origin}" if p.origin else "") + ")" if p.line else ""
     return f"{p.state}{where}"
+
+
+def _user_line(u) -> str:
+    """``user layer ECA: nn/modules/user_ECA.py from /home/me/eca.py (sha256 1a2b3c4d5e6f, unchanged)``."""
+    d = u.to_dict()
+    if d["kind"] == "stock":
+        return f"user layer {d['name']}: ultralytics' own class ({d['module']}), reads {d['reads']}"
+    module = d["module"] + ("" if d["module_state"] == "ok" else f" ({d['module_state']})")
+    if d["source"] is None:
+        return f"user layer {d['name']}: {module}, reads {d['reads']} (source not recorded: no journal)"
+    return (f"user layer {d['name']}: {module} from {d['source']} (sha256 {d['sha256'][:12]}, {d['source_state']}), "
+            f"reads {d['reads']}")
 
 
 def status(
@@ -142,6 +254,8 @@ def status(
             out.print(f"  {escape(p.label):<{pw}}  {escape(_piece_state(p))}")
     for r in st.readings:  # how parse_model reads each layer's rows (docs/status.md); one line each, as the pieces
         out.print(f"parse_model reads {r.layer} rows: {escape(r.describe())}")
+    for u in st.user_layers:  # one line each: name, where its class lives, its source and hash
+        out.print(escape(_user_line(u)))
     for note in st.notes:
         warn(note)
     if torch_note:

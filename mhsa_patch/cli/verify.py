@@ -115,8 +115,9 @@ def _fmt_from(f) -> str:
     return str(f)
 
 
-def _print_table(summary: dict) -> None:
-    """The layer table as ultralytics prints it, with the true GFLOPs of each layer added."""
+def _print_table(summary: dict, ours: frozenset = frozenset()) -> None:
+    """The layer table as ultralytics prints it, with the true GFLOPs of each layer added; the patch's layers and
+    the user layers ``ours`` in bold."""
     out.print(
         f"\n{'':>3}{'from':>20}{'n':>3}{'params':>10}{'GFLOPs':>9}  {'module':<45}{'arguments':<30}", markup=False
     )
@@ -129,7 +130,7 @@ def _print_table(summary: dict) -> None:
             f"{layer['index']:>3}{_fmt_from(layer['from']):>20}{(n if n is not None else ''):>3}{layer['params']:10.0f}"
             f"{gs}  {layer['module']:<45}{(args if args is not None else ''):<30}"
         )
-        if layer["module"].rsplit(".", 1)[-1] in layer_names():
+        if layer["module"].rsplit(".", 1)[-1] in layer_names() or layer["module"].rsplit(".", 1)[-1] in ours:
             out.print(f"[bold magenta]{escape(line)}[/]")
         else:
             out.print(line, markup=False)
@@ -141,10 +142,10 @@ def _signed(x: float, spec: str = ",") -> str:
     return ("−" if x < 0 else "+") + text
 
 
-def _print_check(report: dict) -> None:
+def _print_check(report: dict, ours: frozenset = frozenset()) -> None:
     s, st, lat = report["summary"], report["stock"], report["latency"]
     name = _model_name(report)
-    _print_table(s)
+    _print_table(s, ours)
     thop = s.get("gflops_thop")
     thop_note = f"; ultralytics' own count says {thop:.1f}" if isinstance(thop, (int, float)) else ""
     out.print(
@@ -317,9 +318,13 @@ def check(
         report["torch_load_note"] = torch_note
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
+    from mhsa_patch.patching.engine import user_layers
+
+    user = frozenset(u.name for u in user_layers(tgt))
     if not report.get("added_layers"):
-        warn(f"{Path(model).name} has none of the patch's layers ({', '.join(layer_names())}): this checked a stock model")
-    _print_check(report)
+        names = [*layer_names(), *sorted(user)]
+        warn(f"{Path(model).name} has none of the patch's layers ({', '.join(names)}): this checked a stock model")
+    _print_check(report, user)
     info(f"[green]check passed ✅[/]{' (with a training run)' if train else ''}")
 
 

@@ -32,6 +32,16 @@ MHSA_NAMES = INSERTED = frozenset(spec.name for spec in LAYERS if spec.placement
 REPLACING = {spec.name: frozenset(spec.replaces) for spec in LAYERS if spec.placement == "replace"}
 
 
+def inserted(extra=()) -> frozenset:
+    """The layers that go in as new rows: the tool's and the user layers of ``extra`` (``LayerSpec``s)."""
+    return INSERTED | frozenset(s.name for s in extra if s.placement == "insert")
+
+
+def replacing(extra=()) -> dict:
+    """Layer name -> the stock modules it takes the place of: the tool's and the user layers of ``extra``."""
+    return {**REPLACING, **{s.name: frozenset(s.replaces) for s in extra if s.placement == "replace"}}
+
+
 def module_name(row) -> str:
     """A row's module without its ``nn.``/``torch.nn.`` prefix."""
     return str(row[2]).rsplit(".", 1)[-1]
@@ -108,17 +118,17 @@ def drop_rows(cfg: dict, names) -> dict:
     return stock
 
 
-def restore_replaced(cfg: dict) -> dict:
+def restore_replaced(cfg: dict, extra=()) -> dict:
     """``cfg`` with each row of a layer that replaces a stock row turned back into that row (see below)."""
-    return _restore_replaced(cfg, len(list(cfg.get("backbone") or [])))
+    return _restore_replaced(cfg, len(list(cfg.get("backbone") or [])), extra)
 
 
-def _restore_replaced(cfg: dict, n_backbone: int) -> dict:
+def _restore_replaced(cfg: dict, n_backbone: int, extra=()) -> dict:
     """``cfg`` with each row of a layer that replaces a stock row (BoT3) turned back into that row: the module it
     replaces that the backbone uses (C3k2 in yolo11/yolo26, else C2f), args from the spec's ``restore_args``
     (``[c2, True]``, what gen-yaml replaced). Exact for gen-yaml's files; for a hand-written one, the likely stock."""
     rows = list(cfg.get("backbone") or []) + list(cfg.get("head") or [])
-    specs = {spec.name: spec for spec in LAYERS if spec.placement == "replace"}
+    specs = {spec.name: spec for spec in (*LAYERS, *extra) if spec.placement == "replace"}
     if not any(_module_name(row) in specs for row in rows):
         return cfg
     used = [_module_name(row) for row in rows[:n_backbone]]
@@ -137,7 +147,7 @@ def _restore_replaced(cfg: dict, n_backbone: int) -> dict:
 
 
 def align(
-    src: Sequence[tuple[str, Sequence[int]]], dst: Sequence[tuple[str, Sequence[int]]]
+    src: Sequence[tuple[str, Sequence[int]]], dst: Sequence[tuple[str, Sequence[int]]], extra=()
 ) -> list[int | None]:
     """Map each layer of ``dst`` (the model with our layers) to its layer in ``src`` (the stock model), ``None`` for
     ours.
@@ -150,6 +160,7 @@ def align(
     """
     if [(t, list(f)) for t, f in src] == [(t, list(f)) for t, f in dst]:
         return list(range(len(dst)))  # the same architecture (a checkpoint trained on a fork): every layer in place
+    INSERTED, REPLACING = inserted(extra), replacing(extra)  # noqa: N806 - the module's sets, with the user layers
     keep = [j for j, (t, _) in enumerate(dst) if t not in INSERTED]
     ours = next((t for t, _ in src if t in INSERTED), None)
     if ours is not None:
@@ -158,9 +169,9 @@ def align(
             f"the source already has {a} {ours} layer; port-weights takes a stock checkpoint (yolov8n.pt ...)"
         )
     if len(keep) != len(src):
-        inserted = "/".join(sorted({t for t, _ in dst if t in INSERTED})) or "/".join(sorted(INSERTED))
+        looked_through = "/".join(sorted({t for t, _ in dst if t in INSERTED})) or "/".join(sorted(INSERTED))
         raise PatchError(
-            f"the source has {len(src)} layers but the model has {len(keep)} besides {inserted}; another base model"
+            f"the source has {len(src)} layers but the model has {len(keep)} besides {looked_through}; another base model"
         )
     to_src = {j: i for i, j in enumerate(keep)}
     dropped = set(range(len(dst))) - set(keep)

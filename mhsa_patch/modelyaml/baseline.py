@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mhsa_patch.modelyaml.align import REPLACING, drop_rows, module_name, restore_replaced
+from mhsa_patch.modelyaml.align import drop_rows, module_name, replacing, restore_replaced
 from mhsa_patch.patches import layer_names
 
 CONFIG_DIRS = ("cfg/models", "models")  # where releases keep their model configs (8.0.98: ultralytics/models/v8)
@@ -94,15 +94,17 @@ def _words(counts: dict[str, int], what: str) -> list[str]:
     return [f"{name} {what}" if n == 1 else f"{n} {name} rows {what}" for name, n in counts.items()]
 
 
-def _changes(cfg: dict, restored: bool) -> str:
+def _changes(cfg: dict, restored: bool, extra=()) -> str:
     """Our layers' rows in words: added, or in place of the stock module they replaced (``restored``)."""
     rows = _rows(cfg)
-    restored_rows = _rows(restore_replaced(cfg)) if restored else rows
+    restored_rows = _rows(restore_replaced(cfg, extra)) if restored else rows
+    REPLACING = replacing(extra)  # noqa: N806
+    ours = set(layer_names()) | {s.name for s in extra}
     added: dict[str, int] = {}
     replaced: dict[str, int] = {}
     for row, back in zip(rows, restored_rows):
         name = module_name(row)
-        if name not in layer_names():
+        if name not in ours:
             continue
         if restored and name in REPLACING:
             key = f"{name} in place of {module_name(back)}"
@@ -113,12 +115,14 @@ def _changes(cfg: dict, restored: bool) -> str:
     return ", ".join(parts) or "none of the patch's layers"
 
 
-def choose(cfg: dict, package: Path, model_name: str) -> Baseline:
-    """The baseline of the model ``cfg`` (its ``yaml`` dict) on the release at ``package``; see the module doc."""
+def choose(cfg: dict, package: Path, model_name: str, extra=()) -> Baseline:
+    """The baseline of the model ``cfg`` (its ``yaml`` dict) on the release at ``package``; see the module doc.
+    ``extra``: the target's user layers (``LayerSpec``s), whose rows count as ours too."""
     scale = _scale(cfg)
-    ours = set(layer_names())
+    ours = set(layer_names()) | {s.name for s in extra}
+    REPLACING = replacing(extra)  # noqa: N806
     candidates = [
-        (True, drop_rows(restore_replaced(cfg), ours - set(REPLACING))),  # in place of what they replaced
+        (True, drop_rows(restore_replaced(cfg, extra), ours - set(REPLACING))),  # in place of what they replaced
         (False, drop_rows(cfg, ours)),  # every row of ours dropped: added layers
     ]
     configs = stock_configs(package)
@@ -133,10 +137,10 @@ def choose(cfg: dict, package: Path, model_name: str) -> Baseline:
             if scale and built.get("scales"):
                 built["scale"] = scale
             return Baseline(cfg=built, name=scaled_name(Path(rel).name, scale if stock.get("scales") else None),
-                            changes=_changes(cfg, restored), config=rel)
+                            changes=_changes(cfg, restored, extra), config=rel)
     own = drop_rows(cfg, ours)
     own.pop("yaml_file", None)
-    present = [name for name in layer_names() if any(module_name(r) == name for r in _rows(cfg))]
+    present = [name for name in (*layer_names(), *(s.name for s in extra)) if any(module_name(r) == name for r in _rows(cfg))]
     if not present:
         note = None
         name = model_name
@@ -144,4 +148,4 @@ def choose(cfg: dict, package: Path, model_name: str) -> Baseline:
         note = (f"{model_name}'s other rows match no stock config of this ultralytics: compared with {model_name} "
                 f"with its {'/'.join(present)} rows taken out")
         name = f"{model_name} without {'/'.join(present)}"
-    return Baseline(cfg=own, name=name, changes=_changes(cfg, False), config=None, note=note)
+    return Baseline(cfg=own, name=name, changes=_changes(cfg, False, extra), config=None, note=note)

@@ -29,6 +29,7 @@ from mhsa_patch.modelyaml.bases import base_config
 from mhsa_patch.modelyaml.graph import HEAD_MODULES, make_divisible, remap_many, resolve_at, stage_label, trace
 from mhsa_patch.modelyaml.naming import guess_scale, output_name, stock_name
 from mhsa_patch.modelyaml.request import Request, command_line, layer_spec
+from mhsa_patch.patches import LAYERS
 from mhsa_patch.modelyaml.rows import FROM_RE, ROW_RE, Row, _bracket_end, _format_from, _froms, load_yaml, parse_base
 from mhsa_patch.patching.target import Target
 
@@ -53,6 +54,7 @@ class Insertion:
     # the row as written for the target's reading of the layer, where it is not the tool's (readrows.py)
     written: tuple | None = None
     written_repeats: int | None = None
+    user_spec: object = None  # a user layer's LayerSpec (apply --layer); None: the tool's layer named ``layer``
 
     @property
     def row_args(self) -> list:
@@ -61,7 +63,7 @@ class Insertion:
 
     @property
     def spec(self):
-        return layer_spec(self.layer or None)
+        return self.user_spec if self.user_spec is not None else layer_spec(self.layer or None)
 
     @property
     def args(self) -> list:
@@ -112,7 +114,7 @@ class Result:
     @property
     def spec(self):
         """The layer's description (``patches.LAYERS``)."""
-        return layer_spec(self.request.layer if self.request is not None else None)
+        return self.request.spec if self.request is not None else layer_spec(None)
 
 
 NUM_COMMENT_RE = re.compile(r"^(#\s*)(\d+)(?!\d)")
@@ -204,6 +206,17 @@ def _fill(template, **values) -> list:
     return out
 
 
+def _raw_channels(row: Row, out: int, data: dict, scale) -> int | None:
+    """The ``args[0]`` that parse_model scales to ``out`` channels, for a layer inserted with ``--reads scaled`` that
+    must keep the channels it gets: the row before it's own where that row scales (SPPF's 1024), else the smallest."""
+    from mhsa_patch.modelyaml.graph import SCALED_MODULES
+    from mhsa_patch.modelyaml.readrows import _raw, _scales
+
+    _, width, max_channels = _scales(data, scale)
+    prefer = row.args[0] if row.module in SCALED_MODULES and row.args else None
+    return _raw(out, width, max_channels, prefer=prefer)
+
+
 def _refuse_stacked(at: str, i: int, rows: list[Row], name: str) -> None:
     """A --from file that has the layer already: it may go elsewhere, not after one of its rows or where one is fed."""
     if rows[i].module == name:
@@ -231,7 +244,11 @@ def generate(target: Target, req: Request) -> Result:
     if (req.from_yaml is None or spec.placement == "replace") and any(r.module == name for r in rows):
         raise PatchError(f"{where} already has {_article(name)} {name} layer")
     n_backbone = len(data["backbone"])
-    chans, strides, unknown = trace(rows, data, scale)
+    from mhsa_patch.patches.readings import reading
+
+    # the target's user layers already in the file keep or set channels as their reading says
+    user_readings = {s.name: reading(s.reading) for s in req.extra}
+    chans, strides, unknown = trace(rows, data, scale, user_readings or None)
     if spec.placement == "replace":
         return _replace(target, req, path, text, bom, where, origin, p, scale, chans, strides, unknown)
 
@@ -260,7 +277,7 @@ def generate(target: Target, req: Request) -> Result:
                 f"channels{at_scale}, not {c}: drop --channels or correct it{one_each}"
             )
         c = chans[i] if c is None else c
-        if c % req.heads:
+        if "heads" in spec.options and c % req.heads:
             divisors = [h for h in range(1, c + 1) if c % h == 0]
             raise UsageError(
                 f"--heads {req.heads} does not divide the {c} channels {name} gets{at_scale} "
@@ -295,9 +312,14 @@ def generate(target: Target, req: Request) -> Result:
                 warnings.append(f"--lateral pre-attention changes nothing here: only layer {i + 1} reads layer {i}")
         grid = max(1, imgsz // strides[i])
         template = spec.row_args_pos_emb if req.pos_emb else spec.row_args
-        args = _fill(template, heads=req.heads, grid=grid)
+        raw = _raw_channels(rows[i], channels[i], data, scale) if "{c2}" in template else None
+        if "{c2}" in template and raw is None:
+            raise PatchError(f"--at {at}: no {name} row argument gives the {channels[i]} channels of layer {i} "
+                             f"({rows[i].module}){at_scale}: write the row by hand")
+        args = _fill(template, heads=req.heads, grid=grid, c2=raw)
         ins = Insertion(
-            at, i, mhsa_at[i], channels[i], strides[i], grid, args, tuple(readers[i]), given[i] is not None, name
+            at, i, mhsa_at[i], channels[i], strides[i], grid, args, tuple(readers[i]), given[i] is not None, name,
+            user_spec=None if spec in LAYERS else spec,
         )
         insertions.append(_for_target(target, ins, 1, channels[i], data, scale))
     return _finish(target, req, path, text, bom, where, origin, p, scale, new_froms, index_map, insertions, warnings)
@@ -320,7 +342,8 @@ def _replace(target, req, path, text, bom, where, origin, p, scale, chans, strid
     grid = max(1, req.imgsz // strides[i])
     args = _fill(spec.row_args, heads=req.heads, grid=grid, c2=row.args[0])
     readers = tuple(r.index for r in rows if i in [x if x >= 0 else r.index + x for x in _froms(r.from_)])
-    ins = Insertion(row.module, i, i, chans[i], strides[i], grid, args, readers, False, spec.name, row.module)
+    ins = Insertion(row.module, i, i, chans[i], strides[i], grid, args, readers, False, spec.name, row.module,
+                    user_spec=None if spec in LAYERS else spec)
     c1 = chans[i + row.from_] if isinstance(row.from_, int) and row.from_ < 0 else chans[row.from_]
     ins = _for_target(target, ins, row.repeats, c1, p.data, scale)
     new_froms, index_map = [r.from_ for r in rows], {r.index: r.index for r in rows}

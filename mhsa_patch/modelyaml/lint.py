@@ -125,6 +125,7 @@ class LayerCall:
     reading: str  # the reading, as status names it (docs/status.md), with the branch's line where hand-written
     stride: int | None
     size: int | None
+    channels: tuple | None = None  # (in, out) for a user layer's row: what it gets and what parse_model records
 
     def call(self) -> str:
         if self.values is None:
@@ -138,7 +139,11 @@ class LayerCall:
         # width and height size only the position tables: without them, width=14 on a 20×20 map is no mismatch
         args = dict(self.values or ())
         unused = ", width and height unused without pos_emb" if args.get("pos_emb") is False and "width" in args else ""
-        return f"layer {self.index}: {self.call()}{where}{stage}{unused}, read as {self.reading}"
+        flow = ""
+        if self.channels is not None:
+            c_in, c_out = ("?" if c is None else c for c in self.channels)
+            flow = f", {c_in} → {c_out} channels"
+        return f"layer {self.index}: {self.call()}{where}{stage}{flow}{unused}, read as {self.reading}"
 
 
 @dataclass(frozen=True)
@@ -197,6 +202,8 @@ class KnownModules:
     # what parse_model unpacks a ``scales`` row into (``depth, width, max_channels, threshold = scales[scale]`` on a
     # fork); None: not read (no target, or no such statement found), any row of at least three numbers is taken
     scale_names: tuple[str, ...] | None = None
+    # the target's user layers (apply --layer): name -> (LayerSpec, positional parameter names, literal defaults)
+    user: dict | None = None
 
     def unknown(self, module: str) -> bool:
         if module.startswith("nn."):
@@ -297,18 +304,48 @@ def known_modules(target) -> KnownModules:
     names = None if tree is None else _module_globals(tree)
     layers = {layer.name for layer in LAYERS}
     patched = None if names is None else layers <= names
+    user = user_layer_info(target)
     if names is not None:
-        names = names | layers
-    readings, hint = target_readings(target)
+        names = names | layers | set(user)
+    readings, hint = target_readings(target, user)
     if hint is not None:  # the engine's own word: a fork's hand-written import binds the names but is not the patch
         patched = hint == ""
     return KnownModules(version=target.version, names=names, nn=torch_nn_names(), patched=patched, readings=readings,
-                        apply_hint=hint or "mhsa-patch apply", scale_names=scale_unpack(tree))
+                        apply_hint=hint or "mhsa-patch apply", scale_names=scale_unpack(tree), user=user)
 
 
-def target_readings(target) -> tuple[dict | None, str | None]:
+def user_layer_info(target) -> dict:
+    """The target's user layers: name -> (LayerSpec, positional parameter names, literal defaults), the parameters
+    read from the module text the tool installed (``ast``; the class is never imported)."""
+    from mhsa_patch.patching.engine import user_layers
+    from mhsa_patch.patching.userlayers import init_args
+
+    out = {}
+    for u in user_layers(target):
+        text = u.body
+        if u.kind == "stock":
+            try:
+                text = (target.package / u.defined_in).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                text = ""
+        a = init_args(text, u.name)
+        names, defaults = (), {}
+        if a is not None:
+            params = (a.posonlyargs + a.args)[1:]
+            names = tuple(p.arg for p in params)
+            for p, d in zip(params[len(params) - len(a.defaults) :], a.defaults):
+                try:
+                    defaults[p.arg] = ast.literal_eval(d)
+                except ValueError:
+                    pass
+        out[u.name] = (u.spec(), names, defaults)
+    return out
+
+
+def target_readings(target, user: dict | None = None) -> tuple[dict | None, str | None]:
     """(layer -> (Reading or None, name), apply hint) of ``target``: the hint is "" when the patch is applied,
-    ``mhsa-patch apply --force`` where plain apply refuses (hand-written pieces), None where status cannot tell."""
+    ``mhsa-patch apply --force`` where plain apply refuses (hand-written pieces), None where status cannot tell.
+    ``user``: the target's user layers (:func:`user_layer_info`)."""
     from mhsa_patch.patches.readings import reading
     from mhsa_patch.patching import engine
     from mhsa_patch.patching.results import State
@@ -318,17 +355,31 @@ def target_readings(target) -> tuple[dict | None, str | None]:
     except PatchError:
         return None, None
     out = {}
+    specs = {s.name: s for s in LAYERS} | {name: info[0] for name, info in (user or {}).items()}
     for found in st.readings:
-        spec = next(s for s in LAYERS if s.name == found.layer)
+        spec = specs.get(found.layer)
+        if spec is None:
+            continue
         if found.differs:
             where = f"nn/tasks.py:{found.line}"
             out[found.layer] = (found.rule, f"'{found.name}' (the fork's branch at {where})")
         else:
-            out[found.layer] = (reading(spec.reading), f"'{spec.reading}' (mhsa-patch's rule)")
+            out[found.layer] = (reading(spec.reading), rule_name(spec, found.layer in (user or {})))
     hint = {State.APPLIED: "", State.CONFLICT: "mhsa-patch apply --force"}.get(st.state, "mhsa-patch apply")
     if st.state is State.CONFLICT and _refuses_force(target):
         hint = "mhsa-patch apply --replace-foreign"
     return out, hint
+
+
+def rule_name(spec, user: bool) -> str:
+    """How the lint names the tool's rule for a layer: ``'tutorial' (mhsa-patch's rule)``; for a user layer with the
+    ``--reads`` it was applied with: ``--reads input ('tutorial', mhsa-patch's rule)``."""
+    if not user:
+        return f"'{spec.reading}' (mhsa-patch's rule)"
+    from mhsa_patch.patching.signature import RULES
+
+    reads = next(k for k, (name, _) in RULES.items() if name == spec.reading)
+    return f"--reads {reads} ('{spec.reading}', mhsa-patch's rule)"
 
 
 def _refuses_force(target) -> bool:
@@ -460,12 +511,20 @@ def _lint(text, name, imgsz, known, findings, out) -> LintResult:
     def warn(rule: str, msg: str, layer: int | None = None) -> None:
         findings.append(Finding("warning", rule, msg, layer))
 
+    user = (known.user if known is not None else None) or {}
+    layer_names_all = LAYER_NAMES | frozenset(user)
+
     def rule_of(module: str):
         """(Reading or None, its name) the target applies to the layer's rows; the tool's rule when not asked."""
         if known is not None and known.readings and module in known.readings:
             return known.readings[module]
-        spec = next(s for s in LAYERS if s.name == module)
-        return reading(spec.reading), f"'{spec.reading}' (mhsa-patch's rule)"
+        spec = user[module][0] if module in user else next(s for s in LAYERS if s.name == module)
+        return reading(spec.reading), rule_name(spec, module in user)
+
+    def params_of(module: str) -> tuple[tuple, dict]:
+        if module in user:
+            return user[module][1], user[module][2]
+        return param_names(module), param_defaults(module)
 
     def stop(msg: str, layer: int | None = None, rule: str = "error"):
         raise _Stop(Finding("error", rule, msg, layer))
@@ -605,7 +664,7 @@ def _lint(text, name, imgsz, known, findings, out) -> LintResult:
         resolved.append(replace(r, args=args))
 
     try:
-        chans, _ = replay(resolved, data, scale, readings={m: rule_of(m)[0] for m in LAYER_NAMES if rule_of(m)[0]},
+        chans, _ = replay(resolved, data, scale, readings={m: rule_of(m)[0] for m in layer_names_all if rule_of(m)[0]},
                           scale_names=scale_names)
     except PatchError as e:  # pragma: no cover - the checks above catch what replay refuses
         stop(f"{name}: {e}")
@@ -627,7 +686,7 @@ def _lint(text, name, imgsz, known, findings, out) -> LintResult:
     # --- the patch's layers' rows: the call parse_model makes under the target's reading (patches/readings.py)
     calls, layer_calls = [], []
     for r in resolved:
-        if r.module not in LAYER_NAMES:
+        if r.module not in layer_names_all:
             continue
         i, args = r.index, list(r.args)
         rd, how = rule_of(r.module)
@@ -639,14 +698,15 @@ def _lint(text, name, imgsz, known, findings, out) -> LintResult:
             layer_calls.append(LayerCall(i, r.module, None, n, how, stride, size))
             continue
         values, blocks = rd.call(c1, chans[i], n, args)
-        names = param_names(r.module)
-        if len(values) > len(names):
+        names, defaults = params_of(r.module)
+        if len(values) > len(names) and not (r.module in user and not names):
             stop(f"layer {i} {r.module} {rows[i].args}: read as {how}, parse_model calls {r.module} with "
                  f"{len(values)} arguments and it takes at most {len(names)} ({', '.join(names)}): the build fails "
                  f"with a TypeError", i, "args")
-        mapped = {**{k: v for k, v in param_defaults(r.module).items()}, **dict(zip(names, values))}
+        mapped = {**defaults, **dict(zip(names, values))}
         mapped = {k: mapped[k] for k in names if k in mapped}
-        layer_calls.append(LayerCall(i, r.module, tuple(mapped.items()), blocks, how, stride, size))
+        flow = (c1, chans[i]) if r.module in user else None
+        layer_calls.append(LayerCall(i, r.module, tuple(mapped.items()), blocks, how, stride, size, flow))
         if r.module not in ATTENTION_ROWS:
             continue
         width, height, heads, pos = (mapped.get(k, d) for k, d in MHSA_DEFAULTS.items())
@@ -699,7 +759,7 @@ def _lint(text, name, imgsz, known, findings, out) -> LintResult:
     out["calls"] = tuple(layer_calls)
     from mhsa_patch.patches import layer_names
 
-    out["added"] = tuple(r.module for r in rows if r.module in layer_names())
+    out["added"] = tuple(r.module for r in rows if r.module in layer_names() or r.module in user)
 
     last = len(rows) - 1
     readers: dict[int, list[int]] = {}

@@ -16,19 +16,21 @@ from mhsa_patch.modelyaml.graph import make_divisible
 from mhsa_patch.patches.readings import reading
 
 
-def target_reading(target, layer: str):
-    """``(Reading or None, how it is named, FILE:LINE or "")`` the target applies to ``layer``'s rows once patched."""
+def target_reading(target, layer: str, tool: str = ""):
+    """``(Reading or None, how it is named, FILE:LINE or "")`` the target applies to ``layer``'s rows once patched.
+    ``tool``: the reading of the tool's rule for a user layer (default: the tool's layer's LayerSpec)."""
     from mhsa_patch.patching.atomic import read_confined
     from mhsa_patch.patching.readings import in_force, spec_of
 
+    own = tool or spec_of(layer).reading
     path = target.file("nn/tasks.py")
     try:
         text = read_confined(target.package, path, 4 * 2**20).decode("utf-8")
     except (OSError, ValueError):
-        return reading(spec_of(layer).reading), spec_of(layer).reading, ""
-    found = in_force(text, layer)
+        return reading(own), own, ""
+    found = in_force(text, layer, tool)
     if not found.differs:
-        return reading(spec_of(layer).reading), spec_of(layer).reading, ""
+        return reading(own), own, ""
     return found.rule, found.name, f"{path}:{found.line}"
 
 
@@ -53,7 +55,9 @@ def written_row(target, spec, tool_args: list, repeats: int, c1: int, out: int, 
     """``(repeats, args)`` of the row that builds, under the target's reading, what the tool's rule builds from
     ``[-1, repeats, Layer, tool_args]`` on ``c1`` input channels (the layer gives ``out``); None where the target
     reads the layer's rows the tool's way. Raises PatchError where no row gives that model there."""
-    rd, name, where = target_reading(target, spec.name)
+    from mhsa_patch.patches import LAYERS
+
+    rd, name, where = target_reading(target, spec.name, "" if spec in LAYERS else spec.reading)
     if not where:
         return None
     at = f" ({where})"

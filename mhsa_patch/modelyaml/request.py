@@ -16,13 +16,18 @@ LATERALS = ("attention", "pre-attention")
 DEFAULT_LAYER = LAYERS[0].name
 
 
-def layer_spec(name: str | None) -> LayerSpec:
-    """The layer called ``name`` (any case; None: the default), or a one-line refusal listing the choices."""
+def layer_spec(name: str | None, extra: tuple = ()) -> LayerSpec:
+    """The layer called ``name`` (any case; None: the default), or a one-line refusal listing the choices.
+    ``extra``: the target's user layers (``apply --layer``), as ``LayerSpec``s, after the tool's own."""
     wanted = DEFAULT_LAYER if name is None else str(name).strip()
-    for spec in LAYERS:
+    for spec in (*LAYERS, *extra):
+        if spec.name == wanted:
+            return spec
+    for spec in (*LAYERS, *extra):
         if spec.name.lower() == wanted.lower():
             return spec
-    raise UsageError(f"unknown layer '{name}': choose one of {', '.join(s.name for s in LAYERS)}")
+    hint = "" if extra else "; a layer of your own is registered with 'mhsa-patch apply --layer FILE.py' first"
+    raise UsageError(f"unknown layer '{name}': choose one of {', '.join(s.name for s in (*LAYERS, *extra))}{hint}")
 
 
 def _positive(value, what: str) -> int:
@@ -62,9 +67,10 @@ class Request:
     from_yaml: str | None = None
     channels: tuple[int, ...] | None = None
     layer: str | None = None
+    extra: tuple = ()  # the target's user layers as LayerSpecs (``engine.user_layers(target)``), for ``layer``
 
     def __post_init__(self) -> None:
-        spec = layer_spec(self.layer)
+        spec = layer_spec(self.layer, self.extra)
         from_yaml = None if self.from_yaml is None or str(self.from_yaml) == "" else str(self.from_yaml)
         if from_yaml is not None and (self.base is not None or self.task is not None):
             given = " and ".join(f"--{k}" for k in ("base", "task") if getattr(self, k) is not None)
@@ -127,8 +133,8 @@ class Request:
 
     @property
     def spec(self) -> LayerSpec:
-        """The layer's description (``patches.LAYERS``)."""
-        return layer_spec(self.layer)
+        """The layer's description (``patches.LAYERS``, or a user layer's)."""
+        return layer_spec(self.layer, self.extra)
 
     @property
     def points(self) -> tuple[str, ...]:

@@ -59,7 +59,7 @@ def decode(target: Target, rel: str, data: bytes) -> str:
         raise PatchError(f"{target.file(rel)}:{line}: not UTF-8 ({e.reason} at byte {e.start})") from None
 
 
-def unreadable_status(rel: str, err: PatchError) -> FileStatus:
+def unreadable_status(rel: str, err: PatchError, layer_set=None) -> FileStatus:
     """A file the tool cannot read or parse: each piece it would insert is unsupported here, with the reason."""
     from mhsa_patch.patching.edits import EDITS
     from mhsa_patch.patching.layers import layers
@@ -68,7 +68,8 @@ def unreadable_status(rel: str, err: PatchError) -> FileStatus:
     pieces = tuple(
         Piece(rel, edit.key, layer.name, PieceState.UNSUPPORTED, int(line.group(1)) if line else None,
               anchor=str(edit.anchor), why=str(err))
-        for layer in layers() for edit in EDITS[rel] if edit.inserts
+        for layer in (layers() if layer_set is None else layer_set) for edit in EDITS[rel]
+        if edit.inserts and edit.mode(layer) == "insert"
     )
     return FileStatus(rel, State.NOT_APPLIED, pieces)
 
@@ -106,10 +107,11 @@ class FileContext:
     """What an edit of one target file may know of the rest of the package: where an imported name comes from,
     read from the package's source (``origins.Resolver``), through the same confined reads as the target files."""
 
-    def __init__(self, target: Target, rel: str):
+    def __init__(self, target: Target, rel: str, names: frozenset = frozenset()):
         from mhsa_patch.patching.origins import Resolver
 
         self.target, self.rel = target, rel
+        self.names = names  # every layer's name in the set being applied (the tool's and the user's)
         self.resolver = Resolver(target, self._read)
 
     def _read(self, rel: str) -> Optional[bytes]:
@@ -130,20 +132,23 @@ class FileContext:
 class TargetFile:
     """One target file parsed once, with the layer pieces that the file's edits find in it."""
 
-    def __init__(self, target: Target, rel: str, data: bytes):
+    def __init__(self, target: Target, rel: str, data: bytes, layer_set=None):
+        """``layer_set``: the layers to apply or find, in order (default: the tool's own; with the target's user
+        layers after them, ``patching.layers.Layer`` each)."""
         from mhsa_patch.patching.edits import EDITS
         from mhsa_patch.patching.layers import layers
 
         self.target, self.rel, self.data = target, rel, data
         self.text = decode(target, rel, data)
-        self.context = FileContext(target, rel)
+        self.layers = tuple(layers() if layer_set is None else layer_set)
+        self.context = FileContext(target, rel, frozenset(layer.name for layer in self.layers))
         self.edits = tuple(e.bound(self.context) for e in EDITS[rel])
-        self.layers = layers()
         self._lines: Optional[dict] = None
         self.notes: list[str] = []  # for the user, from applied_text (a --force that keeps a fork's reading)
         self.kept: dict = {}  # from applied_text: layer -> readings.InForce of the hand-written branch kept in force
         self._module = None
         self._star_names: Optional[frozenset] = None
+        self._words: Optional[frozenset] = None
 
     @property
     def star_names(self) -> frozenset:
@@ -168,7 +173,14 @@ class TargetFile:
         return self._star_names
 
     def _relevant(self, edit, layer) -> bool:
-        return any(n in self.text for n in layer.class_names) or (not edit.inserts and layer.name in self.star_names)
+        return any(self.mentions(n) for n in layer.class_names) or (not edit.inserts and layer.name in self.star_names)
+
+    def mentions(self, name: str) -> bool:
+        """Whether ``name`` occurs in the text as a whole word (a cheap pre-check before looking for its pieces:
+        ``SE`` in ``SETTINGS`` is no piece of a layer SE)."""
+        if self._words is None:
+            self._words = frozenset(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", self.text))
+        return name in self._words
 
     @property
     def module(self):
@@ -197,7 +209,7 @@ class TargetFile:
 
         from mhsa_patch.patching.edits import END
 
-        if any(name in self.text for layer in self.layers for name in layer.class_names) or "\r" in self.text.replace("\r\n", ""):
+        if any(self.mentions(name) for layer in self.layers for name in layer.class_names) or "\r" in self.text.replace("\r\n", ""):
             return None
         if self.star_names:
             return None
@@ -210,7 +222,7 @@ class TargetFile:
         lines = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
         spans: dict[tuple[int, int], list] = {}
         for edit, layer in self.pairs():
-            if not edit.inserts:
+            if not edit.inserts or edit.mode(layer) != "insert":
                 continue
             try:
                 node = edit.anchor.find_ast(tree)
@@ -239,7 +251,8 @@ class TargetFile:
     def pairs(self):
         for layer in self.layers:
             for edit in self.edits:
-                yield edit, layer
+                if edit.mode(layer) != "skip":
+                    yield edit, layer
 
     def check_anchors(self) -> None:
         """Raise, naming every anchor this file lacks, each with its line where it has one."""
@@ -275,7 +288,12 @@ class TargetFile:
                 except PatchError as e:
                     err = err or e
             found += [(edit, layer, f) for f in mine]
-            if err is None and edit.inserts and not edit.complete(module, layer, [f for f in mine if f.marked]):
+            if (
+                err is None
+                and edit.inserts
+                and edit.mode(layer) == "insert"
+                and not edit.complete(module, layer, [f for f in mine if f.marked])
+            ):
                 try:
                     edit.add(module, layer)
                 except PatchError as e:
@@ -284,13 +302,16 @@ class TargetFile:
                 problems.append((edit, layer, err))
         return found, problems
 
-    def find(self, module=None):
-        """(edit, layer, Found) for every piece present in ``module`` (default: the file as read)."""
+    def find(self, module=None, only=None):
+        """(edit, layer, Found) for every piece present in ``module`` (default: the file as read); ``only``: of the
+        layers of these names alone."""
         if module is None:
             module = self.module
             pairs = [(e, lay) for e, lay in self.pairs() if self._relevant(e, lay)]  # absent: no walks
         else:
             pairs = list(self.pairs())
+        if only is not None:
+            pairs = [(e, lay) for e, lay in pairs if lay.name in only]
         out = []
         for edit, layer in pairs:
             try:
@@ -331,7 +352,7 @@ class TargetFile:
                 line = self.line_of(err.node) if err.node is not None else None
                 pieces.append(Piece(self.rel, edit.key, layer.name, PieceState.UNSUPPORTED, line,
                                     anchor=str(edit.anchor), why=self.located(err)))
-            elif len(mine) < edit.count(layer):
+            elif len(mine) < edit.wanted(layer):
                 pieces.append(Piece(self.rel, edit.key, layer.name, PieceState.MISSING))
             for f in mine:
                 state = PieceState.UNMARKED if not f.marked else (PieceState.MARKED if f.current else PieceState.OUTDATED)
@@ -352,12 +373,17 @@ class TargetFile:
         """The text with the tool's pieces (and, with ``unmarked``, hand-pasted ones) removed."""
         return self._stripped(unmarked=unmarked).code
 
-    def _stripped(self, *, unmarked: bool, keep=frozenset()):
+    def without_layers(self, gone) -> str:
+        """The text with the marked pieces of the layers ``gone`` removed, and nothing else (``revert --layer``):
+        the other layers' pieces stay, a marker shared with one of them included."""
+        return self._stripped(unmarked=False, only=frozenset(layer.name for layer in gone)).code
+
+    def _stripped(self, *, unmarked: bool, keep=frozenset(), only=None):
         module = self.module
         while True:
             left = [
                 (e, lay, f)
-                for e, lay, f in self.find(module)
+                for e, lay, f in self.find(module, only)
                 if (f.marked or unmarked) and f.removable and not self._is_kept(e, lay, f, keep)
             ]
             if not left:
@@ -392,7 +418,10 @@ class TargetFile:
         if cls is None:
             return f"{where}: {layer.name} is not a class mhsa-patch can check"
         why = incompatible(cls, reference)
-        return f"{where}: class {layer.name} is not the tutorial's: {why}" if why else None
+        if why and layer.kind != "builtin":  # said of the user's own class, not of the tutorial's
+            why = why.replace("not the tutorial's parameters", "not those of yours").replace(
+                "differ from the tutorial's", "differ from yours")
+        return f"{where}: class {layer.name} is not {layer.origin}: {why}" if why else None
 
     def foreign_classes(self) -> list[str]:
         """Why ``apply --force`` refuses here for a class named like a layer that is not the tutorial's (what only
@@ -410,7 +439,8 @@ class TargetFile:
         """The reading parse_model applies to each layer's rows (``readings.InForce``), in this file as read."""
         from mhsa_patch.patching.readings import all_in_force
 
-        return all_in_force(self.text) if self.reads_rows else ()
+        extra = tuple((lay.name, lay.reading) for lay in self.layers if lay.kind != "builtin")
+        return all_in_force(self.text, extra) if self.reads_rows else ()
 
     def _kept_readings(self) -> dict:
         """The layers whose hand-written branch reads their rows otherwise than the tool's rule: apply --force keeps
@@ -422,7 +452,7 @@ class TargetFile:
         for found in self.readings():
             if not found.differs:
                 continue
-            why = cannot_build(found)
+            why = cannot_build(found) if found.layer in self._builtin_names else self._cannot_build_user(found)
             if why:
                 raise PatchError(
                     f"{self.target.file(self.rel)}:{found.line}: the hand-written parse_model branch reads "
@@ -433,11 +463,31 @@ class TargetFile:
             kept[found.layer] = found
         return kept
 
-    @staticmethod
-    def _tool_reading(layer: str) -> str:
+    def _tool_reading(self, layer: str) -> str:
         from mhsa_patch.patching.readings import spec_of
 
-        return spec_of(layer).reading
+        user = next((lay for lay in self.layers if lay.name == layer and lay.kind != "builtin"), None)
+        return user.reading if user is not None else spec_of(layer).reading
+
+    @property
+    def _builtin_names(self) -> frozenset:
+        return frozenset(lay.name for lay in self.layers if lay.kind == "builtin")
+
+    def _cannot_build_user(self, found) -> Optional[str]:
+        """:func:`readings.cannot_build` for a user layer: its class's positional parameters, read from its text."""
+        from mhsa_patch.patching.userlayers import init_args
+
+        layer = next(lay for lay in self.layers if lay.name == found.layer)
+        args = init_args(layer.class_source, layer.name)
+        if found.rule is None or args is None or args.vararg is not None:
+            return None
+        total = len(args.posonlyargs) + len(args.args) - 1
+        if len(found.rule.lead) > total:
+            return (
+                f"it passes {', '.join(found.rule.lead)} before the row's args, and {layer.name}() takes {total} "
+                f"positional argument{'s' if total != 1 else ''}"
+            )
+        return None
 
     def _kept_notes(self, kept: dict, found_pieces) -> list[str]:
         """One warning per kept reading, at the line ``status`` gives the hand-written branch piece (the layer's name
@@ -521,7 +571,8 @@ class TargetFile:
             try:
                 for f in mine:  # outdated: an older version of the tool inserted something else
                     module = edit.remove(module, layer, f)
-                module = edit.add(module, layer)
+                if edit.mode(layer) == "insert":
+                    module = edit.add(module, layer)
             except PatchError as e:
                 raise PatchError(self.located(e)) from None
         return module.code

@@ -42,8 +42,9 @@ MAX_JOURNAL_BYTES = 16 * 2**20
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _ENTRY_KEYS = ("original", "original_sha256", "patched_sha256")
 _RECORD_KEYS = ("tool", "tool_version", "patch_digest", "ultralytics_version", "layers", "state", "files")
-# Optional: journals written before readings were recorded lack it (read as no reading recorded).
-_OPTIONAL_KEYS = ("readings",)
+# Optional: journals written before readings were recorded lack it (read as no reading recorded); journals without
+# user layers (``apply --layer``) may lack ``user_layers``.
+_OPTIONAL_KEYS = ("readings", "user_layers")
 
 
 def _show(value: Any, width: int = 60) -> str:
@@ -95,6 +96,9 @@ class Record:
     files: Mapping[str, FileEntry]  # keys: some of TARGET_FILES, exactly as spelled there
     # layer -> the reading in force after apply (patches/readings.py names): "mhsa-patch", or the fork's kept one
     readings: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # the target's user layers (patching.userlayers.UserLayer), in the order they were applied; each names its
+    # module file and holds its text, checked against the header hash the file carries
+    user_layers: tuple = ()
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
@@ -114,6 +118,7 @@ class Record:
         object.__setattr__(self, "files", MappingProxyType(dict(self.files)))
         _check_readings(self.readings, self.layers)
         object.__setattr__(self, "readings", MappingProxyType(dict(self.readings)))
+        object.__setattr__(self, "user_layers", _check_user_layers(self.user_layers, self.layers))
 
     @property
     def kept(self) -> frozenset:
@@ -134,6 +139,7 @@ class Record:
             "state": self.state,
             "files": {rel: dataclasses.asdict(e) for rel, e in self.files.items()},
             "readings": dict(self.readings),
+            "user_layers": [u.to_json() for u in self.user_layers],
         }
 
     @classmethod
@@ -165,6 +171,7 @@ class Record:
             layers=tuple(layers),
             files=entries,
             readings=data.get("readings", {}),
+            user_layers=data.get("user_layers", []),
         )
 
 
@@ -179,6 +186,22 @@ def _check_readings(readings: Any, layers: tuple[str, ...]) -> None:
             raise ValueError(f"readings entry {_show(layer)} is not one of the journal's layers")
         if not isinstance(name, str) or name not in names():
             raise ValueError(f"readings entry {layer}: {_show(name)} is not a reading mhsa-patch knows")
+
+
+def _check_user_layers(user_layers: Any, layers: tuple[str, ...]) -> tuple:
+    """``user_layers``: valid records (``UserLayer`` validates each), named in ``layers``, none of them one of the
+    tool's own layers."""
+    from mhsa_patch.patches import LAYERS
+    from mhsa_patch.patching.userlayers import check_list
+
+    out = check_list(user_layers)
+    builtin = {n for s in LAYERS for n in (*s.helpers, s.name)}
+    for u in out:
+        if u.name in builtin:
+            raise ValueError(f"user_layers entry {u.name} is one of mhsa-patch's own layers")
+        if u.name not in layers:
+            raise ValueError(f"user_layers entry {u.name} is not one of the journal's layers")
+    return out
 
 
 def _exact_keys(what: str, data: Any, keys: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:

@@ -33,6 +33,12 @@ class Layer:
     rule_source: str
     rule: str
     _cache: dict = field(default_factory=dict, compare=False, repr=False)
+    # "builtin": a layer of patches/, its classes appended to conv.py; "file": a user's layer, in a module file of its
+    # own (patching/userlayers.py); "stock": ultralytics' own class, registered only (import and branch in tasks.py)
+    kind: str = "builtin"
+    module: str = "conv"  # the submodule of ultralytics.nn.modules that defines the class
+    origin: str = "the tutorial's"  # what a same-named hand-written class is compared with, in refusals
+    reading: str = ""  # the reading (patches/readings.py) of its rule; "" for the tool's own: its LayerSpec's
 
     def _parse(self, source: str, host: cst.Module) -> cst.Module:
         key = (id(source), host.default_newline, host.default_indent)
@@ -84,6 +90,8 @@ def _load(spec: LayerSpec) -> Layer:
 
 @lru_cache(maxsize=None)
 def layers() -> tuple[Layer, ...]:
+    """The tool's own layers (patches/), in the order apply inserts them. A target's user layers come after them
+    (``patching.userlayers``)."""
     return tuple(_load(s) for s in LAYERS)
 
 

@@ -41,6 +41,7 @@ class InForce:
     name: str  # a reading's name, OURS (the tool's branch) or UNRECOGNISED (a hand-written body of another shape)
     line: Optional[int] = None  # of the branch that decides (None: parse_model's final else)
     rule: Optional[Reading] = None  # the call it makes (the tool's branch: its rule's reading; None: not known)
+    tool: str = ""  # the reading of the tool's rule for the layer ("": its LayerSpec's; a user layer's is given)
 
     @property
     def hand_written(self) -> bool:
@@ -49,7 +50,7 @@ class InForce:
     @property
     def differs(self) -> bool:
         """A hand-written branch whose calls are not the tool's rule's: apply --force keeps it."""
-        return self.hand_written and (self.rule is None or self.rule.name != spec_of(self.layer).reading)
+        return self.hand_written and (self.rule is None or self.rule.name != (self.tool or spec_of(self.layer).reading))
 
     def describe(self) -> str:
         at = f" (line {self.line})" if self.line else ""
@@ -113,11 +114,25 @@ def _parse_model(tree: ast.Module) -> Optional[ast.FunctionDef]:
     return next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "parse_model"), None)
 
 
-def in_force(text: str, layer: str) -> InForce:
-    """The reading ``nn/tasks.py``'s text applies to ``layer``'s rows (FALLBACK when no branch selects it)."""
+def in_force(text: str, layer: str, tool: str = "") -> InForce:
+    """The reading ``nn/tasks.py``'s text applies to ``layer``'s rows (FALLBACK when no branch selects it).
+    ``tool``: the reading of the tool's rule for the layer, for a user layer (default: the LayerSpec's)."""
+    found = _in_force(text, layer, tool)
+    return found if not tool else InForce(found.layer, found.name, found.line, found.rule, tool)
+
+
+@lru_cache(maxsize=2)
+def _tree(text: str) -> Optional[ast.Module]:
+    """``nn/tasks.py`` parsed once for every layer's reading (None: it does not parse)."""
     try:
-        tree = ast.parse(text)
+        return ast.parse(text)
     except SyntaxError:
+        return None
+
+
+def _in_force(text: str, layer: str, tool: str = "") -> InForce:
+    tree = _tree(text)
+    if tree is None:
         return InForce(layer, UNRECOGNISED)
     func = _parse_model(tree)
     if func is None:
@@ -130,14 +145,15 @@ def in_force(text: str, layer: str) -> InForce:
         if not _selects(branch.test, layer, holders):
             continue
         if MARK in lines[branch.lineno - 1]:
-            return InForce(layer, OURS, branch.lineno, reading(spec_of(layer).reading))
+            return InForce(layer, OURS, branch.lineno, reading(tool or spec_of(layer).reading))
         rule = _body_reading(branch, layer, holders, known)
         return InForce(layer, rule.name if rule else UNRECOGNISED, branch.lineno, rule)
     return InForce(layer, FALLBACK.name, None, FALLBACK)
 
 
-def all_in_force(text: str) -> tuple[InForce, ...]:
-    return tuple(in_force(text, spec.name) for spec in LAYERS)
+def all_in_force(text: str, extra: tuple = ()) -> tuple[InForce, ...]:
+    """Every layer's reading: the tool's, then ``extra`` ((name, reading of the tool's rule) of each user layer)."""
+    return tuple(in_force(text, spec.name) for spec in LAYERS) + tuple(in_force(text, n, r) for n, r in extra)
 
 
 @lru_cache(maxsize=None)

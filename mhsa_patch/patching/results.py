@@ -54,8 +54,13 @@ def combine(states) -> State:
 class Change:
     rel: str
     path: Path
-    old: bytes
-    new: bytes
+    old: Optional[bytes]  # None: the file is new (a user layer's module)
+    new: Optional[bytes]  # None: the file goes (revert of a user layer's module)
+
+    @property
+    def what(self) -> str:
+        """``new``, ``removed`` or ``changed``, for the line apply and revert print."""
+        return "new" if self.old is None else "removed" if self.new is None else "changed"
 
     def diff(self) -> str:
         """The unified diff, as ``git diff`` shows it: only the lines that changed.
@@ -63,8 +68,11 @@ class Change:
         Not ``difflib.unified_diff``: its matcher treats lines frequent in a long file (``)``, blank lines) as junk
         and then shows an unchanged ``)`` as removed and added again; lines are split on line breaks only (not on
         the form feeds or other separators ``str.splitlines`` also splits on)."""
-        old, new = _lines(self.old), _lines(self.new)
-        out = [f"--- a/ultralytics/{self.rel}\n", f"+++ b/ultralytics/{self.rel}\n"]
+        old, new = _lines(self.old or b""), _lines(self.new or b"")
+        out = [
+            "--- /dev/null\n" if self.old is None else f"--- a/ultralytics/{self.rel}\n",
+            "+++ /dev/null\n" if self.new is None else f"+++ b/ultralytics/{self.rel}\n",
+        ]
         matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
         for group in matcher.get_grouped_opcodes(3):
             (_, i1, _, j1, _), (_, _, i2, _, j2) = group[0], group[-1]
@@ -143,6 +151,30 @@ class FileStatus:
 
 
 @dataclass(frozen=True)
+class UserState:
+    """One user layer of a target (``apply --layer``), as status reports it."""
+
+    layer: Any  # userlayers.UserLayer
+    source_state: str  # "unchanged", "changed" (the file's hash differs), "missing", "unknown" (no journal), "ultralytics"
+    module_state: str  # "ok", "edited" or "missing": its module file (always "ok" for ultralytics' own class)
+
+    def to_dict(self) -> dict[str, Any]:
+        u = self.layer
+        return {
+            "name": u.name,
+            "kind": u.kind,
+            "class": u.class_name or u.name,
+            "source": u.source or None,
+            "sha256": u.source_sha256 or None,
+            "source_state": self.source_state,
+            "module": u.rel or u.defined_in,
+            "module_state": self.module_state,
+            "reads": u.reads,
+            "class_path": f"ultralytics.nn.modules.{u.module}.{u.name}",
+        }
+
+
+@dataclass(frozen=True)
 class Status:
     target: Target
     state: State
@@ -151,6 +183,7 @@ class Status:
     journal: Optional[Any] = field(default=None, compare=False)  # journal.Record, validated
     layers: tuple[str, ...] = ()
     readings: tuple = ()  # readings.InForce per layer: how the target's parse_model reads each layer's rows
+    user_layers: tuple = ()  # UserState per user layer, in the order applied
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -179,6 +212,7 @@ class Status:
                 for f in self.files
             },
             "readings": {r.layer: r.to_dict() for r in self.readings},
+            "user_layers": [u.to_dict() for u in self.user_layers],
             "notes": list(self.notes),
             "unsupported": [  # what apply would refuse here for want of an anchor: empty where it can patch
                 {"file": p.file, "edit": p.edit, "layer": p.layer, "line": p.line, "anchor": p.anchor, "why": p.why}

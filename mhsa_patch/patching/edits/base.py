@@ -80,6 +80,25 @@ class Edit:
         raise NotImplementedError
 
     inserts: bool = True  # whether ``add`` always inserts a piece (False: only where the file needs one)
+    # What the edit does for each kind of layer (``Layer.kind``): "insert" (the default), "find" (only finds and, with
+    # --force, removes a hand-written piece: a fork's ``class ECA`` in conv.py when a user layer ECA lives in a file
+    # of its own) or "skip" (nothing: ultralytics' own CBAM is no piece of conv.py)
+    modes: dict = {}
+
+    def with_modes(self, **modes: str) -> "Edit":
+        """This edit with ``modes`` for the kinds named (``file="find"``); declared once, in ``edits.EDITS``."""
+        import copy
+
+        new = copy.copy(self)
+        new.modes = {**self.modes, **modes}
+        return new
+
+    def mode(self, layer: Layer) -> str:
+        return self.modes.get(layer.kind, "insert")
+
+    def wanted(self, layer: Layer) -> int:
+        """How many pieces of ``layer`` this edit inserts (0 where it only finds or skips)."""
+        return self.count(layer) if self.mode(layer) == "insert" else 0
 
     def bound(self, context) -> "Edit":
         """This edit for one file (``filemodel.FileContext``: the package's other modules, read on demand)."""
@@ -91,7 +110,7 @@ class Edit:
 
     def complete(self, module: cst.Module, layer: Layer, mine: list[Found]) -> bool:
         """Whether the marked pieces ``mine`` are all this file needs of ``layer`` (else apply re-inserts them)."""
-        return len(mine) == self.count(layer) and all(f.current for f in mine)
+        return len(mine) == self.wanted(layer) and all(f.current for f in mine)
 
     def check_anchor(self, module: cst.Module) -> None:
         """Raise ``PatchError`` naming the anchor when it is missing (used before anything is written)."""

@@ -37,12 +37,21 @@ class NameEntry(Edit):
             return None
         return self.context.named_origin(import_module_name(node), name)
 
+    def _ours(self) -> frozenset[str]:
+        """Every layer's name in this file's set (the tool's and the target's user layers)."""
+        return self.context.names if self.context is not None else layer_names()
+
     def _lines(self, module) -> Iterator[tuple[cst.SimpleStatementLine, NameSequence]]:
         from mhsa_patch.patching.edits.rebind import is_rebind
+        from mhsa_patch.patching.edits.userimport import is_user_import
 
-        ours = layer_names()
+        ours = self._ours()
         for stmt in module.body:
-            if isinstance(stmt, cst.SimpleStatementLine) and not any(is_rebind(stmt, n) for n in ours):
+            if (
+                isinstance(stmt, cst.SimpleStatementLine)
+                and not any(is_rebind(stmt, n) for n in ours)
+                and not is_user_import(stmt)
+            ):
                 seq = type(self).sequence(stmt, ours)
                 if seq is not None:
                     yield stmt, seq
@@ -59,7 +68,7 @@ class NameEntry(Edit):
 
     def add(self, module, layer):
         stmt = self.anchor.find(module)
-        seq = type(self).sequence(stmt, layer_names())
+        seq = type(self).sequence(stmt, self._ours())
         return replace_body_stmt(module, stmt, seq.insert(layer.name, module))
 
     def remove(self, module, layer, found):

@@ -32,6 +32,22 @@ from mhsa_patch.patching.layers import Layer, layer_names
 REBIND_SOURCE = {"nn/tasks.py": "ultralytics.nn.modules.conv", "nn/modules/__init__.py": ".conv"}
 
 
+def rebind_source(rel: str, layer: Layer) -> str:
+    """Where the tool's rebinding of ``layer`` imports it from in file ``rel``: the module that defines the class
+    (conv for the tool's layers, ``user_ECA`` for a user layer)."""
+    return REBIND_SOURCE[rel][: -len("conv")] + layer.module
+
+
+def _is_source(module: str) -> bool:
+    from mhsa_patch.patching.userlayers import PREFIX
+
+    for source in REBIND_SOURCE.values():
+        prefix = source[: -len("conv")]
+        if module == source or (module.startswith(prefix + PREFIX) and module[len(prefix) :].isidentifier()):
+            return True
+    return False
+
+
 def _star_module(stmt) -> str | None:
     if isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1:
         node = stmt.body[0]
@@ -47,7 +63,7 @@ def is_rebind(stmt, name: str) -> bool:
     node = stmt.body[0]
     return (
         isinstance(node, cst.ImportFrom)
-        and import_module_name(node) in REBIND_SOURCE.values()
+        and _is_source(import_module_name(node))
         and not isinstance(node.names, cst.ImportStar)
         and len(node.names) == 1
         and node.names[0].asname is None
@@ -87,7 +103,7 @@ class StarRebind(Edit):
             elif is_rebind(stmt, layer.name):
                 rebinds.append((i, stmt))
             elif self.anchor.matches(stmt):
-                seq = import_sequence(stmt, layer_names())
+                seq = import_sequence(stmt, self.context.names if self.context is not None else layer_names())
                 if seq is not None and any(n == layer.name and seq.is_marked(k) for k, n in enumerate(seq.names())):
                     tool.append(i)
         return stars, rebinds, tool
@@ -110,8 +126,9 @@ class StarRebind(Edit):
         return all(f.current for f in mine) and not any(not f.marked for f in self.find(module, layer))
 
     def new_statement(self, layer: Layer) -> cst.SimpleStatementLine:
-        dots = len(self.source) - len(self.source.lstrip("."))
-        name = self.source[dots:]
+        source = rebind_source(self.rel, layer)
+        dots = len(source) - len(source.lstrip("."))
+        name = source[dots:]
         node = cst.ImportFrom(
             module=cst.parse_expression(name) if name else None,
             names=[cst.ImportAlias(name=cst.Name(layer.name))],
