@@ -1,11 +1,13 @@
 """Child of ``mhsa-patch ablate``: parameters, true GFLOPs and latency of every variant, in one process.
 
-``python -m mhsa_patch.child.measure --model NAME=M.yaml ... --imgsz 640 --nc 3 --device cpu|cuda:0 --events FILE``
+``python -m mhsa_patch.child.measure --model NAME=M.yaml ... --imgsz 640 --nc 3 --device auto|cpu|cuda:0 --events FILE``
 
 Every variant is built from its YAML with the dataset's class count (the model each run trains), counted by the
 probe (:func:`mhsa_patch.child.probe.true_flops`: attention's matmuls included) and timed at batch 1, ``imgsz`` x
 ``imgsz``, on one device, the variants' runs interleaved so that load on the machine hits them alike: the latency
-ratios are comparable. Also reports the versions and the device name the recipe records.
+ratios are comparable. Also reports the versions and the device name the recipe records, and how many GPUs torch
+sees here (``gpus``): ``--device auto`` measures on the first one, or on the CPU where there is none (the runs' default
+device is ultralytics' own: every visible GPU). With no ``--model``, only those.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ def measure(events, a) -> dict:
     import torch
 
     version, _ = ultralytics_info()
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if a.device == "auto":
+        a.device = "cuda:0" if gpus else "cpu"
     require_patched()
     route_checkpoint_loading()  # before anything loads a checkpoint: old releases on today's torch
     from mhsa_patch.child.probe import true_flops
@@ -86,6 +91,7 @@ def measure(events, a) -> dict:
         "torch": torch.__version__,
         "device": a.device,
         "device_name": device_name(a.device),
+        "gpus": gpus,
         "threads": torch.get_num_threads(),
         "runs": a.runs,
         "models": out,
