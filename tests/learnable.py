@@ -10,7 +10,6 @@ not the last epoch. Deterministic for a seed (ultralytics' ``deterministic=True`
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 IMGSZ = 64
@@ -21,9 +20,10 @@ ARGS = ["nbs=4", "optimizer=AdamW", "lr0=0.01", "warmup_epochs=0", "mosaic=0", "
 BATCH = 4
 
 
-def write_dataset(root: Path, *, n_train: int = 16, n_val: int = 4, seed: int = 0, path: str | None = None) -> Path:
-    """Draw the set into ``root`` (images/, labels/, data.yaml); returns the YAML. ``path``: the YAML's ``path:``
-    as written (default: ``root``, absolute), e.g. a relative one."""
+def write_dataset(root: Path, *, n_train: int = 16, n_val: int = 4, seed: int = 0, path: str | None = None,
+                  yaml_path: Path | None = None) -> Path:
+    """Draw the set into ``root`` (images/, labels/) and write its YAML (``yaml_path``, default ``root/data.yaml``);
+    returns the YAML. ``path``: the YAML's ``path:`` as written (default: ``root``, absolute), e.g. a relative one."""
     import numpy as np
     from PIL import Image, ImageDraw
 
@@ -41,11 +41,8 @@ def write_dataset(root: Path, *, n_train: int = 16, n_val: int = 4, seed: int = 
             (root / "labels" / split / f"{k}.txt").write_text(
                 f"0 {x0 / IMGSZ + c:.6f} {y0 / IMGSZ + c:.6f} {side / IMGSZ:.6f} {side / IMGSZ:.6f}\n"
             )
-    yaml_path = root / "data.yaml"
+    yaml_path = yaml_path or root / "data.yaml"
+    yaml_path.parent.mkdir(parents=True, exist_ok=True)
     where = path if path is not None else str(root)
     yaml_path.write_text(f"path: {where}\ntrain: images/train\nval: images/val\nnames:\n  0: square\n")
     return yaml_path
-
-
-def relative(path: Path, start: Path) -> str:
-    return os.path.relpath(path, start)

@@ -94,6 +94,7 @@ def task_options(use_gpu: bool) -> dict:
 def _receive(blob: bytes, runs_dir: Path, name: str) -> None:
     """Put a task's returned run folder (and any ``<name>.damaged-K`` it moved aside) into ``runs_dir``: unpacked
     beside it first, then swapped in by renames, so that a driver killed while unpacking leaves its own copy whole."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=runs_dir, prefix=f".{name}.incoming-"))
     _untar(blob, staging)
     for entry in sorted(staging.iterdir()):
@@ -171,7 +172,11 @@ class RayBackend:
                 out.append(backends.Failed(r, f"(Ray task) {first}", str(log) if log.is_file() else None, lost))
                 continue
             if blob is not None:
-                _receive(blob, self.exp.dir / "runs", r.name)
+                try:
+                    _receive(blob, self.exp.dir / "runs", r.name)
+                except (OSError, tarfile.TarError) as e:
+                    out.append(backends.Failed(r, f"its run folder came back but could not be unpacked: {e}"))
+                    continue
             out.append(backends.Finished(r, result))
         return out
 

@@ -475,6 +475,7 @@ class Outcome:
     finished: list[Run]
     skipped: list[Run]
     failed: list[Failure] = field(default_factory=list)
+    not_started: list[Run] = field(default_factory=list)  # left by --fail-fast
     report: Any = None
 
 
@@ -580,6 +581,7 @@ def _schedule(exp: Experiment, emit: RunEvent, ray_address: str | None, fail_fas
         if backend is not None:
             backend.close()
         grid.close()
+    out.not_started = list(queue)
     if out.report is None and any(exp.done(r) for r in exp.runs):
         out.report = write_outputs(exp)  # the report of the runs finished before, when none finished now
     if grid.problem:

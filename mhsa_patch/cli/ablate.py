@@ -102,7 +102,7 @@ class _Progress:
 
     def _failed(self, run, data) -> None:
         self.frac.pop(run.name, None)
-        msg = f"{run.label}: failed: {data['reason']}"
+        msg = _failed_line(run.label, data["reason"])
         if self.live is not None:
             if run.name in self.tasks:
                 self.live.remove_task(self.tasks.pop(run.name))
@@ -241,17 +241,23 @@ def ablate(
             warn(note)
         if not quiet:
             table(rep.table)
-    files = rep.files if rep is not None else [exp.dir / "ablation.csv"]
+    files = rep.files if rep is not None else [f for f in [exp.dir / "ablation.csv"] if f.is_file()]
     for f in files:
         out.print(f"  {f}", markup=False, highlight=False)
     if outcome.failed:
-        info(f"{len(outcome.finished)} runs trained, {len(outcome.skipped)} already finished, {len(outcome.failed)} failed; "
-             "the same command again retries the failed runs, each from its last snapshot")
+        later = f", {len(outcome.not_started)} not started (--fail-fast)" if outcome.not_started else ""
+        info(f"{len(outcome.finished)} runs trained, {len(outcome.skipped)} already finished, {len(outcome.failed)} "
+             f"failed{later}; the same command again retries the failed runs, each from its last snapshot")
         for f in outcome.failed:
             log = f" (log: {f.log})" if f.log else ""
-            err.print(f"[red]ERROR ❌[/] {escape(f'{f.run.label} failed: {f.reason}{log}')}")
+            err.print(f"[red]ERROR ❌[/] {escape(_failed_line(f.run.label, f.reason) + log)}")
         raise typer.Exit(1)
     info(f"[green]ablation done ✅[/] {len(outcome.finished)} runs trained, {len(outcome.skipped)} already finished")
+
+
+def _failed_line(label: str, reason: str) -> str:
+    """``MHSA-s0 failed: <reason>``; a reason that names the run already reads as the line itself."""
+    return reason if reason.startswith(f"{label} ") or reason.startswith(f"{label}:") else f"{label} failed: {reason}"
 
 
 STATE_STYLE = {"done": "green", "stopped early": "green", "running": "bold", "starting": "bold", "failed": "red",
