@@ -644,3 +644,166 @@ def test_ray_without_ray_installed_says_so_in_one_line(tmp_path):
                         "--name", "r", *TINY, "--variant", "stock", "--seeds", "1", "--ray", *EXTRA],
                        env=trainkit.env(site), capture_output=True, text=True, cwd=trainkit.ROOT, timeout=600)  # fmt: skip
     helpers.assert_refused(r, "--ray needs Ray: pip install 'mhsa-patch[ray]'")
+
+
+# ---------------------------------------------------------------------------------------- SIGKILL at random points
+
+ZYGOTE = r"""
+import json, os, sys
+answer = os.fdopen(os.dup(1), "w")  # the pids and exit statuses; everything else printed here goes nowhere
+os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+import mhsa_patch.child.offline as offline
+offline.install()
+import torch  # the expensive imports once; each trial's child is forked from here, already warm
+from ultralytics import YOLO
+import ultralytics.models.yolo.detect.train
+from mhsa_patch.child import train
+
+for line in sys.stdin:
+    argv, log = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        rc = 1
+        try:
+            rc = train.main(argv)
+        finally:
+            os._exit(rc)
+    print(pid, file=answer, flush=True)
+    _, status = os.waitpid(pid, 0)
+    print(status, file=answer, flush=True)
+"""
+
+
+def _epoch_event(events: Path) -> bool:
+    """Whether a child reported an epoch in its events file."""
+    try:
+        return '"epoch"' in events.read_text()
+    except OSError:
+        return False
+
+
+def _snapshot_rows(run_dir: Path) -> dict[int, str]:
+    """The rows of the epochs committed now (state.json's epochs_done), by epoch; {} when nothing is committed."""
+    try:
+        n = json.loads((run_dir / "weights" / ".resume" / "state.json").read_text())["epochs_done"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    lines = (run_dir / "results.csv").read_text().splitlines()[1:]
+    return {k + 1: lines[k] for k in range(min(n, len(lines)))}
+
+
+def _kept(runs: Path, name: str, epoch: int, row: str) -> bool:
+    """Whether epoch ``epoch``'s row is in the run's folder or one the tool moved aside."""
+    for folder in [runs / name, *sorted(runs.glob(f"{name}.damaged-*"))]:
+        try:
+            lines = (folder / "results.csv").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        if len(lines) >= epoch and lines[epoch - 1] == row:
+            return True
+    return False
+
+
+def _kill_the_command(cli: list[str], site: Path, exp: Path, name: str, rng) -> int:
+    """Start the whole command, wait until it holds the experiment and its run's child trains, SIGKILL both at a
+    random point; the driver's PID."""
+    before = locks.holder(exp / "locks" / f"{name}.lock")
+    proc = _start(cli, site)
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and proc.poll() is None:
+            driver = locks.holder(exp / "ablate.lock")
+            child = locks.holder(exp / "locks" / f"{name}.lock")
+            if driver and driver["pid"] == proc.pid and child and child["alive"] and child["pid"] != (before or {}).get("pid"):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(rng.uniform(0.0, 2.0))
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.pid
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_never_loses_a_finished_epoch(site, tmp_path):
+    """20 trials, seeded. The first and the last kill the whole command (driver and child) once its child trains;
+    the 18 between kill the run's child alone (the real child code, forked from a warm process so that the trials do
+    not pay 18 interpreter start-ups) at a random point of its life: setting up (reading the folder, restoring
+    checkpoints), training, committing a snapshot, resuming, validating; two of them after damaging the run's files
+    as a crash on a full disk would (a cut state.json, a missing snapshot). After every kill, each epoch ever
+    committed is still there, in the run's folder or one moved aside. Then the same command finishes the run: each
+    epoch once, and the killed driver's lock taken over with a warning."""
+    import random
+
+    epochs = 12
+    cli = ["ablate", "--target", str(site), "--project", str(tmp_path), "--name", "kill", "--data", "synthetic:4",
+           "--epochs", str(epochs), "--imgsz", "64", "--batch", "2", "--variant", "stock", "--seeds", "1", "--device",
+           "cpu", *EXTRA]  # fmt: skip
+    d = tmp_path / "kill"
+    runs, name = d / "runs", "stock-s0"
+    run_dir = runs / name
+    rng = random.Random(19)
+    seen: set[tuple[int, str]] = set()
+    warnings = []
+
+    def check() -> None:
+        seen.update(_snapshot_rows(run_dir).items())
+        lost = [k for k, row in sorted(seen) if not _kept(runs, name, k, row)]
+        assert not lost, f"epochs {lost} were committed and are gone"
+
+    _kill_the_command(cli, site, d, name, rng)  # trial 1: it also prepares the experiment
+    check()
+    model = json.loads((d / "logs" / f"{name}.args.json").read_text())["train"]["model"]
+    zygote = subprocess.Popen([sys.executable, "-c", ZYGOTE], env=helpers.checkout_env(site), text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+    try:
+        for trial in range(2, 20):
+            snap = run_dir / "weights" / ".resume"
+            if trial in (7, 13) and (snap / "state.json").is_file():  # damage what the last kill left
+                if trial == 7:
+                    (snap / "state.json").write_bytes((snap / "state.json").read_bytes()[:30])
+                else:
+                    (snap / json.loads((snap / "state.json").read_text())["last"]).unlink(missing_ok=True)
+            events = d / "logs" / f"events-{trial}.jsonl"
+            argv = ["--model", model, "--run-dir", str(run_dir), "--args", str(d / "logs" / f"{name}.args.json"),
+                    "--lock", str(d / "locks" / f"{name}.lock"), "--events", str(events)]  # fmt: skip
+            zygote.stdin.write(json.dumps([argv, str(d / "logs" / "trials.log")]) + "\n")
+            zygote.stdin.flush()
+            pid = int(zygote.stdout.readline())
+            if rng.random() < 0.25:  # while it sets up: reading the folder, restoring checkpoints, building
+                time.sleep(rng.uniform(0.0, 1.0))
+            else:  # once it has trained an epoch of its own, somewhere in the next one (its snapshot's commit included)
+                deadline = time.monotonic() + 300
+                while time.monotonic() < deadline and not _epoch_event(events) and locks.pid_alive(pid):
+                    time.sleep(0.02)
+                time.sleep(rng.uniform(0.0, 0.8))
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # it finished first (trained and validated)
+            zygote.stdout.readline()
+            if events.is_file():
+                warnings += [json.loads(ln)["warning"] for ln in events.read_text().splitlines() if '"warning"' in ln]
+            check()
+    finally:
+        zygote.stdin.close()
+        zygote.kill()
+        zygote.wait()
+    assert any("moved whole to runs/stock-s0.damaged-" in w for w in warnings), warnings
+    assert any("took over the lock of" in w and "no longer running" in w for w in warnings), warnings
+
+    driver = _kill_the_command(cli, site, d, name, rng)  # trial 20
+    check()
+    r = trainkit.ok(trainkit.cli(*cli, site=site))
+    assert f"took over the lock of host {locks.host()} (PID {driver}" in r.stderr  # the killed driver's
+    check()
+    res = results(run_dir)
+    assert [int(float(x["epoch"])) for x in res] == list(range(1, epochs + 1))  # each epoch once
+    assert json.loads((run_dir / "ablate.json").read_text())["epochs"] == epochs

@@ -1,7 +1,8 @@
 """The dataset of an ablation: the user's YAML as it is, accepted exactly when the target's ultralytics accepts it,
 or the offline synthetic set.
 
-The YAML is read by the target's own ``check_det_dataset`` in a child (:mod:`mhsa_patch.child.dataset`), with
+The YAML is read by the target's own ``check_det_dataset`` in a child (:mod:`mhsa_patch.child.dataset`, in the
+measuring child), with
 downloads off and in the runs' working folder, so a relative ``path:`` resolves as ``yolo train`` resolves it (the
 working folder, then ultralytics' datasets folder); anything it refuses is refused before any run starts, in one
 line with ultralytics' own reason. That child also builds the label caches once. The runs never download:
@@ -12,10 +13,8 @@ once, before the check (:func:`download`, the only step of the tool allowed on t
 
 from __future__ import annotations
 
-import json
 import subprocess
-import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from mhsa_patch.errors import PatchError, UsageError
@@ -27,7 +26,7 @@ SYNTHETIC_TRAIN = 64
 class Dataset:
     label: str  # what the recipe records: the YAML's absolute path, or ``synthetic:N``
     yaml: Path  # the file ultralytics reads
-    nc: int  # the class count (0 until :func:`check` read it)
+    nc: int  # the class count (0 until the measuring child read the dataset)
     synthetic: int | None = None  # the training images of the synthetic set, drawn by :func:`write_synthetic`
 
 
@@ -71,21 +70,11 @@ def write_synthetic(ds: Dataset, imgsz: int) -> None:
         write_dataset(ds.yaml.parent, n_train=ds.synthetic, n_val=max(2, ds.synthetic // 4), imgsz=max(32, imgsz))
 
 
-def check(target, ds: Dataset, train_args: dict) -> Dataset:
-    """``ds`` as the target's ultralytics reads it for a run with ``train_args`` (its class count filled in); a
-    one-line :class:`PatchError` with ultralytics' own reason when it refuses it."""
-    from mhsa_patch.child.launch import run_child
-
-    with tempfile.TemporaryDirectory(prefix="mhsa-ablate-data-") as tmp:
-        args = Path(tmp) / "train.json"
-        args.write_text(json.dumps(train_args), encoding="utf-8")
-        try:
-            got = run_child(target, "mhsa_patch.child.dataset", ["--args", str(args)], silent=True)
-        except PatchError as e:
-            missing = ds.synthetic is None and "not found" in str(e).lower()
-            fix = "; the runs never download: fetch it first, or pass --download" if missing else ""
-            raise PatchError(f"{ds.yaml.name}: ultralytics {target.version} refuses this dataset: {e}{fix}") from None
-    return replace(ds, nc=int(got["nc"]))
+def refusal(target, ds: Dataset, reason: str) -> str:
+    """The one line that refuses ``ds`` with ultralytics' own ``reason`` (from :mod:`mhsa_patch.child.dataset`)."""
+    missing = ds.synthetic is None and "not found" in reason.lower()
+    fix = "; the runs never download: fetch it first, or pass --download" if missing else ""
+    return f"{ds.yaml.name}: ultralytics {target.version} refuses this dataset: {reason}{fix}"
 
 
 def download(target, ds: Dataset) -> None:

@@ -204,24 +204,39 @@ def prepare(
     task_ = (task or "detect").lower()
     train = recipes.train_args(data=str(ds.yaml), epochs=epochs, imgsz=imgsz, batch=batch, project=exp_dir / "runs",
                                extra=extra_args)  # fmt: skip
-    if ds.synthetic is None:  # the user's data: checked before anything is written
-        if download:
-            step(f"Fetching {ds.yaml.name} once with ultralytics (--download)")
-            datasets.download(target, ds)
-        step(f"Checking {ds.yaml.name} as ultralytics {target.version} reads it")
-        ds = datasets.check(target, ds, dict(train, task=task_))
+    if ds.synthetic is None and download:
+        step(f"Fetching {ds.yaml.name} once with ultralytics (--download)")
+        datasets.download(target, ds)
+    datasets.write_synthetic(ds, imgsz)  # drawn into <dir>/data/, renamed into place whole
+
+    # one child reads the dataset as the target's ultralytics does (a refusal: before anything else is written),
+    # tells the versions and the GPUs, and measures the variants an earlier invocation has not measured
+    step(f"Reading {ds.yaml.name} as ultralytics {target.version} does; measuring every variant: parameters, true "
+         "GFLOPs, latency")  # fmt: skip
+    old_measure = _read_json(exp_dir / MEASURE) or {}
+    have = old_measure.get("models", {}) if isinstance(old_measure.get("models"), dict) else {}
+    fresh = not all(v.name in have for v in plan) or old_measure.get("imgsz") != imgsz
+    names = [v.name for v in plan] + ([k for k in have if k not in {v.name for v in plan}] if fresh else [])
+    texts = {v.name: (v.file_name, v.text) for v in plan}
+    for k in names:  # variants of an earlier invocation are measured again alongside, from models/
+        if k in texts:
+            continue
+        file = str(have[k].get("file", "")) if isinstance(have[k], dict) else ""
+        if file and Path(file).name == file and (exp_dir / "models" / file).is_file():
+            texts[k] = (have[k]["file"], (exp_dir / "models" / have[k]["file"]).read_text(encoding="utf-8"))
+    measured = _measure(target, texts if fresh else {}, imgsz, slots[0] if slots else None,
+                        runs=LATENCY_RUNS if fresh else 0, data_args=dict(train, task=task_))  # fmt: skip
+    if measured.get("data_error"):
+        raise PatchError(datasets.refusal(target, ds, str(measured["data_error"])))
+    ds = datasets.Dataset(ds.label, ds.yaml, int(measured["data"]["nc"]), ds.synthetic)
 
     exp_dir.mkdir(parents=True, exist_ok=True)
     exp_lock = _lock_experiment(exp_dir, project, name)
     try:
         started = [exp_lock.took_over] if exp_lock.took_over else []
-        if ds.synthetic is not None:
-            datasets.write_synthetic(ds, imgsz)
-            step("Reading the synthetic set's labels")
-            ds = datasets.check(target, ds, dict(train, task=task_))
-        exp = _prepare_locked(target, exp_dir, plan, ds, seed_list, slots, train, extra_args, weights_path,
-                              scale=scale, base=base, task=task_, epochs=epochs, imgsz=imgsz, batch=batch,
-                              step=step)  # fmt: skip
+        exp = _prepare_locked(target, exp_dir, plan, ds, seed_list, slots, train, extra_args, weights_path, measured,
+                              have, texts, fresh, scale=scale, base=base, task=task_, epochs=epochs, imgsz=imgsz,
+                              batch=batch, step=step)  # fmt: skip
     except BaseException:
         exp_lock.release()
         raise
@@ -241,23 +256,8 @@ def _lock_experiment(exp_dir: Path, project: str, name: str):
         ) from None
 
 
-def _prepare_locked(target, exp_dir, plan, ds, seed_list, slots, train, extra_args, weights_path, *, scale, base,
-                    task, epochs, imgsz, batch, step) -> Experiment:  # fmt: skip
-    step("Measuring every variant: parameters, true GFLOPs, latency")
-    old_measure = _read_json(exp_dir / MEASURE) or {}
-    have = old_measure.get("models", {}) if isinstance(old_measure.get("models"), dict) else {}
-    fresh = not all(v.name in have for v in plan) or old_measure.get("imgsz") != imgsz
-    names = [v.name for v in plan] + ([k for k in have if k not in {v.name for v in plan}] if fresh else [])
-    texts = {v.name: (v.file_name, v.text) for v in plan}
-    for k in names:  # variants of an earlier invocation are measured again alongside, from models/
-        if k in texts:
-            continue
-        file = str(have[k].get("file", "")) if isinstance(have[k], dict) else ""
-        if file and Path(file).name == file and (exp_dir / "models" / file).is_file():
-            texts[k] = (have[k]["file"], (exp_dir / "models" / have[k]["file"]).read_text(encoding="utf-8"))
-    # an experiment measured before only needs the versions and the devices: no model is built then
-    measured = _measure(target, texts if fresh else {}, imgsz, ds.nc, slots[0] if slots else None,
-                        runs=LATENCY_RUNS if fresh else 0)  # fmt: skip
+def _prepare_locked(target, exp_dir, plan, ds, seed_list, slots, train, extra_args, weights_path, measured, have,
+                    texts, fresh, *, scale, base, task, epochs, imgsz, batch, step) -> Experiment:  # fmt: skip
     device_auto = slots is None
     if slots is None:
         slots = [str(i) for i in range(int(measured.get("gpus") or 0))] or ["cpu"]
@@ -297,7 +297,7 @@ def _prepare_locked(target, exp_dir, plan, ds, seed_list, slots, train, extra_ar
         files = {k: texts[k][0] for k in measured["models"]}
         for k, m in measured["models"].items():
             m["file"] = files[k]
-        keep = {k: v for k, v in measured.items() if k not in ("models", "gpus")}
+        keep = {k: v for k, v in measured.items() if k not in ("models", "gpus", "data")}
         runstate.write_json(exp_dir / MEASURE, {**keep, "imgsz": imgsz, "models": measured["models"]})
         measured_models = measured["models"]
     else:
@@ -320,19 +320,22 @@ def _prepare_locked(target, exp_dir, plan, ds, seed_list, slots, train, extra_ar
                       device_auto=device_auto, cwd=os.getcwd())  # fmt: skip
 
 
-def _measure(target: Target, texts: dict[str, tuple[str, str]], imgsz: int, nc: int, slot: str | None,
-             runs: int) -> dict:  # fmt: skip
+def _measure(target: Target, texts: dict[str, tuple[str, str]], imgsz: int, slot: str | None, runs: int,
+             data_args: dict) -> dict:  # fmt: skip
+    import json
+
     from mhsa_patch.child.launch import run_child
 
     with tempfile.TemporaryDirectory(prefix="mhsa-ablate-") as tmp:
-        args: list[str] = []
+        (Path(tmp) / "train.json").write_text(json.dumps(data_args), encoding="utf-8")
+        args: list[str] = ["--data-args", str(Path(tmp) / "train.json")]
         for k, (file_name, text) in texts.items():
             folder = Path(tmp) / str(len(args))  # each in its own folder: file names may repeat across scales
             folder.mkdir()
             (folder / file_name).write_text(text, encoding="utf-8")
             args += ["--model", f"{k}={folder / file_name}"]
         device = "auto" if slot is None else "cpu" if slot in ("cpu", "mps") else "cuda:0"
-        args += ["--imgsz", str(imgsz), "--nc", str(nc), "--device", device, "--runs", str(runs)]
+        args += ["--imgsz", str(imgsz), "--device", device, "--runs", str(runs)]
         env = {} if slot is None else backends.slot_env(slot)
         return run_child(target, "mhsa_patch.child.measure", args, extra_env=env, silent=True)
 

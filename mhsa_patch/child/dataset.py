@@ -1,24 +1,21 @@
-"""Child of ``mhsa-patch ablate``: the dataset exactly as the target's ultralytics reads it, before any run starts.
+"""For ``mhsa-patch ablate``'s measuring child: the dataset exactly as the target's ultralytics reads it, before any run.
 
-``python -m mhsa_patch.child.dataset --args TRAIN.json --events FILE``
-
-``TRAIN.json``: the recipe's ``YOLO.train`` arguments (``data``, ``task``, ``imgsz``, ...). The YAML is resolved by
+:func:`check` gets the recipe's ``YOLO.train`` arguments (``data``, ``task``, ``imgsz``, ...). The YAML is resolved by
 the target's own ``check_det_dataset`` (the one the detect, segment, pose and obb trainers call), with downloads
 off, in the working folder the runs will have (a relative ``path:`` is resolved against it, then ultralytics'
 datasets folder, as ``yolo train`` does). Then the train and val datasets are built as the trainer builds them
 (``build_yolo_dataset``): that reads every label and writes the label caches, once, before the runs start in
 parallel (N trainers building ``labels.cache`` at once race: ultralytics removes it outside any ``try``). Anything
-ultralytics refuses is one line with its own reason; the result is the class count and the resolved splits.
+ultralytics refuses is a :class:`~mhsa_patch.child.protocol.ChildError` with its own reason, in one line; the result
+is the class count and the resolved splits.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 from mhsa_patch.child.compat import ultralytics_info
-from mhsa_patch.child.protocol import ChildError, one_line, run_main
+from mhsa_patch.child.protocol import ChildError, one_line
 
 
 def _api():
@@ -33,10 +30,9 @@ def _api():
     return DEFAULT_CFG, get_cfg, build_yolo_dataset, check_det_dataset
 
 
-def check(events, a) -> dict:
+def check(events, args: dict) -> dict:
     version, _ = ultralytics_info()
     default_cfg, get_cfg, build_yolo_dataset, check_det_dataset = _api()
-    args = json.loads(Path(a.args).read_text(encoding="utf-8"))
     events.step("data", f"Reading {Path(str(args['data'])).name} with ultralytics {version}'s own check")
     try:
         data = check_det_dataset(args["data"], autodownload=False)
@@ -59,15 +55,3 @@ def check(events, a) -> dict:
 
 def _paths(entry) -> list[str]:
     return [str(p) for p in (entry if isinstance(entry, list) else [entry])]
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m mhsa_patch.child.dataset")
-    ap.add_argument("--args", required=True)
-    ap.add_argument("--events")
-    a = ap.parse_args(argv)
-    return run_main(lambda ev: check(ev, a), a.events)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
