@@ -199,3 +199,22 @@ def test_status_writes_nothing_and_trusts_no_path_it_reads(tmp_path):
             status.read(exp)
     with pytest.raises(PatchError, match="no experiment here"):
         status.read(tmp_path)
+
+
+def test_a_finished_run_whose_result_cannot_be_read_is_moved_aside_and_trained_again(tmp_path):
+    from mhsa_patch.ablate.runner import _pending
+
+    runs = [Run("stock", "stock", s, "m.yaml") for s in (0, 1)]
+    for r in runs:
+        (tmp_path / r.run_dir).mkdir(parents=True)
+    runstate.write_json(tmp_path / runs[0].run_dir / runstate.DONE, RESULT)
+    (tmp_path / runs[1].run_dir / runstate.DONE).write_text('{"map50": 0.6')  # cut by a full disk
+    (tmp_path / runs[1].run_dir / "results.csv").write_text("\n".join([HEADER, *ROWS]) + "\n")
+    exp = Experiment(tmp_path, None, [], [0, 1], None, {}, runs, {}, ["cpu"])
+    said = []
+    finished, pending = _pending(exp, lambda kind, run, data: said.append((kind, run.name, data["msg"])))
+    assert [r.name for r in finished] == ["stock-s0"] and [r.name for r in pending] == ["stock-s1"]
+    assert said == [("warning", "stock-s1", "stock-s1: ablate.json is not readable JSON (13 bytes: cut short?); the run "
+                     "folder was moved whole to runs/stock-s1.damaged-1; the run trains again")]  # fmt: skip
+    aside = tmp_path / "runs" / "stock-s1.damaged-1"
+    assert (aside / "results.csv").read_text().splitlines()[1:] == ROWS and not (tmp_path / runs[1].run_dir).exists()

@@ -96,7 +96,7 @@ def _parse(raw: bytes) -> dict | None:
 
 
 def _alive(info: dict, age: float) -> bool | None:
-    if info["host"] == host():
+    if info["host"] == host() and os.name == "posix":  # (os.kill on Windows would end the process, not probe it)
         return pid_alive(info["pid"])
     return age < STALE_AFTER
 
@@ -171,11 +171,12 @@ def acquire(path: Path, **info) -> Lock:
         if previous is not None and (previous["host"], previous["pid"]) != (host(), os.getpid()):
             age = max(0.0, time.time() - os.fstat(fd).st_mtime)
             alive = _alive(previous, age)
-            if previous["host"] == host() and kernel and alive:
+            if previous["host"] == host() and kernel and alive and os.name == "posix":
                 alive = False  # we hold the flock its holder would hold: that PID is another process now
             if alive:
                 raise Busy(path, dict(previous, age_s=age, alive=True))
-            why = "no longer running" if previous["host"] == host() else f"no heartbeat for {age / 60:.0f} min"
+            here = previous["host"] == host() and os.name == "posix"
+            why = "no longer running" if here else f"no heartbeat for {age / 60:.0f} min"
             took_over = f"took over the lock of {describe(previous)}: {why}"
         mine = {"host": host(), "pid": os.getpid(), "since": round(time.time(), 3), **info}
         data = (json.dumps(mine) + "\n").encode("utf-8")

@@ -26,7 +26,8 @@ TOOL_ROOT = Path(__file__).resolve().parents[2]  # the folder holding mhsa_patch
 SHIP_ENV = "MHSA_PATCH_RAY_SHIP"  # set to 1 to send run folders back even where <dir> is visible (tests)
 
 
-def _require_ray():
+def require_ray():
+    """Ray, or a one-line refusal saying how to install it."""
     try:
         import ray
     except ImportError:
@@ -123,7 +124,7 @@ class RayBackend:
 
     def __init__(self, exp, address: str, *, execute_run, run_spec):
         self.exp, self.execute_run, self.run_spec = exp, execute_run, run_spec
-        ray = self.ray = _require_ray()
+        ray = self.ray = require_ray()
         self.started_here = not ray.is_initialized()
         if self.started_here:
             path = os.pathsep.join(p for p in (str(TOOL_ROOT), os.environ.get("PYTHONPATH")) if p)

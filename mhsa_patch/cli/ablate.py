@@ -199,6 +199,10 @@ def ablate(
     try:
         if data is None:
             raise UsageError("Missing option '--data' (or pass --status to see a grid's state)")
+        if ray is not None:  # before anything is checked or measured
+            from mhsa_patch.ablate.ray_backend import require_ray
+
+            require_ray()
         tgt = open_target(target, python, header_line=not quiet)
         step = (lambda msg: None) if quiet else (lambda msg: out.print(f"  [bold]…[/] {escape(msg)}"))
         exp = runner.prepare(
