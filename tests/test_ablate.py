@@ -267,15 +267,20 @@ def par(site, tmp_path_factory):
                        batch=2, device="cpu", project=str(project), name="par", extra=["workers=0", "plots=False"],
                        verbose=True)  # fmt: skip
     e.slots = ["cpu", "cpu"]
+    caches = sorted(e.dataset.yaml.parent.glob("labels/*.cache"))
+    built = {c: c.stat().st_mtime_ns for c in caches}  # before any run started
     seen = []
     out = runner.run(e, on_event=lambda kind, run, data: seen.append((kind, run.name)))
-    return {"dir": e.dir, "out": out, "seen": seen}
+    return {"dir": e.dir, "out": out, "seen": seen, "caches": built}
 
 
 def test_runs_on_several_devices_at_once(par):
     assert len(par["out"].finished) == 2 and not par["out"].failed
     kinds = [k for k, _ in par["seen"] if k != "event"]
     assert kinds == ["start", "start", "done", "done"]  # both runs going at once before the first one finished
+    # the label caches were built once, before the runs started side by side, and no run wrote them again
+    assert [c.name for c in par["caches"]] == ["train.cache", "val.cache"]
+    assert {c: c.stat().st_mtime_ns for c in par["caches"]} == par["caches"]
     d = par["dir"]
     recipe = yaml.safe_load((d / "recipe.yaml").read_text())
     assert recipe["train"]["patience"] == 2 == recipe["epochs"]  # by default no run stops early

@@ -133,7 +133,7 @@ class LocalBackend:
         self.capacity = len(self.slots)
 
     def start(self, run: Any) -> None:
-        slot = self._free.get_nowait()  # the scheduler starts a run only while a slot is free
+        slot = self._free.get(timeout=60)  # the scheduler starts a run only while a slot is free
         threading.Thread(target=self._one, args=(run, slot), name=f"run {run.name}", daemon=True).start()
 
     def _one(self, run: Any, slot: str) -> None:
@@ -142,20 +142,19 @@ class LocalBackend:
                 self._procs[run.name] = proc
             self._events.put(Started(run, slot_label(slot)))
 
+        end: Event
         try:
-            result = self.execute(run, slot, lambda ev: self._events.put(Progress(run, ev)), started)
+            end = Finished(run, self.execute(run, slot, lambda ev: self._events.put(Progress(run, ev)), started))
         except PatchError as e:
-            self._events.put(Failed(run, str(e), self.log_of(run)))
-        except Exception as e:  # noqa: BLE001 - a failure of this run, whatever it is, must not stop the others
+            end = Failed(run, str(e), self.log_of(run))
+        except BaseException as e:  # noqa: BLE001 - a failure of this run, whatever it is, must not stop the others
             from mhsa_patch.child.protocol import one_line
 
-            self._events.put(Failed(run, one_line(e), self.log_of(run)))
-        else:
-            self._events.put(Finished(run, result))
-        finally:
-            with self._lock:
-                self._procs.pop(run.name, None)
-            self._free.put(slot)
+            end = Failed(run, one_line(e), self.log_of(run))
+        with self._lock:
+            self._procs.pop(run.name, None)
+        self._free.put(slot)  # before the run's end is told: the scheduler may start the next run on it at once
+        self._events.put(end)
 
     def events(self, timeout: float) -> list[Event]:
         out: list[Event] = []
