@@ -38,7 +38,7 @@ from mhsa_patch.ablate.record import RunRecord, to_csv
 from mhsa_patch.ablate.status import Grid
 from mhsa_patch.ablate.variants import Variant, plan_variants
 from mhsa_patch.errors import PatchError, UsageError
-from mhsa_patch.patching.atomic import write_atomic
+from mhsa_patch.patching.atomic import fsync_dir, write_atomic
 from mhsa_patch.patching.target import Target
 
 DONE = runstate.DONE
@@ -313,7 +313,10 @@ def _prepare_locked(target, exp_dir, plan, ds, seed_list, slots, train, extra_ar
                 step(f"Porting {weights_path.name} into {v.name}")
                 tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.pt")
                 port_weights(target, weights_path, models / v.file_name, tmp, quiet=True)
+                with open(tmp, "rb") as f:  # as every file the runs start from: synced, then renamed into place
+                    os.fsync(f.fileno())
                 os.replace(tmp, out)
+                fsync_dir(models)
             starts[v.name] = str(out)
     runs = [Run(v.name, v.slug, s, starts[v.name]) for v in plan for s in seed_list]
     return Experiment(exp_dir, target, plan, seed_list, ds, rec, runs, measured_models, slots, resumed,
