@@ -1,8 +1,14 @@
-"""``mhsa-patch ablate``, the runner side: real trainings on the synthetic set, tiny (imgsz 64, 4 images, 2 epochs).
+"""``mhsa-patch ablate``, the runner side: real trainings, tiny (imgsz 64, a few images, 1-8 epochs).
 
-One experiment (stock and MHSA, seeds 0 and 1) is shared by the tests that read it. mAP is 0 after runs this short,
-so determinism is checked on the training losses, and the table against each run's own files (its results.csv,
-its best.pt validated again, its parameters and FLOPs counted from the checkpoint).
+A few experiments are shared by the tests that read them (module fixtures):
+
+* ``learn``: stock and MHSA on the learnable set (``tests/learnable.py``: mAP moves within seconds), ``-- patience=2``:
+  both stop early, mAP is not 0, the best epoch is not the last. Started from the project folder with a dataset YAML
+  whose ``path:`` is relative to it, as ``yolo train`` reads it;
+* ``par``: stock seeds 0 and 1 on two CPU slots at once (the GPU scheduler), and ``ray``: the same on Ray, which must
+  give the same table and the same losses (same seed, same losses, across experiments and backends);
+* ``interrupted``: stock seeds 0 and 1, 4 epochs: Ctrl-C, then the run's child killed with SIGKILL while the grid
+  goes on; its run folder as the kill left it is what the damage tests start from.
 """
 
 from __future__ import annotations
@@ -11,28 +17,37 @@ import csv
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+import helpers
+import learnable
 import trainkit
+from mhsa_patch.ablate import lock as locks
 
 pytestmark = pytest.mark.training
 
 TINY = ["--data", "synthetic:4", "--epochs", "2", "--imgsz", "64", "--batch", "2"]
 EXTRA = ["--", "workers=0", "plots=False"]
+LEARN = ["--data", "cfg/square.yaml", "--epochs", "8", "--imgsz", "64", "--batch", str(learnable.BATCH), "--variant",
+         "MHSA", "--seeds", "1", "--", *learnable.ARGS, "patience=2"]  # fmt: skip
 DETERMINISTIC = ("variant", "seed", "params", "gflops", "map50", "map50_95", "precision", "recall", "best_epoch",
                  "epochs", "run_dir")  # fmt: skip  # every column but the timings (train_s, latency_ms)
+OOM = Path(__file__).resolve().parent / "oom"  # its sitecustomize: a CUDA out-of-memory error in the first epoch
 
 
-def ablate(site: Path, project: Path, name: str, *args: str, timeout: float = 900):
+def ablate(site: Path, project: Path, name: str, *args: str, timeout: float = 900, cwd: Path | None = None):
     return trainkit.cli("ablate", "--target", str(site), "--project", str(project), "--name", name, *args,
-                        site=site, timeout=timeout)  # fmt: skip
+                        site=site, timeout=timeout, cwd=cwd)  # fmt: skip
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -40,7 +55,7 @@ def read_csv(path: Path) -> list[dict]:
 
 
 def results(run_dir: Path) -> list[dict]:
-    return [{k.strip(): v for k, v in row.items()} for row in read_csv(run_dir / "results.csv")]
+    return [{k.strip(): v.strip() for k, v in row.items()} for row in read_csv(run_dir / "results.csv")]
 
 
 LOSSES = ("train/box_loss", "train/cls_loss", "train/dfl_loss", "val/box_loss", "val/cls_loss", "val/dfl_loss")
@@ -50,17 +65,39 @@ def losses(run_dir: Path) -> list[tuple]:
     return [tuple(row[k] for k in LOSSES) for row in results(run_dir)]
 
 
+def best_epoch(run_dir: Path) -> int:
+    """best.pt's epoch as ultralytics' save_model picks it: the last epoch whose fitness (mAP50-95 on 8.4) equals the
+    best so far, numbered from 1."""
+    maps = [float(x["metrics/mAP50-95(B)"]) for x in results(run_dir)]
+    return max(k + 1 for k, v in enumerate(maps) if v == max(maps))
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def stamps(root: Path) -> dict[str, tuple]:
+    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(root.rglob("*"))}
+
+
+def status(project: Path, name: str):
+    """``ablate --status``: no --target, no training, nothing written."""
+    return helpers.run_tool("ablate", "--status", "--project", str(project), "--name", name,
+                            env=helpers.checkout_env(None, offline=False))  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def site() -> Path:
     return trainkit.patched()["site"]
 
 
 @pytest.fixture(scope="module")
-def exp(site, tmp_path_factory):
-    """stock and MHSA x seeds 0, 1: the experiment the read-only tests share."""
-    project = tmp_path_factory.mktemp("ablate")
-    proc = trainkit.ok(ablate(site, project, "a", *TINY, "--variant", "MHSA", "--seeds", "2", *EXTRA))
-    return {"dir": project / "a", "project": project, "proc": proc}
+def learn(site, tmp_path_factory):
+    """stock and MHSA at seed 0 on the learnable set, patience 2, started from the project folder."""
+    project = tmp_path_factory.mktemp("learn")
+    learnable.write_dataset(project / "sets" / "square", path="sets/square", yaml_path=project / "cfg" / "square.yaml")
+    proc = trainkit.ok(ablate(site, project, "l", *LEARN, cwd=project))
+    return {"dir": project / "l", "project": project, "proc": proc}
 
 
 # ---------------------------------------------------------------------------------------------------- the table
@@ -87,14 +124,16 @@ print(json.dumps(out))
 """
 
 
-def test_the_table_equals_a_recomputation_from_each_runs_own_files(exp, site):
-    d = exp["dir"]
+def test_the_table_equals_a_recomputation_from_each_runs_own_files(learn, site):
+    d = learn["dir"]
     rows = read_csv(d / "ablation.csv")
-    assert [(r["variant"], r["seed"]) for r in rows] == [("stock", "0"), ("stock", "1"), ("MHSA", "0"), ("MHSA", "1")]
+    assert [(r["variant"], r["seed"]) for r in rows] == [("stock", "0"), ("MHSA", "0")]
     recipe = yaml.safe_load((d / "recipe.yaml").read_text())
     val = dict(recipe["val"], device="cpu")
-    proc = trainkit.run_python(RECOMPUTE, site, str(d), json.dumps([r["run_dir"] for r in rows]), json.dumps(val),
-                               cwd=trainkit.ROOT)  # fmt: skip
+    # from the project folder, where the dataset YAML's relative path: resolves; the checkout on PYTHONPATH
+    proc = subprocess.run([sys.executable, "-c", RECOMPUTE, str(d), json.dumps([r["run_dir"] for r in rows]),
+                           json.dumps(val)], env=helpers.checkout_env(site), cwd=learn["project"], capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads(proc.stdout.strip().splitlines()[-1])
     measure = json.loads((d / "measure.json").read_text())
@@ -102,36 +141,54 @@ def test_the_table_equals_a_recomputation_from_each_runs_own_files(exp, site):
         run_dir = d / r["run_dir"]
         got = again[r["run_dir"]]
         res = results(run_dir)
-        maps = [float(x["metrics/mAP50-95(B)"]) for x in res]
-        assert int(r["epochs"]) == len(res) == 2 and [int(float(x["epoch"])) for x in res] == [1, 2]
-        # best.pt is the last epoch whose fitness (mAP50-95 on 8.4) equals the best so far, as save_model writes it
-        assert int(r["best_epoch"]) == max(k + 1 for k, v in enumerate(maps) if v == max(maps))
+        assert int(r["epochs"]) == len(res) and [int(float(x["epoch"])) for x in res] == list(range(1, len(res) + 1))
+        assert int(r["best_epoch"]) == best_epoch(run_dir) < int(r["epochs"])  # the peak, before the last epoch
+        assert float(r["map50"]) > 0.5 and float(r["map50_95"]) > 0.05  # numbers that moved
         assert int(r["params"]) == got["params"] == measure["models"][r["variant"]]["params"]
         assert float(r["gflops"]) == pytest.approx(got["gflops"], abs=1e-4)
         for key in ("map50", "map50_95", "precision", "recall"):
             assert float(r[key]) == pytest.approx(got[key], abs=1e-9), key
         assert float(r["latency_ms"]) == measure["models"][r["variant"]]["latency_ms"] > 0
         assert float(r["train_s"]) == json.loads((run_dir / "ablate.json").read_text())["train_s"] > 0
-    mhsa, stock = rows[2], rows[0]
+    stock, mhsa = rows
     assert int(mhsa["params"]) > int(stock["params"]) and float(mhsa["gflops"]) > float(stock["gflops"])
+    assert len({stock["map50_95"], mhsa["map50_95"]}) == 2
     # every variant's YAML, stock included, is kept for readers to rebuild it
     assert sorted(p.name for p in (d / "models").iterdir()) == ["yolov8n-MHSA.yaml", "yolov8n-stock.yaml"]
 
 
-def test_each_runs_args_yaml_matches_the_recipe(exp):
-    d = exp["dir"]
+def test_a_run_that_stops_early_is_finished_and_never_trained_again(learn, site):
+    d, project = learn["dir"], learn["project"]
+    recipe = yaml.safe_load((d / "recipe.yaml").read_text())
+    assert recipe["train"]["patience"] == 2 and recipe["extra"]["patience"] == 2
+    for row in read_csv(d / "ablation.csv"):
+        done = json.loads((d / row["run_dir"] / "ablate.json").read_text())
+        assert done["stopped_early"] is True and done["stop_epoch"] == int(row["epochs"]) == len(results(d / row["run_dir"]))
+        assert done["stop_epoch"] - done["best_epoch"] == 2 and done["stop_epoch"] < 8  # patience epochs after the best
+        assert done["batch"] == learnable.BATCH and done["patience"] == 2
+        assert f"{row['variant']}-s0: done" in learn["proc"].stdout
+    assert learn["proc"].stdout.count(", stopped early after epoch ") == 2
+    kept = [p for p in d.rglob("*") if p.is_file() and p.suffix in (".csv", ".json", ".pt")]
+    before = {p: p.read_bytes() for p in kept}
+    again = trainkit.ok(ablate(site, project, "l", *LEARN, cwd=project))
+    assert "0 runs trained, 2 already finished" in again.stdout and ": started" not in again.stdout
+    assert {p: p.read_bytes() for p in kept} == before  # results.csv, weights, ablate.json, ablation.csv as they were
+
+
+def test_each_runs_args_yaml_matches_the_recipe(learn):
+    d = learn["dir"]
     recipe = yaml.safe_load((d / "recipe.yaml").read_text())
     for key in ("data", "epochs", "imgsz", "batch", "weights", "ultralytics", "torch", "device", "device_name",
                 "train", "extra"):  # fmt: skip
         assert key in recipe, key
-    assert recipe["weights"] is None and recipe["extra"] == {"workers": 0, "plots": False}
-    assert recipe["train"]["deterministic"] is True
+    assert recipe["weights"] is None and recipe["extra"]["workers"] == 0 and recipe["extra"]["lr0"] == 0.01
+    assert recipe["train"]["deterministic"] is True and recipe["device"] == "cpu"
     args = {p.parent.name: yaml.safe_load(p.read_text()) for p in sorted((d / "runs").glob("*/args.yaml"))}
-    assert sorted(args) == ["MHSA-s0", "MHSA-s1", "stock-s0", "stock-s1"]
+    assert sorted(args) == ["MHSA-s0", "stock-s0"]
     for name, a in args.items():
         for k, v in recipe["train"].items():
             assert a[k] == v, (name, k)
-        assert a["seed"] == int(name[-1]) and a["name"] == name and Path(a["save_dir"]) == d / "runs" / name
+        assert a["seed"] == 0 and a["name"] == name and Path(a["save_dir"]) == d / "runs" / name
     varying = {"model", "seed", "name", "save_dir"}
     first = {k: v for k, v in args["stock-s0"].items() if k not in varying}
     for a in args.values():
@@ -139,93 +196,390 @@ def test_each_runs_args_yaml_matches_the_recipe(exp):
     assert args["MHSA-s0"]["model"].endswith("models/yolov8n-MHSA.yaml")
 
 
-def test_plain_progress_when_stdout_is_not_a_terminal(exp):
-    text = exp["proc"].stdout
+def test_progress_is_plain_and_each_log_holds_one_line_per_epoch(learn):
+    text = learn["proc"].stdout
     assert "\x1b[" not in text and "\r" not in text
-    assert "MHSA-s1: epoch 2/2  mAP50-95 0.000" in text and "stock-s0: done (1/4)" in text
+    assert "no GPU visible: the runs train on the CPU, one at a time" in text  # --device left to its default
+    assert "MHSA-s0: epoch 7/8  mAP50-95 " in text
+    # the longest variant first (MHSA has more GFLOPs): a grid stopped early still has something to compare
+    assert text.index("MHSA-s0: started (1/2)") < text.index("stock-s0: started (2/2)")
+    d = learn["dir"]
+    for name in ("stock-s0", "MHSA-s0"):
+        log = (d / "logs" / f"{name}.log").read_text()
+        lines = log.splitlines()
+        assert "\r" not in log and "\x1b" not in log and len(log) < 30_000
+        epochs = [k for k, ln in enumerate(lines) if ln.startswith("epoch ")]
+        assert [lines[k].split()[1] for k in epochs] == [f"{n}/8" for n in range(1, 8)]
+        assert epochs == list(range(epochs[0], epochs[0] + 7))  # nothing between two epochs: no progress frames
+        assert "mAP50-95 " in lines[epochs[-1]] and "box_loss " in lines[epochs[-1]]
+        assert not (d / "logs" / f"{name}.raw.log").exists()  # the raw output is kept with --verbose only
 
 
-def test_same_seed_same_losses_other_seed_other_losses_and_a_rerun_skips(exp, site):
-    d, project = exp["dir"], exp["project"]
-    before = (d / "ablation.csv").read_text()
-    again = trainkit.ok(ablate(site, project, "a", *TINY, "--variant", "MHSA", "--seeds", "2", *EXTRA))
-    assert "0 runs trained, 4 already finished" in again.stdout
-    assert (d / "ablation.csv").read_text() == before
-    # a second experiment, stock only, seeds 0 and 1 again
-    trainkit.ok(ablate(site, project, "b", *TINY, "--variant", "stock", "--seeds", "0,1", *EXTRA))
-    b = project / "b"
-    assert losses(b / "runs/stock-s0") == losses(d / "runs/stock-s0")
-    assert losses(b / "runs/stock-s1") == losses(d / "runs/stock-s1")
-    assert losses(d / "runs/stock-s0") != losses(d / "runs/stock-s1")
-    rows_a = {(r["variant"], r["seed"]): r for r in read_csv(d / "ablation.csv")}
-    for r in read_csv(b / "ablation.csv"):
-        a = rows_a[(r["variant"], r["seed"])]
-        assert {k: r[k] for k in DETERMINISTIC} == {k: a[k] for k in DETERMINISTIC}
+def test_status_of_a_finished_grid_and_runs_jsonl(learn):
+    d, project = learn["dir"], learn["project"]
+    before = stamps(d)
+    r = trainkit.ok(status(project, "l"))
+    assert stamps(d) == before  # status never writes, not even its lock
+    lines = {ln.split()[0]: ln.split() for ln in r.stdout.splitlines() if ln.split() and ln.split()[0] in ("stock-s0", "MHSA-s0")}
+    assert lines["stock-s0"][1:4] == ["stopped", "early", "7/8"] and lines["MHSA-s0"][1:4] == ["stopped", "early", "7/8"]
+    assert "2 runs: 2 stopped early" in r.stdout and "no ablate running" in r.stdout
+    rows = [json.loads(ln) for ln in (d / "runs.jsonl").read_text().splitlines()]
+    assert [(x["run"], x["state"], x["epoch"], x["epochs"]) for x in rows] == [("stock-s0", "stopped early", 7, 8),
+                                                                              ("MHSA-s0", "stopped early", 7, 8)]  # fmt: skip
+    assert all(x["seconds_per_epoch"] > 0 and x["eta_s"] == 0 for x in rows)
 
 
-# -------------------------------------------------------------------------------------------------------- resume
+YOLO_TRAIN = "import sys\nfrom ultralytics.cfg import entrypoint\nsys.argv = ['yolo', *sys.argv[1:]]\nentrypoint()\n"
 
 
-def _interrupt_during_epoch(args: list[str], site: Path, state: Path, epoch: int, sig: int):
-    """Start the command, wait until ``epoch - 1`` epochs are committed and this session committed one at least (an
-    earlier interrupted session may have left ``epoch - 1`` already), send ``sig`` to it and its child."""
+def test_a_dataset_is_accepted_exactly_when_yolo_train_accepts_it(learn, site, tmp_path):
+    """Both YAMLs have a relative ``path:``. ``cfg/square.yaml`` names ``sets/square``, which is there from the working
+    folder: ``yolo train`` trains on it, and so did ``learn``. ``sets/b.yaml`` names ``square``, which is there from
+    the YAML's own folder but not from the working folder nor ultralytics' datasets folder: ``yolo train`` refuses it,
+    and so does ``ablate``, in one line with ultralytics' reason, before anything is written."""
+    project = learn["project"]
+    (project / "sets" / "b.yaml").write_text("path: square\ntrain: images/train\nval: images/val\nnames:\n  0: square\n")
+    common = ["model=yolov8n.yaml", "epochs=1", "imgsz=64", "batch=4", "workers=0", "plots=False", "val=False",
+              "fraction=0.25", "device=cpu", f"project={tmp_path}"]  # fmt: skip
+    yes = trainkit.run_python(YOLO_TRAIN, site, "train", "data=cfg/square.yaml", "name=a", *common, cwd=project)
+    assert yes.returncode == 0, yes.stderr[-3000:]
+    no = trainkit.run_python(YOLO_TRAIN, site, "train", "data=sets/b.yaml", "name=b", *common, cwd=project)
+    assert no.returncode != 0 and "images not found" in no.stdout + no.stderr
+    r = ablate(site, project, "b", "--data", "sets/b.yaml", "--epochs", "1", "--imgsz", "64", cwd=project)
+    line = helpers.assert_refused(r, "b.yaml: ultralytics 8.4.190 refuses this dataset: ", "images not found",
+                                  "the runs never download")  # fmt: skip
+    # where ultralytics looked last (its datasets folder), never the YAML's own folder, where the images are
+    assert "square/images/val'" in line and f"'{project / 'sets' / 'square'}" not in line
+    assert not (project / "b").exists()
 
-    def done() -> int:
-        try:
-            return int(json.loads(state.read_text())["epochs_done"])
-        except (OSError, ValueError, KeyError):
-            return 0
 
-    wanted = max(epoch - 1, done() + 1)
-    proc = subprocess.Popen([sys.executable, "-m", "mhsa_patch", *args], env=trainkit.env(site), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+# ------------------------------------------------------------------------------------------------ several devices
+
+
+@pytest.fixture(scope="module")
+def par(site, tmp_path_factory):
+    """stock seeds 0 and 1, two CPU slots (what ``--device 0,1`` gives as slots "0" and "1"), --verbose."""
+    from mhsa_patch.ablate import runner
+    from mhsa_patch.patching.target import find_target
+
+    project = tmp_path_factory.mktemp("par")
+    e = runner.prepare(find_target(site), data="synthetic:4", variants=["stock"], seeds="2", epochs=2, imgsz=64,
+                       batch=2, device="cpu", project=str(project), name="par", extra=["workers=0", "plots=False"],
+                       verbose=True)  # fmt: skip
+    e.slots = ["cpu", "cpu"]
+    caches = sorted(e.dataset.yaml.parent.glob("labels/*.cache"))
+    built = {c: c.stat().st_mtime_ns for c in caches}  # before any run started
+    seen = []
+    out = runner.run(e, on_event=lambda kind, run, data: seen.append((kind, run.name)))
+    return {"dir": e.dir, "out": out, "seen": seen, "caches": built}
+
+
+def test_runs_on_several_devices_at_once(par):
+    assert len(par["out"].finished) == 2 and not par["out"].failed
+    kinds = [k for k, _ in par["seen"] if k != "event"]
+    assert kinds == ["start", "start", "done", "done"]  # both runs going at once before the first one finished
+    # the label caches were built once, before the runs started side by side, and no run wrote them again
+    assert [c.name for c in par["caches"]] == ["train.cache", "val.cache"]
+    assert {c: c.stat().st_mtime_ns for c in par["caches"]} == par["caches"]
+    d = par["dir"]
+    recipe = yaml.safe_load((d / "recipe.yaml").read_text())
+    assert recipe["train"]["patience"] == 2 == recipe["epochs"]  # by default no run stops early
+    assert losses(d / "runs/stock-s0") != losses(d / "runs/stock-s1")  # another seed, other losses
+    for name in ("stock-s0", "stock-s1"):  # --verbose keeps ultralytics' progress bars, raw, beside the plain log
+        raw, plain = (d / "logs" / f"{name}.raw.log").read_text(), (d / "logs" / f"{name}.log").read_text()
+        assert "━" in raw and "\r" not in plain and "epoch 2/2 " in plain
+
+
+def test_ray_backend_gives_the_local_backends_table_and_losses(par, site, tmp_path):
+    """The same 2 runs as Ray tasks on a local Ray started by the command (``--ray local``), inside a network namespace
+    of its own (only 127.0.0.1 exists there), with its own HOME and temporary folder, shut down when the command ends.
+    The run folders come back as archives (MHSA_PATCH_RAY_SHIP=1: what a cluster without a shared filesystem does).
+    Its ablation.csv equals the local backend's in every column but the timings, and each run's losses are the local
+    run's: same seed, same losses, across two experiments and two backends."""
+    import shlex
+
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.fail("the Ray test needs unshare and ip (util-linux, iproute2) for a private network namespace")
+    cmd = [sys.executable, "-m", "mhsa_patch", "ablate", "--target", str(site), "--project", str(tmp_path), "--name",
+           "ray", *TINY, "--variant", "stock", "--seeds", "2", "--ray", "local", *EXTRA]  # fmt: skip
+    (tmp_path / "home").mkdir()
+    # Ray's session folder of its own, on a short path (its socket paths must fit 107 bytes), removed at the end
+    ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    env = dict(trainkit.env(site), MHSA_PATCH_RAY_SHIP="1", RAY_USAGE_STATS_ENABLED="0", HOME=str(tmp_path / "home"),
+               RAY_TMPDIR=ray_tmp)  # fmt: skip
     try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and proc.poll() is None:
-            if done() >= wanted:
-                break
-            time.sleep(0.02)
-        time.sleep(0.3)  # somewhere in the next epoch
-        assert proc.poll() is None, "the run ended before it could be interrupted"
-        os.killpg(proc.pid, sig)  # the whole group: Ctrl-C in a terminal, or a crash / `kill -9` of everything
-        out, err = proc.communicate(timeout=120)
+        r = subprocess.run(["unshare", "-rn", "sh", "-c", "ip link set lo up && exec " + shlex.join(cmd)], env=env,
+                           capture_output=True, text=True, timeout=900, cwd=trainkit.ROOT)  # fmt: skip
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    trainkit.ok(r)
+    local = read_csv(par["dir"] / "ablation.csv")
+    ray_rows = read_csv(tmp_path / "ray" / "ablation.csv")
+    assert [{k: x[k] for k in DETERMINISTIC} for x in ray_rows] == [{k: x[k] for k in DETERMINISTIC} for x in local]
+    for x in ray_rows:
+        assert losses(tmp_path / "ray" / x["run_dir"]) == losses(par["dir"] / x["run_dir"])
+        assert (tmp_path / "ray" / x["run_dir"] / "weights" / "best.pt").is_file()
+        args = yaml.safe_load((tmp_path / "ray" / x["run_dir"] / "args.yaml").read_text())
+        assert not args["save_dir"].startswith(str(tmp_path))  # trained in the task's own folder, sent back
+    assert not list((tmp_path / "ray" / "runs").glob(".*"))  # nothing left of the unpacking
+
+
+# -------------------------------------------------------------------------------- interruptions, failures, resume
+
+
+def _committed(state: Path) -> int:
+    try:
+        return int(json.loads(state.read_text())["epochs_done"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def _start(args: list[str], site: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "mhsa_patch", *args], env=trainkit.env(site), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+
+
+def _wait_for_epoch(proc: subprocess.Popen, state: Path, wanted: int) -> None:
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None and _committed(state) < wanted:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+
+
+@pytest.fixture(scope="module")
+def interrupted(site, tmp_path_factory):
+    """stock seeds 0 and 1, 4 epochs on the learnable set: Ctrl-C during stock-s0's epoch 2; the same command again,
+    ``--status`` while it trains, and stock-s0's child killed with SIGKILL (as the OOM killer would) during its
+    next epoch, while stock-s1 then trains and finishes. Keeps a copy of stock-s0's folder as the kill left it."""
+    project = tmp_path_factory.mktemp("interrupted")
+    data = learnable.write_dataset(project / "square")
+    args = ["ablate", "--target", str(site), "--project", str(project), "--name", "k", "--data", str(data), "--epochs",
+            "4", "--imgsz", "64", "--batch", str(learnable.BATCH), "--variant", "stock", "--seeds", "2", "--device",
+            "cpu", "--", *learnable.ARGS]  # fmt: skip
+    d = project / "k"
+    run_dir = d / "runs" / "stock-s0"
+    state = run_dir / "weights" / ".resume" / "state.json"
+    out: dict = {"args": args, "dir": d, "project": project}
+
+    proc = _start(args, site)
+    try:
+        _wait_for_epoch(proc, state, 1)
+        time.sleep(0.3)  # somewhere in epoch 2
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal: the driver and its child
+        stdout, stderr = proc.communicate(timeout=120)
+        out["ctrl_c"] = (proc.returncode, stdout, stderr)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    return proc.returncode, out, err
+    out["first_row"] = results(run_dir)[0]
+
+    proc = _start(args, site)
+    try:
+        _wait_for_epoch(proc, state, _committed(state) + 1)  # an epoch of this session's own
+        out["status_running"] = status(project, "k")
+        out["driver_pid"] = proc.pid
+        child = json.loads((d / "locks" / "stock-s0.lock").read_text())["pid"]
+        os.kill(child, signal.SIGKILL)  # the child alone: the driver goes on with stock-s1
+        stdout, stderr = proc.communicate(timeout=900)
+        out["killed"] = (proc.returncode, stdout, stderr)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    out["status_failed"] = status(project, "k")
+    out["state"] = json.loads(state.read_text())
+    out["rows"] = results(run_dir)[: out["state"]["epochs_done"]]
+    out["stash"] = tmp_path_factory.mktemp("stash") / "stock-s0"
+    shutil.copytree(run_dir, out["stash"], symlinks=True)
+    return out
 
 
-def test_ctrl_c_then_sigkill_mid_run_then_the_same_command_resumes(site, tmp_path):
-    args = ["ablate", "--target", str(site), "--project", str(tmp_path), "--name", "k", "--data", "synthetic:4",
-            "--epochs", "5", "--imgsz", "64", "--batch", "2", "--variant", "stock", "--seeds", "1", *EXTRA]  # fmt: skip
-    run_dir = tmp_path / "k" / "runs" / "stock-s0"
-    state = run_dir / "weights" / ".resume" / "state.json"
-    code, out, err = _interrupt_during_epoch(args, site, state, 2, signal.SIGINT)
-    assert code == 130, out + err
-    assert err.strip().splitlines()[-1] == (
-        "ERROR ❌ interrupted: finished epochs are saved; run the same command again to resume"
-    )
-    first = results(run_dir)[0]
-    code, out, err = _interrupt_during_epoch(args, site, state, 3, signal.SIGKILL)
-    assert code == -signal.SIGKILL and "stock-s0: resuming after epoch" in out
-    assert not (run_dir / "ablate.json").exists()
-    r = trainkit.ok(trainkit.cli(*args, site=site))
-    assert "stock-s0: resuming after epoch" in r.stdout
+def test_ctrl_c_stops_the_grid_and_says_how_to_resume(interrupted):
+    code, _, err = interrupted["ctrl_c"]
+    assert code == 130, err
+    assert err.strip().splitlines()[-1] == "ERROR ❌ interrupted: finished epochs are saved; run the same command again to resume"
+
+
+def test_a_run_killed_by_sigkill_fails_alone_and_the_others_finish(interrupted):
+    code, stdout, stderr = interrupted["killed"]
+    d = interrupted["dir"]
+    assert code == 1, stdout + stderr
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("ERROR")]
+    assert errors == [f"ERROR ❌ stock-s0 failed: the child process (mhsa_patch.child.train) was killed by SIGKILL (as the "
+                      f"kernel's out-of-memory killer does) (log: {d / 'logs' / 'stock-s0.log'})"]  # fmt: skip
+    assert "stock-s1: done (1/2)" in stdout and "1 runs trained, 0 already finished, 1 failed" in stdout
+    assert [(r["variant"], r["seed"]) for r in read_csv(d / "ablation.csv")] == [("stock", "1")]  # the report of those done
+    assert not (d / "runs" / "stock-s0" / "ablate.json").exists()
+    st = interrupted["status_failed"]
+    trainkit.ok(st)
+    s0 = next(ln for ln in st.stdout.splitlines() if ln.startswith("stock-s0"))
+    assert " failed " in s0 and "killed by SIGKILL" in s0 and "stock-s0.log" in s0
+    assert "1 done, 1 failed" in st.stdout
+
+
+def test_status_while_the_grid_trains_takes_no_lock(interrupted):
+    st = interrupted["status_running"]
+    trainkit.ok(st)
+    s0 = next(ln for ln in st.stdout.splitlines() if ln.startswith("stock-s0")).split()
+    assert s0[1:3] == ["running", "cpu"] and int(s0[3].split("/")[0]) >= 2 and s0[3].endswith("/4")
+    assert f"ablate running on host {locks.host()} (PID {interrupted['driver_pid']})" in st.stdout
+    assert "stock-s1: done" in interrupted["killed"][1]  # the grid went on after --status read it
+
+
+def test_the_same_command_resumes_the_failed_run_from_its_snapshot_and_a_second_driver_refuses(interrupted, site):
+    """Two drivers started at once on the folder: one trains, the other refuses naming it; stock-s0 resumes after the
+    epoch its snapshot holds, keeps its rows, and its table row is there once."""
+    d, args = interrupted["dir"], interrupted["args"]
+    run_dir = d / "runs" / "stock-s0"
+    n = interrupted["state"]["epochs_done"]
+    assert n >= 2 and interrupted["rows"][0] == interrupted["first_row"]
+    procs = [_start(args, site) for _ in range(2)]
+    outs = [(p.pid, *p.communicate(timeout=900), p.returncode) for p in procs]
+    (wpid, wout, werr, _), = [o for o in outs if o[3] == 0]
+    (_, _, lerr, lcode), = [o for o in outs if o[3] != 0]
+    helpers.assert_refused(subprocess.CompletedProcess([], lcode, "", lerr),
+                           f"{d} is in use by host {locks.host()} (PID {wpid}, since ", "--status")  # fmt: skip
+    assert f"stock-s0: resuming after epoch {n} of 4" in wout
     res = results(run_dir)
-    assert [int(float(x["epoch"])) for x in res] == [1, 2, 3, 4, 5]  # each epoch once, the full count
-    assert res[0] == first  # the epoch done before the interruptions is kept, not re-run
-    row = read_csv(tmp_path / "k" / "ablation.csv")[0]
-    assert row["epochs"] == "5" and 1 <= int(row["best_epoch"]) <= 5
+    assert [int(float(x["epoch"])) for x in res] == [1, 2, 3, 4]  # each epoch once, the full count
+    assert res[:n] == interrupted["rows"]  # the epochs of the snapshot are kept, not re-run
+    rows = read_csv(d / "ablation.csv")
+    assert sorted((r["variant"], r["seed"]) for r in rows) == [("stock", "0"), ("stock", "1")]  # each run once
+    row = next(r for r in rows if r["seed"] == "0")
+    assert row["epochs"] == "4" and int(row["best_epoch"]) == best_epoch(run_dir)
+    assert json.loads((run_dir / "ablate.json").read_text())["best_epoch"] == best_epoch(run_dir)
     assert float(row["train_s"]) > 0 and not (run_dir / "weights" / ".resume").exists()
 
 
-def test_pretrained_start_ports_the_checkpoint_into_every_variant(site, tmp_path):
-    from helpers import assert_refused
+# ------------------------------------------------------------------------------------------- nothing is ever lost
 
+
+class Events:
+    def __init__(self):
+        self.seen = []
+
+    def emit(self, **event):
+        self.seen.append(event)
+
+
+def _damaged(interrupted, tmp_path, damage) -> tuple[Path, dict[str, bytes], list[str]]:
+    """stock-s0 as the SIGKILL left it, damaged by ``damage(run_dir)``, then read by the child's own first step:
+    (the run folder, what the damaged folder held, the warnings)."""
+    from mhsa_patch.child.train import _prepare_folder
+
+    run_dir = tmp_path / "k" / "runs" / "stock-s0"
+    shutil.copytree(interrupted["stash"], run_dir, symlinks=True)
+    damage(run_dir)
+    held = tree(run_dir)
+    events = Events()
+    _prepare_folder(events, run_dir, "stock-s0")
+    return run_dir, held, [e["warning"] for e in events.seen if "warning" in e]
+
+
+def _resumed_at(run_dir: Path, interrupted, n: int) -> None:
+    state = json.loads((run_dir / "weights" / ".resume" / "state.json").read_text())
+    assert state["epochs_done"] == n and state["salvaged_from"] == "stock-s0.damaged-1"
+    assert results(run_dir) == interrupted["rows"][:n]
+    assert (run_dir / "weights" / "last.pt").read_bytes() == (run_dir / "weights" / ".resume" / state["last"]).read_bytes()
+
+
+def test_a_cut_state_json_moves_the_run_aside_and_resumes_from_its_snapshot(interrupted, tmp_path):
+    def cut(run_dir):
+        p = run_dir / "weights" / ".resume" / "state.json"
+        p.write_bytes(p.read_bytes()[:40])
+
+    run_dir, held, warnings = _damaged(interrupted, tmp_path, cut)
+    n = interrupted["state"]["epochs_done"]
+    assert warnings == ["stock-s0: weights/.resume/state.json is not readable JSON (40 bytes: cut short?); the run folder "
+                        f"was moved whole to runs/stock-s0.damaged-1; resuming from its snapshot of epoch {n}"]  # fmt: skip
+    assert tree(run_dir.with_name("stock-s0.damaged-1")) == held  # every file kept, as it was
+    _resumed_at(run_dir, interrupted, n)
+
+
+def test_a_missing_snapshot_resumes_from_the_newest_intact_one(interrupted, tmp_path):
+    state = interrupted["state"]
+    n, best = state["epochs_done"], state["best_epoch"]
+    run_dir, held, warnings = _damaged(interrupted, tmp_path,
+                                       lambda d: (d / "weights" / ".resume" / state["last"]).unlink())  # fmt: skip
+    # best-eB.pt is epoch B's last.pt as well: the newest intact snapshot (epoch n itself when n was the best)
+    assert warnings == [f"stock-s0: weights/.resume/{state['last']}, which state.json names, is missing; the run folder "
+                        f"was moved whole to runs/stock-s0.damaged-1; resuming from its snapshot of epoch {best}"]  # fmt: skip
+    assert tree(run_dir.with_name("stock-s0.damaged-1")) == held
+    _resumed_at(run_dir, interrupted, best)
+    assert best <= n
+
+
+def test_a_half_unpacked_run_folder_is_kept_whole(interrupted, tmp_path):
+    """What an interrupted extraction leaves (a Ray archive, an rsync): the first members of the run's archive, the
+    last one cut short. Nothing of it is deleted: moved aside whole, and the run starts over or resumes from what is
+    intact in it."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(interrupted["stash"], arcname="stock-s0")
+    members = tarfile.open(fileobj=io.BytesIO(buf.getvalue())).getmembers()
+    files = [m for m in members if m.isfile()]
+    cut_at = files[len(files) // 2]
+
+    def half(run_dir):
+        shutil.rmtree(run_dir)
+        with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as tar:
+            for m in members:
+                if m is cut_at:
+                    data = tar.extractfile(m).read()
+                    target = run_dir.parent / m.name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(data[: len(data) // 2])
+                    break
+                tar.extract(m, run_dir.parent, filter="data")
+
+    run_dir, held, warnings = _damaged(interrupted, tmp_path, half)
+    assert held and len(warnings) == 1 and "the run folder was moved whole to runs/stock-s0.damaged-1" in warnings[0]
+    assert tree(run_dir.with_name("stock-s0.damaged-1")) == held  # every byte that arrived is kept
+    rows = len(interrupted["rows"])
+    if "starting over" in warnings[0]:
+        assert tree(run_dir) == {".mhsa-ablate": (run_dir / ".mhsa-ablate").read_bytes()}
+    else:
+        n = int(warnings[0].rsplit(" ", 1)[-1])
+        assert 1 <= n <= rows
+        _resumed_at(run_dir, interrupted, n)
+
+
+# ------------------------------------------------------------------------------------------------------ the batch
+
+
+def _oom_env(site: Path) -> dict[str, str]:
+    env = helpers.checkout_env(site, offline=False)
+    return dict(env, PYTHONPATH=os.pathsep.join([env["PYTHONPATH"], str(OOM)]), MHSA_TEST_OOM="1")
+
+
+def test_a_batch_that_ultralytics_halves_fails_the_run_and_fail_fast_stops_the_grid(site, tmp_path):
+    """ultralytics 8.4 halves the batch after an out-of-memory error in the first epoch (its own path, reached through
+    a CUDA out-of-memory error raised in the model's first forward pass: tests/oom/sitecustomize.py). The run fails at
+    once with the message that says what to do, and with --fail-fast no other run starts (without it the others go on:
+    see the SIGKILL test)."""
+    args = ["ablate", "--target", str(site), "--project", str(tmp_path), "--name", "o", "--data", "synthetic:4",
+            "--epochs", "2", "--imgsz", "64", "--batch", "4", "--variant", "stock", "--seeds", "2", "--device", "cpu",
+            *EXTRA]  # fmt: skip
+    log = tmp_path / "o" / "logs" / "stock-s0.log"
+    r = helpers.run_tool(*args[:-len(EXTRA)], "--fail-fast", *EXTRA, env=_oom_env(site), timeout=900)
+    helpers.assert_refused(r, "ERROR ❌ stock-s0 did not fit batch 4 on cpu; give every variant a smaller --batch "
+                              f"(log: {log})")  # fmt: skip
+    assert "1 not started (--fail-fast)" in r.stdout and "stock-s1: started" not in r.stdout
+    assert "out of memory with batch=4. Reducing to batch=2" in log.read_text()  # ultralytics' own recovery ran
+    rows = {x["run"]: x for x in map(json.loads, (tmp_path / "o" / "runs.jsonl").read_text().splitlines())}
+    assert rows["stock-s0"]["state"] == "failed" and rows["stock-s0"]["reason"].startswith("stock-s0 did not fit batch 4")
+    assert rows["stock-s1"]["state"] == "pending"
+    assert not list((tmp_path / "o" / "runs").glob("*/ablate.json"))
+
+
+# ----------------------------------------------------------------------------------------------------- pretrained
+
+
+def test_pretrained_start_ports_the_checkpoint_into_every_variant(site, tmp_path):
     stock_pt = trainkit.patched()["stock"]
     r = ablate(site, tmp_path, "w", *TINY, "--variant", "stock:s", "--weights", str(stock_pt))
-    assert_refused(r, "--variant stock:s is scale s: it cannot start from yolov8n.pt (scale n)")
+    helpers.assert_refused(r, "--variant stock:s is scale s: it cannot start from yolov8n.pt (scale n)")
     r = trainkit.ok(ablate(site, tmp_path, "w", "--data", "synthetic:4", "--epochs", "1", "--imgsz", "64",
                            "--batch", "2", "--variant", "MHSA", "--seeds", "1", "--weights", str(stock_pt), *EXTRA))  # fmt: skip
     d = tmp_path / "w"
@@ -239,112 +593,213 @@ def test_pretrained_start_ports_the_checkpoint_into_every_variant(site, tmp_path
 # ------------------------------------------------------------------------------------------------------ refusals
 
 
-def test_another_recipe_in_the_same_folder_is_refused_naming_the_key(exp, site):
-    from helpers import assert_refused
-
-    base = [*TINY, "--variant", "MHSA", "--seeds", "2"]
-    r = ablate(site, exp["project"], "a", *[("3" if a == "2" and base[k - 1] == "--epochs" else a)
-                                            for k, a in enumerate(base)], *EXTRA)  # fmt: skip
-    assert_refused(r, "holds an experiment with another recipe: epochs is 2 there, 3 here", "--name")
-    r = ablate(site, exp["project"], "a", *base, *EXTRA, "lr0=0.02")
-    assert_refused(r, "extra.lr0 is <unset> there, 0.02 here")
+def test_another_recipe_in_the_same_folder_is_refused_naming_the_key(learn, site):
+    project = learn["project"]
+    args = list(LEARN)
+    args[args.index("--epochs") + 1] = "9"
+    r = ablate(site, project, "l", *args, cwd=project)
+    helpers.assert_refused(r, "holds an experiment with another recipe: epochs is 8 there, 9 here", "--name")
+    # a -- argument's difference is named as extra.KEY (test_ablate_options.test_the_first_differing_key_is_named)
 
 
-def test_missing_images_are_refused_before_any_run(site, tmp_path):
-    from helpers import assert_refused
-
-    data = tmp_path / "mine.yaml"
-    data.write_text(f"path: {tmp_path / 'gone'}\ntrain: images/train\nval: images/val\nnames: {{0: a}}\n")
-    r = ablate(site, tmp_path, "m", "--data", str(data), "--epochs", "1", "--imgsz", "64")
-    assert_refused(r, f"mine.yaml: the images are not on this machine ({tmp_path / 'gone' / 'images' / 'train'} is "
-                      "missing) and the runs never download")  # fmt: skip
-    assert not (tmp_path / "m").exists()
+def test_a_dataset_name_without_download_is_refused_before_any_run(site, tmp_path):
+    """(images that are not there: test_a_dataset_is_accepted_exactly_when_yolo_train_accepts_it)"""
     r = ablate(site, tmp_path, "m", "--data", "coco8.yaml", "--epochs", "1")
-    assert_refused(r, "coco8.yaml: no such dataset YAML (or pass --download")
+    helpers.assert_refused(r, "coco8.yaml: no such dataset YAML (or pass --download")
 
 
 def test_a_user_yaml_with_a_lint_error_is_refused_before_anything_trains(site, tmp_path):
-    from helpers import assert_refused
-
     good = trainkit.patched()["yaml"].read_text()
     bad = tmp_path / "yolov8n-mine.yaml"
     bad.write_text(good.replace("- [-1, 1, SPPF, [1024, 5]]", "- [-12, 1, SPPF, [1024, 5]]"))
     r = ablate(site, tmp_path, "y", *TINY, "--variant", f"yaml:{bad}")
-    assert_refused(r, f"--variant yaml:{bad}: yolov8n-mine.yaml does not build:", "points before layer 0")
+    helpers.assert_refused(r, f"--variant yaml:{bad}: yolov8n-mine.yaml does not build:", "points before layer 0")
     assert not (tmp_path / "y").exists()
 
 
 def test_an_unpatched_target_and_unknown_variants_are_refused(tmp_path):
-    from helpers import assert_refused
-
     stock = trainkit.unpatched()
     r = ablate(stock, tmp_path, "u", *TINY)
-    assert_refused(r, "is not patched (status: not-applied)")
+    helpers.assert_refused(r, "is not patched (status: not-applied)")
     site = trainkit.patched()["site"]
     # bad option values are usage errors (exit 2), as in every command
-    assert_refused(ablate(site, tmp_path, "u", *TINY, "--variant", "MHSA2"), "usage: --variant MHSA2: unknown variant",
-                   code=2)  # fmt: skip
-    assert_refused(ablate(site, tmp_path, "u", *TINY, "--", "epochs=3"), "usage: -- epochs=3: epochs is not a free "
-                   "training argument here: use --epochs", code=2)  # fmt: skip
-    assert_refused(ablate(site, tmp_path, "u", *TINY, "--seeds", "0,0"), "usage: --seeds 0,0: each seed once", code=2)
+    helpers.assert_refused(ablate(site, tmp_path, "u", *TINY, "--variant", "MHSA2"),
+                           "usage: --variant MHSA2: unknown variant", code=2)  # fmt: skip
+    helpers.assert_refused(ablate(site, tmp_path, "u", *TINY, "--", "epochs=3"), "usage: -- epochs=3: epochs is not a "
+                           "free training argument here: use --epochs", code=2)  # fmt: skip
+    helpers.assert_refused(ablate(site, tmp_path, "u", *TINY, "--seeds", "0,0"), "usage: --seeds 0,0: each seed once",
+                           code=2)  # fmt: skip
     assert not (tmp_path / "u").exists()
 
 
 def test_ray_without_ray_installed_says_so_in_one_line(tmp_path):
-    from helpers import assert_refused
-
     site = trainkit.patched()["site"]
     code = ("import sys; sys.modules['ray'] = None; sys.argv = ['mhsa-patch'] + sys.argv[1:]; "
             "from mhsa_patch.cli import main; main()")  # fmt: skip
     r = subprocess.run([sys.executable, "-c", code, "ablate", "--target", str(site), "--project", str(tmp_path),
                         "--name", "r", *TINY, "--variant", "stock", "--seeds", "1", "--ray", *EXTRA],
                        env=trainkit.env(site), capture_output=True, text=True, cwd=trainkit.ROOT, timeout=600)  # fmt: skip
-    assert_refused(r, "--ray needs Ray: pip install 'mhsa-patch[ray]'")
+    helpers.assert_refused(r, "--ray needs Ray: pip install 'mhsa-patch[ray]'")
 
 
-# ----------------------------------------------------------------------------------------------------------- Ray
+# ---------------------------------------------------------------------------------------- SIGKILL at random points
+
+ZYGOTE = r"""
+import json, os, sys
+answer = os.fdopen(os.dup(1), "w")  # the pids and exit statuses; everything else printed here goes nowhere
+os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+import mhsa_patch.child.offline as offline
+offline.install()
+import torch  # the expensive imports once; each trial's child is forked from here, already warm
+from ultralytics import YOLO
+import ultralytics.models.yolo.detect.train
+from mhsa_patch.child import train
+
+for line in sys.stdin:
+    argv, log = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        rc = 1
+        try:
+            rc = train.main(argv)
+        finally:
+            os._exit(rc)
+    print(pid, file=answer, flush=True)
+    _, status = os.waitpid(pid, 0)
+    print(status, file=answer, flush=True)
+"""
 
 
-def test_ray_backend_gives_the_local_backends_table(exp, site):
-    """The same 2 x 2 experiment as Ray tasks on a local Ray started by the command (``--ray local``), inside a network
-    namespace of its own (only 127.0.0.1 exists there), shut down when the command ends. The run folders come back as
-    archives (MHSA_PATCH_RAY_SHIP=1: what a cluster without a shared filesystem does). Its ablation.csv equals the
-    local backend's in every column but the timings (train_s, latency_ms)."""
-    import shlex
-    import shutil
-
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        pytest.fail("the Ray test needs unshare and ip (util-linux, iproute2) for a private network namespace")
-    project = exp["project"]
-    cmd = [sys.executable, "-m", "mhsa_patch", "ablate", "--target", str(site), "--project", str(project), "--name",
-           "ray", *TINY, "--variant", "MHSA", "--seeds", "2", "--ray", "local", *EXTRA]  # fmt: skip
-    env = dict(trainkit.env(site), MHSA_PATCH_RAY_SHIP="1", RAY_USAGE_STATS_ENABLED="0")
-    r = subprocess.run(["unshare", "-rn", "sh", "-c", "ip link set lo up && exec " + shlex.join(cmd)], env=env,
-                       capture_output=True, text=True, timeout=900, cwd=trainkit.ROOT)  # fmt: skip
-    trainkit.ok(r)
-    local = read_csv(exp["dir"] / "ablation.csv")
-    ray_rows = read_csv(project / "ray" / "ablation.csv")
-    assert [{k: x[k] for k in DETERMINISTIC} for x in ray_rows] == [{k: x[k] for k in DETERMINISTIC} for x in local]
-    for x in ray_rows:
-        assert losses(project / "ray" / x["run_dir"]) == losses(exp["dir"] / x["run_dir"])
-        assert (project / "ray" / x["run_dir"] / "weights" / "best.pt").is_file()
-        args = yaml.safe_load((project / "ray" / x["run_dir"] / "args.yaml").read_text())
-        assert not args["save_dir"].startswith(str(project))  # trained in the task's own folder, sent back
+def _epoch_event(events: Path) -> bool:
+    """Whether a child reported an epoch in its events file."""
+    try:
+        return '"epoch"' in events.read_text()
+    except OSError:
+        return False
 
 
-def test_runs_on_several_devices_at_once_give_the_same_table(exp, site):
-    """``--device 0,1`` runs one child per GPU at once; the same scheduling with two CPU slots (no GPU here)."""
-    from mhsa_patch.ablate import runner
-    from mhsa_patch.patching.target import find_target
+def _snapshot_rows(run_dir: Path) -> dict[int, str]:
+    """The rows of the epochs committed now (state.json's epochs_done), by epoch; {} when nothing is committed."""
+    try:
+        n = json.loads((run_dir / "weights" / ".resume" / "state.json").read_text())["epochs_done"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    lines = (run_dir / "results.csv").read_text().splitlines()[1:]
+    return {k + 1: lines[k] for k in range(min(n, len(lines)))}
 
-    e = runner.prepare(find_target(site), data="synthetic:4", variants=["stock"], seeds="2", epochs=2, imgsz=64,
-                       batch=2, project=str(exp["project"]), name="par", extra=["workers=0", "plots=False"])  # fmt: skip
-    e.slots = ["cpu", "cpu"]  # what parse_device("0,1") gives as ["0", "1"], each run then seeing its one GPU
-    seen = []
-    out = runner.run(e, on_event=lambda kind, run, data: seen.append((kind, run.name)))
-    assert len(out.finished) == 2
-    kinds = [k for k, _ in seen if k != "event"]
-    assert kinds == ["start", "start", "done", "done"]  # both runs going at once before the first one finished
-    local = read_csv(exp["dir"] / "ablation.csv")[:2]  # stock, seeds 0 and 1
-    par = read_csv(e.dir / "ablation.csv")
-    assert [{k: x[k] for k in DETERMINISTIC} for x in par] == [{k: x[k] for k in DETERMINISTIC} for x in local]
+
+def _kept(runs: Path, name: str, epoch: int, row: str) -> bool:
+    """Whether epoch ``epoch``'s row is in the run's folder or one the tool moved aside."""
+    for folder in [runs / name, *sorted(runs.glob(f"{name}.damaged-*"))]:
+        try:
+            lines = (folder / "results.csv").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        if len(lines) >= epoch and lines[epoch - 1] == row:
+            return True
+    return False
+
+
+def _kill_the_command(cli: list[str], site: Path, exp: Path, name: str, rng) -> int:
+    """Start the whole command, wait until it holds the experiment and its run's child trains, SIGKILL both at a
+    random point; the driver's PID."""
+    before = locks.holder(exp / "locks" / f"{name}.lock")
+    proc = _start(cli, site)
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and proc.poll() is None:
+            driver = locks.holder(exp / "ablate.lock")
+            child = locks.holder(exp / "locks" / f"{name}.lock")
+            if driver and driver["pid"] == proc.pid and child and child["alive"] and child["pid"] != (before or {}).get("pid"):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(rng.uniform(0.0, 2.0))
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.pid
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_never_loses_a_finished_epoch(site, tmp_path):
+    """20 trials, seeded. The first and the last kill the whole command (driver and child) once its child trains;
+    the 18 between kill the run's child alone (the real child code, forked from a warm process so that the trials do
+    not pay 18 interpreter start-ups) at a random point of its life: setting up (reading the folder, restoring
+    checkpoints), training, committing a snapshot, resuming, validating; two of them after damaging the run's files
+    as a crash on a full disk would (a cut state.json, a missing snapshot). After every kill, each epoch ever
+    committed is still there, in the run's folder or one moved aside. Then the same command finishes the run: each
+    epoch once, and the killed driver's lock taken over with a warning."""
+    import random
+
+    epochs = 6
+    cli = ["ablate", "--target", str(site), "--project", str(tmp_path), "--name", "kill", "--data", "synthetic:4",
+           "--epochs", str(epochs), "--imgsz", "64", "--batch", "2", "--variant", "stock", "--seeds", "1", "--device",
+           "cpu", *EXTRA]  # fmt: skip
+    d = tmp_path / "kill"
+    runs, name = d / "runs", "stock-s0"
+    run_dir = runs / name
+    rng = random.Random(19)
+    seen: set[tuple[int, str]] = set()
+    warnings = []
+
+    def check() -> None:
+        seen.update(_snapshot_rows(run_dir).items())
+        lost = [k for k, row in sorted(seen) if not _kept(runs, name, k, row)]
+        assert not lost, f"epochs {lost} were committed and are gone"
+
+    _kill_the_command(cli, site, d, name, rng)  # trial 1: it also prepares the experiment
+    check()
+    model = json.loads((d / "logs" / f"{name}.args.json").read_text())["train"]["model"]
+    zygote = subprocess.Popen([sys.executable, "-c", ZYGOTE], env=helpers.checkout_env(site), text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+    try:
+        for trial in range(2, 20):
+            snap = run_dir / "weights" / ".resume"
+            if trial in (7, 13) and (snap / "state.json").is_file():  # damage what the last kill left
+                if trial == 7:
+                    (snap / "state.json").write_bytes((snap / "state.json").read_bytes()[:30])
+                else:
+                    (snap / json.loads((snap / "state.json").read_text())["last"]).unlink(missing_ok=True)
+            events = d / "logs" / f"events-{trial}.jsonl"
+            argv = ["--model", model, "--run-dir", str(run_dir), "--args", str(d / "logs" / f"{name}.args.json"),
+                    "--lock", str(d / "locks" / f"{name}.lock"), "--events", str(events)]  # fmt: skip
+            zygote.stdin.write(json.dumps([argv, str(d / "logs" / "trials.log")]) + "\n")
+            zygote.stdin.flush()
+            pid = int(zygote.stdout.readline())
+            if rng.random() < 0.25:  # while it sets up: reading the folder, restoring checkpoints, building
+                time.sleep(rng.uniform(0.0, 0.6))
+            else:  # once it has trained an epoch of its own, somewhere in the next one (its snapshot's commit included)
+                deadline = time.monotonic() + 300
+                while time.monotonic() < deadline and not _epoch_event(events) and locks.pid_alive(pid):
+                    time.sleep(0.02)
+                time.sleep(rng.uniform(0.0, 0.6))
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # it finished first (trained and validated)
+            zygote.stdout.readline()
+            if events.is_file():
+                warnings += [json.loads(ln)["warning"] for ln in events.read_text().splitlines() if '"warning"' in ln]
+            check()
+    finally:
+        zygote.stdin.close()
+        zygote.kill()
+        zygote.wait()
+    assert any("moved whole to runs/stock-s0.damaged-" in w for w in warnings), warnings
+    assert any("took over the lock of" in w and "no longer running" in w for w in warnings), warnings
+
+    driver = _kill_the_command(cli, site, d, name, rng)  # trial 20
+    check()
+    r = trainkit.ok(trainkit.cli(*cli, site=site))
+    assert f"took over the lock of host {locks.host()} (PID {driver}" in r.stderr  # the killed driver's
+    check()
+    res = results(run_dir)
+    assert [int(float(x["epoch"])) for x in res] == list(range(1, epochs + 1))  # each epoch once
+    assert json.loads((run_dir / "ablate.json").read_text())["epochs"] == epochs

@@ -1,14 +1,16 @@
-"""``ablate``'s option parsing and recipe comparison, without training (fast)."""
+"""``ablate``'s option parsing, devices, the recipe and the grid's order, without training (fast)."""
 
 from __future__ import annotations
 
 import pytest
 
+from mhsa_patch.ablate.backends import slot_device, slot_env, slot_label
+from mhsa_patch.ablate.ray_backend import task_options
 from mhsa_patch.ablate.recipe import first_difference, parse_extra
-from mhsa_patch.ablate.runner import parse_device, parse_seeds
+from mhsa_patch.ablate.runner import Experiment, Run, check_options, order, parse_device, parse_seeds, run_spec
 from mhsa_patch.ablate.variants import _slug
 from mhsa_patch.cli.ablate import optional_ray_address
-from mhsa_patch.errors import PatchError
+from mhsa_patch.errors import PatchError, UsageError
 
 
 def test_seeds_devices_and_folder_names():
@@ -49,3 +51,111 @@ def test_ray_without_an_address_means_auto():
                                                                                 "--", "x=1"]  # fmt: skip
     assert optional_ray_address(["ablate", "--ray", "head:6379"]) == ["ablate", "--ray", "head:6379"]
     assert optional_ray_address(["check", "--ray"]) == ["check", "--ray"]
+
+
+# -- usage errors: the class and exit code 2 (issue 22 A.4) -----------------------------------------------------------
+
+
+BAD_OPTIONS = (
+    (["--device", "0,0"], "--device 0,0: cpu, a GPU index"),
+    (["--device", "gpu"], "--device gpu: cpu, a GPU index"),
+    (["--imgsz", "50"], "--imgsz 50: must be a multiple of 32"),
+    (["--data", "synthetic:1"], "--data synthetic:1: at least 2 training images"),
+    (["--data", "synthetic:x"], "--data synthetic:x: expected synthetic or synthetic:N"),
+    (["--epochs", "0"], "--epochs"),
+    (["--batch", "0"], "--batch"),
+)
+
+
+@pytest.mark.parametrize("bad,needle", BAD_OPTIONS, ids=[" ".join(b) for b, _ in BAD_OPTIONS])
+def test_bad_option_values_are_usage_errors_exit_2(bad, needle, tmp_path):
+    """Through the CLI (exit 2, one ``usage:`` line, nothing written), and the exception's class itself: a
+    ``pytest.raises(PatchError)`` would also pass for a refusal (exit 1)."""
+    import releases
+    from helpers import assert_refused, cli
+
+    site = releases.pristine(releases.LATEST).parent  # read only: the options are refused before the target is used
+    args = {"--data": "synthetic:4", "--epochs": "1", "--batch": "2", "--imgsz": "64", "--device": "cpu"}
+    for k in range(0, len(bad), 2):
+        args[bad[k]] = bad[k + 1]
+    r = cli("ablate", "--target", str(site), "--project", str(tmp_path), "--name", "u", *[x for kv in args.items() for x in kv])
+    assert_refused(r, "usage:", needle, code=2)
+    assert not (tmp_path / "u").exists()
+    with pytest.raises(PatchError) as e:
+        check_options(data=args["--data"], seeds="1", epochs=int(args["--epochs"]), imgsz=int(args["--imgsz"]),
+                      batch=int(args["--batch"]), device=args["--device"], extra=[])  # fmt: skip
+    assert type(e.value) is UsageError, type(e.value)
+
+
+# -- devices (issue 22 A.6) -------------------------------------------------------------------------------------------
+
+
+def test_parse_device_gives_one_slot_per_gpu():
+    assert parse_device("cpu") == ["cpu"] and parse_device("MPS") == ["mps"]
+    assert parse_device("0") == ["0"] and parse_device(" 1, 3 ") == ["1", "3"] and parse_device("0,1,2,3") == list("0123")
+    for bad in ("0,0", "gpu", "", "-1", "0,,1", "cuda:0", "1.5"):
+        with pytest.raises(UsageError):
+            parse_device(bad)
+
+
+def test_each_slot_sees_its_one_gpu_as_device_0():
+    """A run's child gets ``CUDA_VISIBLE_DEVICES`` = its GPU, as the driver's own ``CUDA_VISIBLE_DEVICES`` numbers it
+    (``--device 1`` under ``CUDA_VISIBLE_DEVICES=4,5,6`` is physical GPU 5), and trains on ``device=0``."""
+    assert slot_env("cpu") == {} and slot_env("mps") == {}
+    assert slot_env("2", visible="") == {"CUDA_VISIBLE_DEVICES": "2"}
+    assert slot_env("1", visible="4,5,6") == {"CUDA_VISIBLE_DEVICES": "5"}
+    assert slot_env("0", visible=" 7 ") == {"CUDA_VISIBLE_DEVICES": "7"}
+    with pytest.raises(PatchError, match="shows 3 GPU"):
+        slot_env("3", visible="4,5,6")
+    assert [slot_device(s) for s in ("cpu", "mps", "0", "3")] == ["cpu", "mps", "0", "0"]
+    assert [slot_label(s) for s in ("cpu", "3")] == ["cpu", "cuda:3"]
+
+
+def test_ray_asks_one_gpu_per_run_or_one_cpu():
+    assert task_options(True) == {"num_gpus": 1, "num_cpus": 1, "max_retries": 0}
+    assert task_options(False) == {"num_gpus": 0, "num_cpus": 1, "max_retries": 0}
+
+
+# -- the recipe's patience, the grid's order ---------------------------------------------------------------------------
+
+
+def test_by_default_no_run_stops_early_and_patience_is_recorded(tmp_path):
+    from mhsa_patch.ablate.recipe import check_recipe, train_args, write_recipe
+
+    args = train_args(data="d.yaml", epochs=300, imgsz=640, batch=16, project=tmp_path, extra={})
+    assert args["patience"] == 300
+    assert train_args(data="d.yaml", epochs=300, imgsz=640, batch=16, project=tmp_path,
+                      extra=parse_extra(["patience=20"]))["patience"] == 20  # fmt: skip
+    # an experiment begun before the recipe held patience is the same experiment (its runs now get it on resume)
+    old = {"data": "d", "epochs": 300, "extra": {}, "train": {k: v for k, v in args.items() if k != "patience"}}
+    write_recipe(tmp_path, old)
+    assert check_recipe(tmp_path, {**old, "train": args}) is True
+    write_recipe(tmp_path, {**old, "train": args})  # one that holds it: another patience is another recipe
+    with pytest.raises(PatchError, match="train.patience is 300 there, 20 here"):
+        check_recipe(tmp_path, {**old, "train": {**args, "patience": 20}})
+
+
+def _experiment(tmp_path, variants: dict[str, float], seeds: list[int]) -> Experiment:
+    runs = [Run(v, v, s, f"{v}.yaml") for v in variants for s in seeds]
+    measured = {v: {"params": 1, "gflops": g, "latency_ms": 1.0} for v, g in variants.items()}
+    return Experiment(tmp_path, None, [], seeds, None, {}, runs, measured, ["cpu"])
+
+
+def test_runs_start_seed_major_the_longest_variant_first(tmp_path):
+    e = _experiment(tmp_path, {"stock": 8.7, "MHSA": 9.1, "BoT3": 8.2, "stock:s": 28.6}, [0, 1, 2])
+    got = [(r.variant, r.seed) for r in order(e, e.runs)]
+    assert got == [(v, s) for s in (0, 1, 2) for v in ("stock:s", "MHSA", "stock", "BoT3")]
+    # a rerun's pending runs keep that order; records keep the plan's (variants as given, then seeds)
+    pending = [r for r in e.runs if (r.variant, r.seed) not in {("MHSA", 0), ("stock:s", 1)}]
+    assert [(r.variant, r.seed) for r in order(e, pending)][:4] == [("stock:s", 0), ("stock", 0), ("BoT3", 0),
+                                                                     ("MHSA", 1)]  # fmt: skip
+    assert [r.variant for r in e.runs][:3] == ["stock", "stock", "stock"]
+
+
+def test_a_run_gets_its_device_in_its_spec(tmp_path):
+    e = _experiment(tmp_path, {"stock": 1.0}, [0])
+    e.recipe = {"train": {"epochs": 2, "device": "ignored"}, "val": {"imgsz": 64}}
+    spec = run_spec(e, e.runs[0], "3")
+    assert spec["train"]["device"] == "0" and spec["val"]["device"] == "0" and spec["device"] == "cuda:3"
+    assert spec["run"] == "stock-s0" and spec["train"]["seed"] == 0 and spec["train"]["name"] == "stock-s0"
+    assert run_spec(e, e.runs[0], "cpu")["train"]["device"] == "cpu"

@@ -1,9 +1,14 @@
-"""The dataset of an ablation: the user's YAML as it is, checked to be on this machine, or the offline synthetic set.
+"""The dataset of an ablation: the user's YAML as it is, accepted exactly when the target's ultralytics accepts it,
+or the offline synthetic set.
 
-The runs never download: ultralytics would otherwise run a dataset's download script in every run. A YAML whose
-images are missing is refused in one line naming the missing path, before any run starts; ``--download`` lets
-ultralytics fetch it once, before the runs (:func:`download`, the only step of the tool allowed on the network).
-``synthetic`` (or ``synthetic:N``, N training images) draws ``check --train``'s dataset into ``<dir>/data``.
+The YAML is read by the target's own ``check_det_dataset`` in a child (:mod:`mhsa_patch.child.dataset`, in the
+measuring child), with
+downloads off and in the runs' working folder, so a relative ``path:`` resolves as ``yolo train`` resolves it (the
+working folder, then ultralytics' datasets folder); anything it refuses is refused before any run starts, in one
+line with ultralytics' own reason. That child also builds the label caches once. The runs never download:
+ultralytics would otherwise run a dataset's download script in every run; ``--download`` lets ultralytics fetch it
+once, before the check (:func:`download`, the only step of the tool allowed on the network). ``synthetic`` (or
+``synthetic:N``, N training images) draws ``check --train``'s dataset into ``<dir>/data``.
 """
 
 from __future__ import annotations
@@ -11,8 +16,6 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-
-import yaml
 
 from mhsa_patch.errors import PatchError, UsageError
 
@@ -23,73 +26,14 @@ SYNTHETIC_TRAIN = 64
 class Dataset:
     label: str  # what the recipe records: the YAML's absolute path, or ``synthetic:N``
     yaml: Path  # the file ultralytics reads
-    nc: int
+    nc: int  # the class count (0 until the measuring child read the dataset)
+    synthetic: int | None = None  # the training images of the synthetic set, drawn by :func:`write_synthetic`
 
 
-def _read(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise PatchError(f"{path}: not a readable dataset YAML ({e.__class__.__name__})") from None
-    if not isinstance(data, dict) or "train" not in data or "val" not in data:
-        raise PatchError(f"{path}: not a dataset YAML (no 'train' and 'val')")
-    return data
-
-
-def _nc(data: dict, path: Path) -> int:
-    names = data.get("names")
-    if isinstance(names, (list, dict)) and names:
-        return len(names)
-    if isinstance(data.get("nc"), int):
-        return int(data["nc"])
-    raise PatchError(f"{path}: no 'names' (or 'nc') in the dataset YAML")
-
-
-def missing_paths(path: Path, data: dict) -> list[Path]:
-    """The ``train``/``val`` entries that do not exist locally, resolved as ultralytics resolves them."""
-    root = data.get("path")
-    base = Path(str(root)).expanduser() if root else path.parent
-    if not base.is_absolute():
-        base = (path.parent / base) if (path.parent / base).exists() else base.resolve()
-    missing = []
-    for key in ("train", "val"):
-        entries = data[key] if isinstance(data[key], list) else [data[key]]
-        for e in entries:
-            p = Path(str(e)).expanduser()
-            p = p if p.is_absolute() else base / p
-            if not p.exists():
-                missing.append(p)
-    return missing
-
-
-def resolve(spec: str, exp_dir: Path, imgsz: int, *, download: bool = False, target=None) -> Dataset:
-    """The dataset named by ``--data``; a one-line refusal when it is not on this machine. With ``download``, a
-    name such as ``coco8.yaml`` is also looked up among the target release's own dataset YAMLs."""
-    if spec == "synthetic" or spec.startswith("synthetic:"):
-        return _synthetic(spec, exp_dir, imgsz)
-    path = Path(spec).expanduser()
-    if not path.is_file() and download and target is not None and "/" not in spec:
-        shipped = target.package / "cfg" / "datasets" / spec
-        if shipped.is_file():
-            return Dataset(spec, shipped, _nc(_read(shipped), shipped))
-    if not path.is_file():
-        how = " (or pass --download to let ultralytics fetch it once)" if not download else ""
-        raise PatchError(f"{spec}: no such dataset YAML{how}")
-    path = path.resolve()
-    data = _read(path)
-    nc = _nc(data, path)
-    missing = missing_paths(path, data)
-    if missing and not download:
-        raise PatchError(
-            f"{path.name}: the images are not on this machine ({missing[0]} is missing) and the runs never download; "
-            f"fetch them first, or pass --download"
-        )
-    return Dataset(str(path), path, nc)
-
-
-def _synthetic(spec: str, exp_dir: Path, imgsz: int) -> Dataset:
-    from mhsa_patch.child.synthetic import write_dataset
-
+def synthetic_count(spec: str) -> int | None:
+    """N of ``synthetic:N`` (64 for ``synthetic``), None for a YAML; a :class:`UsageError` for a bad N."""
+    if spec != "synthetic" and not spec.startswith("synthetic:"):
+        return None
     _, _, n = spec.partition(":")
     try:
         n_train = int(n) if n else SYNTHETIC_TRAIN
@@ -97,11 +41,40 @@ def _synthetic(spec: str, exp_dir: Path, imgsz: int) -> Dataset:
         raise UsageError(f"--data {spec}: expected synthetic or synthetic:N (N training images)") from None
     if n_train < 2:
         raise UsageError(f"--data {spec}: at least 2 training images")
-    root = exp_dir / "data" / f"synthetic-{n_train}-{imgsz}"
-    yaml_path = root / "data.yaml"
-    if not yaml_path.is_file():
-        write_dataset(root, n_train=n_train, n_val=max(2, n_train // 4), imgsz=max(32, imgsz))
-    return Dataset(f"synthetic:{n_train}", yaml_path, 3)
+    return n_train
+
+
+def locate(spec: str, exp_dir: Path, imgsz: int, *, download: bool = False, target=None) -> Dataset:
+    """The dataset YAML named by ``--data`` (nothing is read or written yet). With ``download``, a name such as
+    ``coco8.yaml`` is also looked up among the target release's own dataset YAMLs."""
+    n_train = synthetic_count(spec)
+    if n_train is not None:
+        root = exp_dir / "data" / f"synthetic-{n_train}-{imgsz}"
+        return Dataset(f"synthetic:{n_train}", root / "data.yaml", 3, n_train)
+    path = Path(spec).expanduser()
+    if not path.is_file() and download and target is not None and "/" not in spec:
+        shipped = target.package / "cfg" / "datasets" / spec
+        if shipped.is_file():
+            return Dataset(spec, shipped, 0)
+    if not path.is_file():
+        how = " (or pass --download to let ultralytics fetch it once)" if not download else ""
+        raise PatchError(f"{spec}: no such dataset YAML{how}")
+    path = path.resolve()
+    return Dataset(str(path), path, 0)
+
+
+def write_synthetic(ds: Dataset, imgsz: int) -> None:
+    from mhsa_patch.child.synthetic import write_dataset
+
+    if ds.synthetic is not None and not ds.yaml.is_file():
+        write_dataset(ds.yaml.parent, n_train=ds.synthetic, n_val=max(2, ds.synthetic // 4), imgsz=max(32, imgsz))
+
+
+def refusal(target, ds: Dataset, reason: str) -> str:
+    """The one line that refuses ``ds`` with ultralytics' own ``reason`` (from :mod:`mhsa_patch.child.dataset`)."""
+    missing = ds.synthetic is None and "not found" in reason.lower()
+    fix = "; the runs never download: fetch it first, or pass --download" if missing else ""
+    return f"{ds.yaml.name}: ultralytics {target.version} refuses this dataset: {reason}{fix}"
 
 
 def download(target, ds: Dataset) -> None:

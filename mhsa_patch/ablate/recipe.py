@@ -1,7 +1,8 @@
 """The recipe of an ablation: the one set of training arguments every run shares, its file, and its check.
 
-Every run gets the same ``YOLO.train`` arguments (the options, everything after ``--``, ``deterministic=True``);
-only ``model`` and ``seed`` (and ``name``, the run's folder) differ. The recipe is written once to
+Every run gets the same ``YOLO.train`` arguments (the options, everything after ``--``, ``deterministic=True``, and
+``patience`` equal to the epochs unless ``-- patience=N``: by default no run stops early, so every seed trains the
+same schedule); only ``model`` and ``seed`` (and ``name``, the run's folder) differ. The recipe is written once to
 ``<dir>/recipe.yaml``; a later invocation in the same folder must have the same one, else it is refused naming the
 first key that differs (another experiment needs ``--name``). ``device`` and ``device_name`` say where the runs were
 placed, not how they train, and are not compared (a resume may use other GPUs).
@@ -9,7 +10,6 @@ placed, not how they train, and are not compared (a resume may use other GPUs).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from mhsa_patch.errors import PatchError, UsageError
+from mhsa_patch.patching.atomic import write_atomic
 
 # The arguments the command sets itself (the options, the run's place): refused after ``--``.
 OWNED = {
@@ -56,7 +57,7 @@ def parse_extra(items: list[str]) -> dict[str, Any]:
 def train_args(*, data: str, epochs: int, imgsz: int, batch: int, project: Path, extra: Mapping[str, Any]) -> dict:
     """The ``YOLO.train`` arguments every run shares (a run adds ``model``, ``seed``, ``name`` and ``device``)."""
     args = {"data": data, "epochs": epochs, "imgsz": imgsz, "batch": batch, "deterministic": True,
-            "project": str(project), "exist_ok": True}  # fmt: skip
+            "project": str(project), "exist_ok": True, "patience": epochs}  # fmt: skip
     args.update(extra)
     return args
 
@@ -107,6 +108,10 @@ def check_recipe(exp_dir: Path, recipe: Mapping[str, Any]) -> bool:
     old = read_recipe(exp_dir)
     if old is None:
         return False
+    if isinstance(old.get("train"), dict) and "patience" not in old["train"] and "patience" not in (old.get("extra") or {}):
+        # begun before the recipe held patience (ultralytics' default of 100 then): the same experiment, whose runs
+        # now get the recipe's patience on resume instead of failing at a plateau
+        old = dict(old, train={**old["train"], "patience": recipe["train"].get("patience")})
     diff = first_difference(old, recipe)
     if diff is not None:
         key, a, b = diff
@@ -119,7 +124,5 @@ def check_recipe(exp_dir: Path, recipe: Mapping[str, Any]) -> bool:
 
 def write_recipe(exp_dir: Path, recipe: Mapping[str, Any]) -> Path:
     path = exp_dir / RECIPE
-    tmp = path.with_name(f".{RECIPE}.{os.getpid()}.tmp")
-    tmp.write_text(yaml.safe_dump(dict(recipe), sort_keys=False, allow_unicode=True), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, yaml.safe_dump(dict(recipe), sort_keys=False, allow_unicode=True).encode("utf-8"))
     return path

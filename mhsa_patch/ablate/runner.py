@@ -1,42 +1,51 @@
 """An ablation from its options to its records: the plan (variants x seeds under one recipe), then the runs.
 
-:func:`prepare` does every check before anything trains (the patch, the variants' YAMLs and their lint, the data on
-this machine, the recipe against the one the folder was started with) and writes ``models/``, ``recipe.yaml`` and
-``measure.json`` (params, true GFLOPs and latency of every variant, measured in one child process). :func:`run`
-trains the runs not yet finished, each in its own child (:mod:`mhsa_patch.child.train`, which resumes an interrupted
-run from its own snapshot), one per device at a time, or as Ray tasks (:mod:`mhsa_patch.ablate.ray_backend`).
-After every finished run it rewrites ``ablation.csv`` (the runner owns it) and asks the report for the rest.
+:func:`prepare` does every check before anything trains (the patch, the variants' YAMLs and their lint, the dataset
+as the target's own ultralytics reads it, the recipe against the one the folder was started with), takes the
+experiment's lock (:mod:`mhsa_patch.ablate.lock`) and writes ``models/``, ``recipe.yaml`` and ``measure.json``
+(params, true GFLOPs and latency of every variant, measured in one child process, which also tells how many GPUs
+there are). :func:`run` is the one scheduler: it starts the runs not yet finished in the grid's order (seed-major,
+the longest variant first), on a backend that only starts runs and reports on them (:mod:`mhsa_patch.ablate.backends`:
+one slot, one per GPU, or Ray), and decides for every backend what a failure means (the others go on; with
+``fail_fast`` nothing new starts), records each finished run (``ablation.csv`` and the report) and keeps
+``runs.jsonl`` (:mod:`mhsa_patch.ablate.status`) current.
 
 Folder layout (``<dir>`` = ``--project``/``--name``)::
 
-    recipe.yaml  measure.json  ablation.csv  models/<variant>.yaml|.pt  logs/<run>.log|.args.json
+    recipe.yaml  measure.json  ablation.csv  runs.jsonl  ablate.lock  models/<variant>.yaml|.pt
+    logs/<run>.log|.args.json  locks/<run>.lock
     runs/<variant>-s<seed>/   ultralytics' own run folder (weights/, results.csv, args.yaml) and ablate.json
+    runs/<variant>-s<seed>.damaged-K/   a run folder the tool could not read, moved aside whole
 """
 
 from __future__ import annotations
 
-import json
 import os
-import queue
 import shutil
 import tempfile
-import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mhsa_patch.ablate import backends
 from mhsa_patch.ablate import data as datasets
+from mhsa_patch.ablate import lock as locks
 from mhsa_patch.ablate import recipe as recipes
+from mhsa_patch.ablate import runstate
 from mhsa_patch.ablate.record import RunRecord, to_csv
+from mhsa_patch.ablate.status import Grid
 from mhsa_patch.ablate.variants import Variant, plan_variants
 from mhsa_patch.errors import PatchError, UsageError
+from mhsa_patch.patching.atomic import fsync_dir, write_atomic
 from mhsa_patch.patching.target import Target
 
-DONE = "ablate.json"  # in a run's folder: its child's result, written once the run is finished and validated
+DONE = runstate.DONE
 MEASURE = "measure.json"
+LOCK = "ablate.lock"
 LATENCY_RUNS = 30
+RETRIES = 2  # a run whose backend lost it (a Ray node gone) is tried again this often in one invocation
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,11 @@ class Run:
         return f"{self.slug}-s{self.seed}"
 
     @property
+    def label(self) -> str:
+        """The run as the user names it: ``MHSA@P3-s0``."""
+        return f"{self.variant}-s{self.seed}"
+
+    @property
     def run_dir(self) -> str:
         return f"runs/{self.name}"
 
@@ -65,14 +79,28 @@ class Experiment:
     seeds: list[int]
     dataset: datasets.Dataset
     recipe: dict
-    runs: list[Run]
+    runs: list[Run]  # in the plan's order (variants as given, then seeds): the table's
     measured: dict
     slots: list[str]  # one entry per run that may go at once: "cpu", or a GPU index
     resumed: bool = False
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # warnings for the end of the command
+    started_notes: list[str] = field(default_factory=list)  # warnings for its start (a stale lock taken over)
+    device_auto: bool = False  # --device not given: every visible GPU, else the CPU
+    verbose: bool = False  # keep each run's raw log, and ultralytics' own lines in it
+    cwd: str = ""  # where the runs' children work: a relative data path resolves against it, as in yolo train
+    lock: Any = None
 
     def done(self, run: Run) -> bool:
         return (self.dir / run.run_dir / DONE).is_file()
+
+    def log(self, run: Run) -> Path:
+        return self.dir / "logs" / f"{run.name}.log"
+
+    def close(self) -> None:
+        """Let go of the experiment's lock (``run`` does when it ends; a caller that stops before calls this)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 # ------------------------------------------------------------------------------------------------------- options
@@ -98,21 +126,27 @@ def parse_seeds(text: str) -> list[int]:
 
 def parse_device(text: str) -> list[str]:
     """``cpu`` -> one slot on the CPU; ``0,1,2,3`` -> four slots, one GPU each (independent runs, not DDP)."""
-    text = str(text).strip().lower()
-    if text in ("cpu", "mps"):
-        return [text]
-    parts = [p.strip() for p in text.split(",")]
-    if not parts or not all(p.isdigit() for p in parts) or len(set(parts)) != len(parts):
-        raise UsageError(f"--device {text}: cpu, a GPU index (0) or several (0,1,2,3)")
-    return parts
+    try:
+        return backends.parse_slots(text)
+    except ValueError:
+        raise UsageError(f"--device {str(text).strip()}: cpu, a GPU index (0) or several (0,1,2,3)") from None
 
 
-def _slot_env(slot: str) -> dict[str, str]:
-    return {} if slot in ("cpu", "mps") else {"CUDA_VISIBLE_DEVICES": slot}
+def experiment_dir(project: str, name: str) -> Path:
+    return (Path(project).expanduser() / name).resolve()
 
 
-def _slot_device(slot: str) -> str:
-    return slot if slot in ("cpu", "mps") else "0"  # a run sees its one GPU as device 0
+def check_options(*, data: str, seeds: str, epochs: int, imgsz: int, batch: int, device: str | None,
+                  extra: Sequence[str]) -> tuple[list[int], list[str] | None, dict]:  # fmt: skip
+    """Every option value checked before anything else: a :class:`UsageError` (exit 2) for a bad one."""
+    if epochs < 1 or batch < 1:
+        raise UsageError("--epochs and --batch must be >= 1")
+    if imgsz < 32 or imgsz % 32:
+        raise UsageError(f"--imgsz {imgsz}: must be a multiple of 32, at least 32")
+    datasets.synthetic_count(data)
+    seed_list = parse_seeds(seeds)
+    slots = None if device is None else parse_device(device)
+    return seed_list, slots, recipes.parse_extra(list(extra))
 
 
 # ------------------------------------------------------------------------------------------------------ prepare
@@ -131,26 +165,25 @@ def prepare(
     imgsz: int = 640,
     batch: int = 16,
     weights: str | None = None,
-    device: str = "cpu",
+    device: str | None = None,
     project: str = "runs/ablate",
     name: str = "exp",
     extra: Sequence[str] = (),
     download: bool = False,
+    verbose: bool = False,
     on_step: Callable[[str], None] | None = None,
 ) -> Experiment:
-    """Check everything and write the experiment's fixed files; a one-line :class:`PatchError` on any refusal,
-    before any run starts."""
+    """Check everything and write the experiment's fixed files, holding its lock (released by :func:`run`, or by
+    ``Experiment.close``); a one-line :class:`PatchError` on any refusal, before any run starts. ``device`` None:
+    every GPU the target's torch sees, one run each, else the CPU."""
     from mhsa_patch.child.launch import require_applied
 
     step = on_step or (lambda msg: None)
-    if epochs < 1 or batch < 1:
-        raise UsageError("--epochs and --batch must be >= 1")
-    if imgsz < 32 or imgsz % 32:
-        raise UsageError(f"--imgsz {imgsz}: must be a multiple of 32, at least 32")
-    seed_list = parse_seeds(seeds)
-    slots = parse_device(device)
-    extra_args = recipes.parse_extra(list(extra))
-    exp_dir = (Path(project).expanduser() / name).resolve()
+    seed_list, slots, extra_args = check_options(data=data, seeds=seeds, epochs=epochs, imgsz=imgsz, batch=batch,
+                                                 device=device, extra=extra)  # fmt: skip
+    for s in slots or ():
+        backends.slot_env(s)  # a GPU index past CUDA_VISIBLE_DEVICES: refused now, not in every run
+    exp_dir = experiment_dir(project, name)
     if exp_dir.exists() and not exp_dir.is_dir():
         raise PatchError(f"{exp_dir} exists and is not a folder")
     require_applied(target)
@@ -167,12 +200,21 @@ def prepare(
                     f"--variant {v.name} is scale {v.scale}: it cannot start from {weights_path.name} (scale {scale}); "
                     "drop --weights or that variant"
                 )
-    ds = datasets.resolve(data, exp_dir, imgsz, download=download, target=target)
+    ds = datasets.locate(data, exp_dir, imgsz, download=download, target=target)
+    task_ = (task or "detect").lower()
+    train = recipes.train_args(data=str(ds.yaml), epochs=epochs, imgsz=imgsz, batch=batch, project=exp_dir / "runs",
+                               extra=extra_args)  # fmt: skip
+    if ds.synthetic is None and download:
+        step(f"Fetching {ds.yaml.name} once with ultralytics (--download)")
+        datasets.download(target, ds)
+    datasets.write_synthetic(ds, imgsz)  # drawn into <dir>/data/, renamed into place whole
 
-    # the versions come from the child that measures the variants: the one place torch is imported
-    step("Measuring every variant: parameters, true GFLOPs, latency")
+    # one child reads the dataset as the target's ultralytics does (a refusal: before anything else is written),
+    # tells the versions and the GPUs, and measures the variants an earlier invocation has not measured
+    step(f"Reading {ds.yaml.name} as ultralytics {target.version} does; measuring every variant: parameters, true "
+         "GFLOPs, latency")  # fmt: skip
     old_measure = _read_json(exp_dir / MEASURE) or {}
-    have = old_measure.get("models", {})
+    have = old_measure.get("models", {}) if isinstance(old_measure.get("models"), dict) else {}
     fresh = not all(v.name in have for v in plan) or old_measure.get("imgsz") != imgsz
     names = [v.name for v in plan] + ([k for k in have if k not in {v.name for v in plan}] if fresh else [])
     texts = {v.name: (v.file_name, v.text) for v in plan}
@@ -182,8 +224,43 @@ def prepare(
         file = str(have[k].get("file", "")) if isinstance(have[k], dict) else ""
         if file and Path(file).name == file and (exp_dir / "models" / file).is_file():
             texts[k] = (have[k]["file"], (exp_dir / "models" / have[k]["file"]).read_text(encoding="utf-8"))
-    measured = _measure(target, texts, imgsz, ds.nc, slots[0], runs=LATENCY_RUNS if fresh else 0)
+    measured = _measure(target, texts if fresh else {}, imgsz, slots[0] if slots else None,
+                        runs=LATENCY_RUNS if fresh else 0, data_args=dict(train, task=task_))  # fmt: skip
+    if measured.get("data_error"):
+        raise PatchError(datasets.refusal(target, ds, str(measured["data_error"])))
+    ds = datasets.Dataset(ds.label, ds.yaml, int(measured["data"]["nc"]), ds.synthetic)
 
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    exp_lock = _lock_experiment(exp_dir, project, name)
+    try:
+        started = [exp_lock.took_over] if exp_lock.took_over else []
+        exp = _prepare_locked(target, exp_dir, plan, ds, seed_list, slots, train, extra_args, weights_path, measured,
+                              have, texts, fresh, scale=scale, base=base, task=task_, epochs=epochs, imgsz=imgsz,
+                              batch=batch, step=step)  # fmt: skip
+    except BaseException:
+        exp_lock.release()
+        raise
+    exp.lock, exp.started_notes, exp.verbose = exp_lock, started, verbose
+    return exp
+
+
+def _lock_experiment(exp_dir: Path, project: str, name: str):
+    try:
+        return locks.acquire(exp_dir / LOCK)
+    except locks.Busy as e:
+        who = locks.describe(e.info) if e.info else "another ablate"
+        raise PatchError(
+            f"{exp_dir} is in use by {who}; wait for it to end (ablate --status --project {project} --name {name} "
+            "shows its runs), or stop it there: its runs resume from their snapshots, and the lock of an ablate that "
+            "died is taken over by the next one"
+        ) from None
+
+
+def _prepare_locked(target, exp_dir, plan, ds, seed_list, slots, train, extra_args, weights_path, measured, have,
+                    texts, fresh, *, scale, base, task, epochs, imgsz, batch, step) -> Experiment:  # fmt: skip
+    device_auto = slots is None
+    if slots is None:
+        slots = [str(i) for i in range(int(measured.get("gpus") or 0))] or ["cpu"]
     rec = {
         "data": ds.label,
         "epochs": epochs,
@@ -192,14 +269,12 @@ def prepare(
         "weights": None if weights_path is None else str(weights_path),
         "scale": scale,
         "base": (base or "yolov8").lower(),
-        "task": (task or "detect").lower(),
+        "task": task,
         "ultralytics": measured["ultralytics"],
         "torch": measured["torch"],
-        "device": device,
+        "device": ",".join(slots),
         "device_name": measured["device_name"],
-        "train": recipes.train_args(
-            data=str(ds.yaml), epochs=epochs, imgsz=imgsz, batch=batch, project=exp_dir / "runs", extra=extra_args
-        ),
+        "train": train,
         "val": recipes.val_args(data=str(ds.yaml), imgsz=imgsz, batch=batch, extra=extra_args),
         "extra": extra_args,
     }
@@ -212,22 +287,18 @@ def prepare(
                 f"{path} differs from the {v.name} this command builds (another --scale, --base or YAML?); "
                 "pass --name for a new experiment"
             )
-    if download:
-        step(f"Fetching {ds.yaml.name} once with ultralytics (--download)")
-        datasets.download(target, ds)
-
     models.mkdir(parents=True, exist_ok=True)
     for v in plan:
         if not (models / v.file_name).is_file():
-            _write_atomic(models / v.file_name, v.text)
+            write_atomic(models / v.file_name, v.text.encode("utf-8"))
     if not resumed:
         recipes.write_recipe(exp_dir, rec)
     if fresh:
         files = {k: texts[k][0] for k in measured["models"]}
         for k, m in measured["models"].items():
             m["file"] = files[k]
-        keep = {k: v for k, v in measured.items() if k != "models"}
-        _write_atomic(exp_dir / MEASURE, json.dumps({**keep, "imgsz": imgsz, "models": measured["models"]}, indent=2))
+        keep = {k: v for k, v in measured.items() if k not in ("models", "gpus", "data")}
+        runstate.write_json(exp_dir / MEASURE, {**keep, "imgsz": imgsz, "models": measured["models"]})
         measured_models = measured["models"]
     else:
         measured_models = have
@@ -242,28 +313,39 @@ def prepare(
                 step(f"Porting {weights_path.name} into {v.name}")
                 tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.pt")
                 port_weights(target, weights_path, models / v.file_name, tmp, quiet=True)
+                with open(tmp, "rb") as f:  # as every file the runs start from: synced, then renamed into place
+                    os.fsync(f.fileno())
                 os.replace(tmp, out)
+                fsync_dir(models)
             starts[v.name] = str(out)
     runs = [Run(v.name, v.slug, s, starts[v.name]) for v in plan for s in seed_list]
-    return Experiment(exp_dir, target, plan, seed_list, ds, rec, runs, measured_models, slots, resumed)
+    return Experiment(exp_dir, target, plan, seed_list, ds, rec, runs, measured_models, slots, resumed,
+                      device_auto=device_auto, cwd=os.getcwd())  # fmt: skip
 
 
-def _measure(target: Target, texts: dict[str, tuple[str, str]], imgsz: int, nc: int, slot: str, runs: int) -> dict:
+def _measure(target: Target, texts: dict[str, tuple[str, str]], imgsz: int, slot: str | None, runs: int,
+             data_args: dict) -> dict:  # fmt: skip
+    import json
+
     from mhsa_patch.child.launch import run_child
 
     with tempfile.TemporaryDirectory(prefix="mhsa-ablate-") as tmp:
-        args: list[str] = []
+        (Path(tmp) / "train.json").write_text(json.dumps(data_args), encoding="utf-8")
+        args: list[str] = ["--data-args", str(Path(tmp) / "train.json")]
         for k, (file_name, text) in texts.items():
             folder = Path(tmp) / str(len(args))  # each in its own folder: file names may repeat across scales
             folder.mkdir()
             (folder / file_name).write_text(text, encoding="utf-8")
             args += ["--model", f"{k}={folder / file_name}"]
-        device = "cpu" if slot in ("cpu", "mps") else "cuda:0"
-        args += ["--imgsz", str(imgsz), "--nc", str(nc), "--device", device, "--runs", str(runs)]
-        return run_child(target, "mhsa_patch.child.measure", args, extra_env=_slot_env(slot), silent=True)
+        device = "auto" if slot is None else "cpu" if slot in ("cpu", "mps") else "cuda:0"
+        args += ["--imgsz", str(imgsz), "--device", device, "--runs", str(runs)]
+        env = {} if slot is None else backends.slot_env(slot)
+        return run_child(target, "mhsa_patch.child.measure", args, extra_env=env, silent=True)
 
 
 def _read_json(path: Path) -> dict | None:
+    import json
+
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -271,21 +353,31 @@ def _read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 # ---------------------------------------------------------------------------------------------------------- runs
+
+
+def order(exp: Experiment, runs: Sequence[Run]) -> list[Run]:
+    """The order runs start in: seed-major (seed 0 of every variant, then seed 1, ...), so that a grid stopped at
+    any point has every variant at as many seeds as possible; within a seed the longest first (the most GFLOPs),
+    so that the last runs to start are the short ones."""
+    seeds = {s: k for k, s in enumerate(exp.seeds)}
+    plan = {r.variant: k for k, r in enumerate(exp.runs)}
+
+    def cost(r: Run) -> float:
+        m = exp.measured.get(r.variant)
+        g = m.get("gflops") if isinstance(m, dict) else None
+        return float(g) if isinstance(g, (int, float)) else 0.0
+
+    return sorted(runs, key=lambda r: (seeds.get(r.seed, r.seed), -cost(r), plan[r.variant]))
 
 
 def run_spec(exp: Experiment, run: Run, slot: str) -> dict:
     """What one run's child gets: the recipe's arguments plus this run's model, seed, folder and device."""
     train = dict(exp.recipe["train"])
-    train.update(model=run.model, seed=run.seed, name=run.name, device=_slot_device(slot))
-    val = dict(exp.recipe["val"], device=_slot_device(slot))
-    return {"train": train, "val": val}
+    train.update(model=run.model, seed=run.seed, name=run.name, device=backends.slot_device(slot))
+    val = dict(exp.recipe["val"], device=backends.slot_device(slot))
+    label = "Ray" if slot == "ray" else backends.slot_label(slot)
+    return {"train": train, "val": val, "run": run.label, "device": label, "cwd": exp.cwd, "verbose": exp.verbose}
 
 
 def execute_run(
@@ -298,23 +390,23 @@ def execute_run(
     on_event: Callable[[dict], None] | None = None,
     on_start: Callable[[Any], None] | None = None,
 ) -> dict:
-    """Train (or resume) one run in a child and validate its ``best.pt`` once; the child's result. Writes only
-    under ``exp_dir`` (the run's folder, its log and its arguments in ``logs/``)."""
+    """Train (or resume) one run in a child and validate its ``best.pt`` once; the child's result, or its one-line
+    error. Writes only under ``exp_dir`` (the run's folder, its log, its lock and its arguments)."""
     from mhsa_patch.child.launch import run_child
 
     logs = exp_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     args_file = logs / f"{run.name}.args.json"
-    _write_atomic(args_file, json.dumps(spec, indent=2))
+    runstate.write_json(args_file, spec)
     run_dir = exp_dir / run.run_dir
-    args = ["--model", run.model, "--run-dir", str(run_dir), "--args", str(args_file)]
-    try:
-        return run_child(
-            target, "mhsa_patch.child.train", args, on_event=on_event, extra_env=env, log=logs / f"{run.name}.log",
-            on_start=on_start,
-        )  # fmt: skip
-    except PatchError as e:
-        raise PatchError(f"{run.name}: {e} (log: {logs / f'{run.name}.log'})") from None
+    lock = exp_dir / "locks" / f"{run.name}.lock"
+    args = ["--model", run.model, "--run-dir", str(run_dir), "--args", str(args_file), "--lock", str(lock)]
+    raw = logs / f"{run.name}.raw.log" if spec.get("verbose") else None
+    cwd = spec.get("cwd")
+    return run_child(
+        target, "mhsa_patch.child.train", args, on_event=on_event, extra_env=env, log=logs / f"{run.name}.log",
+        raw_log=raw, on_start=on_start, cwd=Path(cwd) if cwd and Path(cwd).is_dir() else None,
+    )  # fmt: skip
 
 
 def record_of(exp: Experiment, run: Run, result: dict) -> RunRecord:
@@ -340,17 +432,20 @@ def records(exp: Experiment) -> list[RunRecord]:
     """The records of the runs finished so far, in the plan's order (variants as given, then seeds)."""
     out = []
     for r in exp.runs:
-        result = _read_json(exp.dir / r.run_dir / DONE)
+        try:
+            result = runstate.read_done(exp.dir / r.run_dir)
+        except runstate.Damaged:
+            result = None  # the scheduler moves it aside and trains the run again
         if result is not None:
             out.append(record_of(exp, r, result))
     return out
 
 
-def finish_run(exp: Experiment, run: Run, result: dict) -> list[Path]:
+def finish_run(exp: Experiment, run: Run, result: dict) -> Any:
     """Mark ``run`` finished, rewrite ``ablation.csv`` from every finished run, and write the report's files."""
-    _write_atomic(exp.dir / run.run_dir / DONE, json.dumps(result, indent=2))
+    runstate.write_json(exp.dir / run.run_dir / DONE, result)
     # the resume snapshots (checkpoints with the optimizer) are not needed once the run is recorded
-    shutil.rmtree(exp.dir / run.run_dir / "weights" / ".resume", ignore_errors=True)
+    shutil.rmtree(exp.dir / run.run_dir / "weights" / runstate.RESUME, ignore_errors=True)
     return write_outputs(exp)
 
 
@@ -367,97 +462,134 @@ def write_outputs(exp: Experiment):
     except Exception as e:  # noqa: BLE001
         from mhsa_patch.child.protocol import one_line
 
-        _write_atomic(exp.dir / "ablation.csv", to_csv(recs))
+        write_atomic(exp.dir / "ablation.csv", to_csv(recs).encode("utf-8"))
         note = f"the report could not be written ({one_line(e)}); ablation.csv is complete"
         if note not in exp.notes:
             exp.notes.append(note)
         return None
 
 
+@dataclass(frozen=True)
+class Failure:
+    run: Run
+    reason: str
+    log: str | None
+
+
 @dataclass
 class Outcome:
     finished: list[Run]
     skipped: list[Run]
+    failed: list[Failure] = field(default_factory=list)
+    not_started: list[Run] = field(default_factory=list)  # left by --fail-fast
     report: Any = None
 
 
-RunEvent = Callable[[str, Run, dict], None]  # ("start" | "event" | "done", run, data)
+RunEvent = Callable[[str, Run, dict], None]  # ("start" | "event" | "warning" | "done" | "failed", run, data)
 
 
-def run(exp: Experiment, *, on_event: RunEvent | None = None, ray_address: str | None = None) -> Outcome:
-    """Train every run not yet finished; after each, rewrite the CSV and the report. Stops at the first failed run
-    (runs already going on other devices finish first) with its one-line error."""
-    emit = on_event or (lambda kind, run, data: None)
-    skipped = [r for r in exp.runs if exp.done(r)]
-    pending = [r for r in exp.runs if not exp.done(r)]
-    out = Outcome([], skipped)
+def _backend(exp: Experiment, ray_address: str | None):
     if ray_address is not None:
-        from mhsa_patch.ablate.ray_backend import run_on_ray
+        from mhsa_patch.ablate.ray_backend import RayBackend
 
-        run_on_ray(exp, pending, ray_address, emit, out, execute_run=execute_run, finish_run=finish_run,
-                   run_spec=run_spec)
-    elif len(exp.slots) == 1 or len(pending) <= 1:
-        for r in pending:
-            slot = exp.slots[0]
-            emit("start", r, {"slot": slot})
-            result = execute_run(exp.target, exp.dir, r, run_spec(exp, r, slot), env=_slot_env(slot),
-                                 on_event=lambda ev, r=r: emit("event", r, ev))  # fmt: skip
-            out.report = finish_run(exp, r, result)
-            out.finished.append(r)
-            emit("done", r, result)
-    else:
-        _run_parallel(exp, pending, emit, out)
-    if not pending:
-        out.report = write_outputs(exp)
+        return RayBackend(exp, ray_address, execute_run=execute_run, run_spec=run_spec)
+
+    def execute(r: Run, slot: str, on_event, on_start) -> dict:
+        return execute_run(exp.target, exp.dir, r, run_spec(exp, r, slot), env=backends.slot_env(slot),
+                           on_event=on_event, on_start=on_start)  # fmt: skip
+
+    return backends.LocalBackend(list(exp.slots), execute, lambda r: str(exp.log(r)))
+
+
+def _pending(exp: Experiment, emit: RunEvent) -> tuple[list[Run], list[Run]]:
+    """(finished, to train). A run whose ``ablate.json`` cannot be read is moved aside whole and trained again."""
+    finished, pending = [], []
+    for r in exp.runs:
+        run_dir = exp.dir / r.run_dir
+        try:
+            done = runstate.read_done(run_dir)
+        except runstate.Damaged as d:
+            aside = runstate.set_aside(run_dir)
+            emit("warning", r, {"msg": f"{r.label}: {d.problem}; the run folder was moved whole to "
+                                       f"runs/{aside.name}; the run trains again"})  # fmt: skip
+            done = None
+        (finished if done is not None else pending).append(r)
+    return finished, pending
+
+
+def run(exp: Experiment, *, on_event: RunEvent | None = None, ray_address: str | None = None,
+        fail_fast: bool = False) -> Outcome:  # fmt: skip
+    """Train every run not yet finished, and record each as it finishes (the CSV and the report). A failed run is
+    recorded with its one-line reason and its log, and every other run goes on (``fail_fast``: none starts after
+    it; the runs going finish). Releases the experiment's lock when it returns."""
+    emit = on_event or (lambda kind, run, data: None)
+    try:
+        return _schedule(exp, emit, ray_address, fail_fast)
+    finally:
+        exp.close()
+
+
+def _schedule(exp: Experiment, emit: RunEvent, ray_address: str | None, fail_fast: bool) -> Outcome:
+    skipped, pending = _pending(exp, emit)
+    out = Outcome([], skipped)
+    grid = Grid.start(exp.dir, exp.runs, exp.slots if ray_address is None else ["ray"], int(exp.recipe["epochs"]))
+    queue = order(exp, pending)
+    tries: Counter = Counter()
+    running: dict[str, Run] = {}
+    stopping = False
+    backend = _backend(exp, ray_address) if queue else None
+    try:
+        while queue or running:
+            while queue and not stopping and len(running) < backend.capacity:
+                r = queue.pop(0)
+                running[r.name] = r
+                grid.update(r.name, state="starting", reason=None)
+                backend.start(r)
+            if not running:
+                break
+            for ev in backend.events(timeout=0.5):
+                r = ev.run
+                if isinstance(ev, backends.Started):
+                    grid.update(r.name, state="running", device=ev.device)
+                    emit("start", r, {"slot": ev.device})
+                elif isinstance(ev, backends.Progress):
+                    if "warning" in ev.event:
+                        emit("warning", r, {"msg": str(ev.event["warning"])})
+                        continue
+                    if "epoch" in ev.event:
+                        grid.epoch(r.name, ev.event)
+                    emit("event", r, ev.event)
+                elif isinstance(ev, backends.Finished):
+                    running.pop(r.name, None)
+                    out.report = finish_run(exp, r, ev.result)
+                    out.finished.append(r)
+                    grid.finished(r.name, ev.result)
+                    emit("done", r, ev.result)
+                elif isinstance(ev, backends.Failed):
+                    running.pop(r.name, None)
+                    if ev.retryable and tries[r.name] < RETRIES and not stopping:
+                        tries[r.name] += 1
+                        queue.insert(0, r)
+                        grid.update(r.name, state="pending", reason=ev.reason)
+                        emit("warning", r, {"msg": f"{r.label}: {ev.reason}; trying it again ({tries[r.name]}/{RETRIES})"})
+                        continue
+                    out.failed.append(Failure(r, ev.reason, ev.log))
+                    grid.update(r.name, state="failed", reason=ev.reason, log=ev.log)
+                    emit("failed", r, {"reason": ev.reason, "log": ev.log})
+                    stopping = stopping or fail_fast
+    except KeyboardInterrupt:
+        if backend is not None:
+            backend.stop()
+        for name in running:
+            grid.update(name, state="interrupted")
+        raise
+    finally:
+        if backend is not None:
+            backend.close()
+        grid.close()
+    out.not_started = list(queue)
+    if out.report is None and any(exp.done(r) for r in exp.runs):
+        out.report = write_outputs(exp)  # the report of the runs finished before, when none finished now
+    if grid.problem:
+        exp.notes.append(grid.problem)
     return out
-
-
-def _run_parallel(exp: Experiment, pending: list[Run], emit: RunEvent, out: Outcome) -> None:
-    """Up to one run per GPU at once, each child seeing only its GPU; a failure lets the others finish, then raises."""
-    free: queue.Queue[str] = queue.Queue()
-    for s in exp.slots:
-        free.put(s)
-    procs: set = set()
-    lock = threading.Lock()
-
-    def one(r: Run) -> tuple[Run, dict]:
-        slot = free.get()
-        try:
-            emit("start", r, {"slot": slot})
-            return r, execute_run(
-                exp.target, exp.dir, r, run_spec(exp, r, slot), env=_slot_env(slot),
-                on_event=lambda ev: emit("event", r, ev), on_start=procs.add,
-            )  # fmt: skip
-        finally:
-            free.put(slot)
-
-    error: PatchError | None = None
-    with ThreadPoolExecutor(max_workers=len(exp.slots)) as pool:
-        todo = [pool.submit(one, r) for r in pending]
-        try:
-            waiting = set(todo)
-            while waiting:
-                done, waiting = wait(waiting, return_when=FIRST_COMPLETED)
-                for f in done:
-                    try:
-                        r, result = f.result()
-                    except PatchError as e:
-                        error = error or e
-                        for g in waiting:
-                            g.cancel()
-                        continue
-                    except Exception:  # noqa: BLE001 - a cancelled future
-                        continue
-                    with lock:
-                        out.report = finish_run(exp, r, result)
-                        out.finished.append(r)
-                    emit("done", r, result)
-        except KeyboardInterrupt:
-            for g in todo:
-                g.cancel()
-            for p in list(procs):
-                if p.poll() is None:
-                    p.terminate()
-            raise
-    if error is not None:
-        raise error

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -56,15 +57,18 @@ def run_child(
     quiet: bool = False,
     silent: bool = False,
     log: Path | None = None,
+    raw_log: Path | None = None,
     on_start: Callable[[subprocess.Popen], None] | None = None,
+    cwd: Path | None = None,
 ) -> dict:
     """``python -m module args... --events FILE`` against ``target``; return its result or raise its one-line error.
 
     The child's stdout and stderr are the parent's (ultralytics' logs and progress bars reach the user as they
     are; with ``quiet``, the child's stdout goes to stderr, keeping stdout for a JSON report; with ``silent``, neither is
     shown unless ``MHSA_PATCH_DEBUG`` is set, the result or the one-line error being all that counts; with ``log``, both
-    are appended to that file: ``ablate`` runs several children under one progress display). Each JSON line the
-    child appends to the events file is passed to ``on_event`` as it arrives; ``on_start`` gets the process.
+    are appended to that file as plain lines, no escape codes and no ``\\r`` frames, and with ``raw_log`` also as they
+    came: ``ablate`` runs several children under one progress display). Each JSON line the child appends to the events
+    file is passed to ``on_event`` as it arrives; ``on_start`` gets the process; ``cwd``: the child's working folder.
     """
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="mhsa-patch-"))
@@ -75,9 +79,11 @@ def run_child(
         )
         sys.stdout.flush()
         sys.stderr.flush()
+        sinks: tuple = ()
         if log is not None:
-            sink = stack.enter_context(open(log, "ab"))  # noqa: SIM115
-            streams = {"stdout": sink, "stderr": subprocess.STDOUT}
+            sinks = (stack.enter_context(open(log, "a", encoding="utf-8")),  # noqa: SIM115
+                     stack.enter_context(open(raw_log, "ab")) if raw_log is not None else None)  # noqa: SIM115
+            streams = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
         elif silent and not os.environ.get(DEBUG_ENV):
             streams = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
         else:
@@ -87,12 +93,15 @@ def run_child(
                 if not _is_terminal(stream):
                     # a log, not a terminal: ultralytics' colours and \r progress bars would litter it; copy it plain
                     streams[name] = subprocess.PIPE
-        proc = subprocess.Popen(cmd, env=env, **streams)
-        copiers = [
-            threading.Thread(target=_copy_plain, args=(src, dest[name]), daemon=True)
-            for name, src in (("stdout", proc.stdout), ("stderr", proc.stderr))
-            if src is not None
-        ]
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, **streams)
+        if sinks:
+            copiers = [threading.Thread(target=_copy_plain, args=(proc.stdout, *sinks), daemon=True)]
+        else:
+            copiers = [
+                threading.Thread(target=_copy_plain, args=(src, dest[name]), daemon=True)
+                for name, src in (("stdout", proc.stdout), ("stderr", proc.stderr))
+                if src is not None
+            ]
         for copier in copiers:
             copier.start()
         if on_start is not None:
@@ -142,6 +151,13 @@ def run_child(
             copier.join(timeout=10)
         if error is not None:
             raise PatchError(error)
+        if result is None and proc.returncode is not None and proc.returncode < 0:
+            try:
+                name = signal.Signals(-proc.returncode).name
+            except ValueError:
+                name = f"signal {-proc.returncode}"
+            why = " (as the kernel's out-of-memory killer does)" if name == "SIGKILL" else ""
+            raise PatchError(f"the child process ({module}) was killed by {name}{why}")
         if result is None:
             raise PatchError(
                 f"the child process ({module}) exited with code {proc.returncode} without a result; "
@@ -167,9 +183,12 @@ def plain(line: str) -> str:
     return parts[-1] if parts else ""
 
 
-def _copy_plain(src, dest) -> None:
-    """Copy the child's output to ``dest`` line by line, each through :func:`plain`."""
+def _copy_plain(src, dest, raw_dest=None) -> None:
+    """Copy the child's output to ``dest`` line by line, each through :func:`plain` (and as it came to ``raw_dest``)."""
     for raw in iter(src.readline, b""):
+        if raw_dest is not None:
+            raw_dest.write(raw)
+            raw_dest.flush()
         text = plain(raw.decode("utf-8", errors="replace"))
         if text:
             dest.write(text + "\n")

@@ -1,19 +1,30 @@
-"""Child of ``mhsa-patch ablate``: parameters, true GFLOPs and latency of every variant, in one process.
+"""Child of ``mhsa-patch ablate``: what the runs need known before they start, in one process: the dataset as the
+target's ultralytics reads it (:mod:`mhsa_patch.child.dataset`), the versions, the GPUs, and the parameters, true
+GFLOPs and latency of every variant.
 
-``python -m mhsa_patch.child.measure --model NAME=M.yaml ... --imgsz 640 --nc 3 --device cpu|cuda:0 --events FILE``
+``python -m mhsa_patch.child.measure [--data-args TRAIN.json] --model NAME=M.yaml ... --imgsz 640 --nc 3
+--device auto|cpu|cuda:0 --events FILE``
+
+With ``--data-args`` (the recipe's ``YOLO.train`` arguments) the dataset is checked first and gives the class count;
+one ultralytics refuses is not an error of this child but its answer (``data_error``, one line), and nothing is
+measured then.
 
 Every variant is built from its YAML with the dataset's class count (the model each run trains), counted by the
 probe (:func:`mhsa_patch.child.probe.true_flops`: attention's matmuls included) and timed at batch 1, ``imgsz`` x
 ``imgsz``, on one device, the variants' runs interleaved so that load on the machine hits them alike: the latency
-ratios are comparable. Also reports the versions and the device name the recipe records.
+ratios are comparable. Also reports the versions and the device name the recipe records, and how many GPUs torch
+sees here (``gpus``): ``--device auto`` measures on the first one, or on the CPU where there is none (the runs' default
+device is ultralytics' own: every visible GPU). With no ``--model``, only those.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import statistics
 import time
+from pathlib import Path
 
 from mhsa_patch.child.compat import build, require_patched, route_checkpoint_loading, ultralytics_info
 from mhsa_patch.child.protocol import ChildError, one_line, run_main
@@ -60,6 +71,20 @@ def measure(events, a) -> dict:
     import torch
 
     version, _ = ultralytics_info()
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if a.device == "auto":
+        a.device = "cuda:0" if gpus else "cpu"
+    about = {"ultralytics": version, "torch": torch.__version__, "device": a.device,
+             "device_name": device_name(a.device), "gpus": gpus}  # fmt: skip
+    data = None
+    if a.data_args:
+        from mhsa_patch.child.dataset import check
+
+        try:
+            data = check(events, json.loads(Path(a.data_args).read_text(encoding="utf-8")))
+        except ChildError as e:
+            return {**about, "data_error": str(e), "models": {}}
+        a.nc = data["nc"]
     require_patched()
     route_checkpoint_loading()  # before anything loads a checkpoint: old releases on today's torch
     from mhsa_patch.child.probe import true_flops
@@ -81,19 +106,12 @@ def measure(events, a) -> dict:
         lat = latency_ms(models, a.imgsz, a.device, a.runs)
     for name in out:
         out[name]["latency_ms"] = lat.get(name)
-    return {
-        "ultralytics": version,
-        "torch": torch.__version__,
-        "device": a.device,
-        "device_name": device_name(a.device),
-        "threads": torch.get_num_threads(),
-        "runs": a.runs,
-        "models": out,
-    }
+    return {**about, "threads": torch.get_num_threads(), "runs": a.runs, "models": out, "data": data}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mhsa_patch.child.measure")
+    ap.add_argument("--data-args", help="the recipe's train arguments (JSON): check the dataset first")
     ap.add_argument("--model", action="append", default=[], help="NAME=PATH, repeated")
     ap.add_argument("--imgsz", type=int, default=640)
     ap.add_argument("--nc", type=int, default=None)

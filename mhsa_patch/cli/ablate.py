@@ -3,7 +3,9 @@
 Progress: a rich display (runs done/total with ETA, each current run's variant, seed, epoch and last mAP50-95) on
 a terminal; plain lines, one per event that matters, when stdout is not one (CI logs: no escape codes, no ``\\r``);
 nothing but errors and the final paths with ``--quiet``. The runs' own ultralytics output goes to
-``<dir>/logs/<run>.log`` (``--verbose`` prints each log's path as its run starts).
+``<dir>/logs/<run>.log`` as plain lines (``--verbose`` prints each log's path as its run starts and keeps the raw
+output too). A failed run is one ``ERROR`` line at the end, after the report of the runs that finished: exit 1.
+``--status`` prints the grid's state from its files (:mod:`mhsa_patch.ablate.status`) and trains nothing.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from mhsa_patch.cli.console import fail, info, out, table, warn
+from mhsa_patch.cli.console import err, fail, info, out, table, warn
 from mhsa_patch.cli.options import PythonOpt, TargetOpt, open_target
-from mhsa_patch.errors import PatchError
+from mhsa_patch.errors import PatchError, UsageError
 
 
 def optional_ray_address(argv: list[str]) -> list[str]:
@@ -91,11 +93,29 @@ class _Progress:
         elif ev.get("validating") and self.live is not None and run.name in self.tasks:
             self.live.update(self.tasks[run.name], note="validating best.pt")
 
+    def _warning(self, run, data) -> None:
+        if self.live is not None:
+            self.live.console.print(f"[yellow]WARNING ⚠️[/] {escape(str(data['msg']))}")
+        else:
+            warn(str(data["msg"]))
+
+    def _failed(self, run, data) -> None:
+        self.frac.pop(run.name, None)
+        msg = _failed_line(run.label, data["reason"])
+        if self.live is not None:
+            if run.name in self.tasks:
+                self.live.remove_task(self.tasks.pop(run.name))
+            self.live.console.print(f"[red]✘[/] {escape(msg)}")
+            self._overall()
+        elif not self.quiet:
+            out.print(msg, markup=False, highlight=False)
+
     def _done(self, run, result) -> None:
         self.done += 1
         self.frac.pop(run.name, None)
+        stop = f", stopped early after epoch {result['stop_epoch']}" if result.get("stopped_early") else ""
         msg = (f"{run.name}: done ({self.done}/{self.total}) in {result['train_s']:.1f} s, "
-               f"mAP50-95 {result['map50_95']:.3f}, best epoch {result['best_epoch']}")  # fmt: skip
+               f"mAP50-95 {result['map50_95']:.3f}, best epoch {result['best_epoch']}{stop}")  # fmt: skip
         if self.live is not None:
             if run.name in self.tasks:
                 self.live.remove_task(self.tasks.pop(run.name))
@@ -114,8 +134,9 @@ class _Progress:
 
 
 def ablate(
-    data: Annotated[str, typer.Option("--data", metavar="DATA.yaml", help="Dataset YAML (used as it is), or 'synthetic' / 'synthetic:N' "
-                                      "(check --train's offline shapes set, N training images).")],  # fmt: skip
+    data: Annotated[Optional[str], typer.Option("--data", metavar="DATA.yaml", help="Dataset YAML (used as it is), or 'synthetic' / "
+                                                "'synthetic:N' (check --train's offline shapes set, N training images).",
+                                                show_default=False)] = None,  # fmt: skip
     target: TargetOpt = None,
     python: PythonOpt = None,
     scale: Annotated[str, typer.Option("--scale", "-s", metavar="n|s|m|l|x", help="Scale of every variant (stock:s picks another).")] = "n",
@@ -135,8 +156,10 @@ def ablate(
                      "Default: from scratch.", show_default=False),
     ] = None,  # fmt: skip
     device: Annotated[
-        str, typer.Option("--device", metavar="cpu|0|0,1,2,3", help="cpu, a GPU (0), or several (0,1,2,3): one run per GPU at once.")
-    ] = "cpu",
+        Optional[str],
+        typer.Option("--device", metavar="cpu|0|0,1,2,3", help="cpu, a GPU (0), or several (0,1,2,3): one run per GPU at once. "
+                     "Default: every visible GPU, one run each; the CPU where there is none.", show_default=False),
+    ] = None,  # fmt: skip
     project: Annotated[str, typer.Option("--project", metavar="PATH", help="Parent folder of the experiment.")] = "runs/ablate",
     name: Annotated[str, typer.Option("--name", metavar="NAME", help="The experiment's folder; another name starts another one.")] = "exp",
     ray: Annotated[
@@ -149,8 +172,14 @@ def ablate(
     download: Annotated[
         bool, typer.Option("--download", help="Let ultralytics fetch the dataset once, before the runs.")
     ] = False,
+    fail_fast: Annotated[
+        bool, typer.Option("--fail-fast", help="Start no run after the first failure (the runs going finish).")
+    ] = False,
+    status: Annotated[
+        bool, typer.Option("--status", help="Print the state of the grid in --project/--name (train nothing, write nothing).")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress; errors and the files written only.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", help="Name each run's log file as it starts.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Name each run's log file as it starts; keep its raw output too.")] = False,
     extra: Annotated[
         Optional[list[str]],
         typer.Argument(metavar="[-- key=value ...]", help="ultralytics train arguments for every run (lr0=0.005).",
@@ -159,19 +188,30 @@ def ablate(
 ) -> None:
     """Compare variants over seeds under one recipe.
 
-    Trains the stock model and MHSA variants, several seeds each, and writes a paper-ready table. Resumable: run the same command again to skip finished runs and resume an interrupted one.
+    Trains the stock model and MHSA variants, several seeds each, and writes a paper-ready table. Resumable: run the same command again to skip finished runs and retry or resume the others.
     """
     from mhsa_patch.ablate import runner
 
+    if status:
+        return print_status(runner.experiment_dir(project, name))
     progress: _Progress | None = None
+    exp = None
     try:
+        if data is None:
+            raise UsageError("Missing option '--data' (or pass --status to see a grid's state)")
+        if ray is not None:  # before anything is checked or measured
+            from mhsa_patch.ablate.ray_backend import require_ray
+
+            require_ray()
         tgt = open_target(target, python, header_line=not quiet)
         step = (lambda msg: None) if quiet else (lambda msg: out.print(f"  [bold]…[/] {escape(msg)}"))
         exp = runner.prepare(
             tgt, data=data, variants=variant, seeds=seeds, scale=scale, base=base, task=task, epochs=epochs,
             imgsz=imgsz, batch=batch, weights=weights, device=device, project=project, name=name,
-            extra=extra or [], download=download, on_step=step,
+            extra=extra or [], download=download, verbose=verbose, on_step=step,
         )  # fmt: skip
+        for note in exp.started_notes:
+            warn(f"{exp.dir}: {note}")
         done = sum(exp.done(r) for r in exp.runs)
         if not quiet:
             how = "resuming" if exp.resumed else "new experiment"
@@ -180,16 +220,22 @@ def ablate(
                 f"{escape(str(exp.dir))} ({how}): {len(exp.variants)} variants × {len(exp.seeds)} seeds = "
                 f"{len(exp.runs)} runs, {done} already finished; {epochs} epochs at {imgsz}, batch {batch}, {start}"
             )
+            if exp.device_auto and exp.slots == ["cpu"] and ray is None:
+                info("no GPU visible: the runs train on the CPU, one at a time (--device picks the devices)")
         progress = _Progress(len(exp.runs), done, quiet=quiet, verbose=verbose, exp_dir=exp.dir)
-        outcome = runner.run(exp, on_event=progress, ray_address=ray)
+        outcome = runner.run(exp, on_event=progress, ray_address=ray, fail_fast=fail_fast)
         progress.close()
     except PatchError as e:
         if progress is not None:
             progress.close()
+        if exp is not None:
+            exp.close()
         fail(e)
     except KeyboardInterrupt:
         if progress is not None:
             progress.close()
+        if exp is not None:
+            exp.close()
         fail("interrupted: finished epochs are saved; run the same command again to resume", code=130)
     rep = outcome.report
     for note in exp.notes:
@@ -199,7 +245,55 @@ def ablate(
             warn(note)
         if not quiet:
             table(rep.table)
-    files = rep.files if rep is not None else [exp.dir / "ablation.csv"]
+    files = rep.files if rep is not None else [f for f in [exp.dir / "ablation.csv"] if f.is_file()]
     for f in files:
         out.print(f"  {f}", markup=False, highlight=False)
+    if outcome.failed:
+        later = f", {len(outcome.not_started)} not started (--fail-fast)" if outcome.not_started else ""
+        info(f"{len(outcome.finished)} runs trained, {len(outcome.skipped)} already finished, {len(outcome.failed)} "
+             f"failed{later}; the same command again retries the failed runs, each from its last snapshot")
+        for f in outcome.failed:
+            log = f" (log: {f.log})" if f.log else ""
+            err.print(f"[red]ERROR ❌[/] {escape(_failed_line(f.run.label, f.reason) + log)}")
+        raise typer.Exit(1)
     info(f"[green]ablation done ✅[/] {len(outcome.finished)} runs trained, {len(outcome.skipped)} already finished")
+
+
+def _failed_line(label: str, reason: str) -> str:
+    """``MHSA-s0 failed: <reason>``; a reason that names the run already reads as the line itself."""
+    return reason if reason.startswith(f"{label} ") or reason.startswith(f"{label}:") else f"{label} failed: {reason}"
+
+
+STATE_STYLE = {"done": "green", "stopped early": "green", "running": "bold", "starting": "bold", "failed": "red",
+               "interrupted": "yellow", "pending": "dim"}  # fmt: skip
+
+
+def print_status(exp_dir) -> None:
+    """``ablate --status``: every planned run with its state, epoch and time left, from the grid's files alone."""
+    from rich.table import Table
+
+    from mhsa_patch.ablate.status import duration, read
+
+    try:
+        st = read(exp_dir)
+    except PatchError as e:
+        fail(e)
+    t = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+    for h in ("run", "state", "device", "epoch", "ETA", "reason"):
+        t.add_column(h, justify="right" if h in ("epoch", "ETA") else "left")
+    for r in st.rows:
+        style = STATE_STYLE.get(r["state"], "")
+        reason = r["reason"] or ""
+        if r["state"] == "failed" and r["log"]:
+            reason += f" (log: {r['log']})"
+        t.add_row(escape(r["run"]), f"[{style}]{escape(r['state'])}[/]", escape(r["device"] or "") if r["state"] in ("running", "starting") else "",
+                  f"{r['epoch']}/{r['epochs']}", duration(r["eta_s"]) if r["eta_s"] else "", escape(reason))  # fmt: skip
+    table(t)
+    counts = ", ".join(f"{n} {s}" for s in ("done", "stopped early", "running", "failed", "interrupted", "pending")
+                       if (n := st.count(s) + (st.count("starting") if s == "running" else 0)))  # fmt: skip
+    if st.driver:
+        who = f"ablate running on host {st.driver['host']} (PID {st.driver['pid']})"
+    else:
+        who = "no ablate running: the same command resumes the grid"
+    left = f"; about {duration(st.eta_s)} left on {st.devices} device{'s' if st.devices > 1 else ''}" if st.eta_s else ""
+    info(f"{escape(str(st.dir))}: {len(st.rows)} runs: {counts}{left}; {escape(who)}")

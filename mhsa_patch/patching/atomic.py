@@ -150,6 +150,26 @@ def write_atomic(path: Path, data: bytes, *, exclusive: bool = False, root: Opti
     fsync_dir(path.parent)
 
 
+def copy_atomic(src: Path, dst: Path) -> None:
+    """``dst`` becomes a copy of ``src`` in one step, as :func:`write_atomic` writes (temporary file, ``fsync``,
+    rename, ``fsync`` of the folder), streamed: a checkpoint is not read into memory whole."""
+    import shutil
+
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=TMP_PREFIX + dst.name + ".", suffix=TMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as f, open(src, "rb") as s:
+            shutil.copyfileobj(s, f, 1 << 20)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _new_file_mode())
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(dst.parent)
+
+
 def fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError, AttributeError):
         fd = os.open(folder, os.O_RDONLY)
