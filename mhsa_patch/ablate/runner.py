@@ -318,21 +318,33 @@ def execute_run(
 
 
 def record_of(exp: Experiment, run: Run, result: dict) -> RunRecord:
+    """The record of a finished run: the child's result (its metric columns: those of the recipe's task, NaN where
+    the result has none) and the variant's measurements."""
+    from mhsa_patch.child.metrics import columns
+
     m = exp.measured.get(run.variant, {})
+    task = exp.recipe.get("task") or "detect"
+
+    def value(key: str) -> float:
+        try:
+            return float(result[key])
+        except (KeyError, TypeError, ValueError):
+            return float("nan")
+
+    values = {c: value(c) for c in columns(task)}
     return RunRecord(
         variant=run.variant,
         seed=run.seed,
         params=int(m.get("params", result.get("params", 0))),
         gflops=float(m.get("gflops", float("nan"))),
         latency_ms=float(m.get("latency_ms") if m.get("latency_ms") is not None else float("nan")),
-        map50=float(result["map50"]),
-        map50_95=float(result["map50_95"]),
-        precision=float(result["precision"]),
-        recall=float(result["recall"]),
+        **{c: values.pop(c, float("nan")) for c in ("map50", "map50_95", "precision", "recall")},
         best_epoch=int(result["best_epoch"]),
         epochs=int(result["epochs"]),
         train_s=round(float(result["train_s"]), 3),
         run_dir=run.run_dir,
+        metrics=values,
+        task=task,
     )
 
 

@@ -28,15 +28,10 @@ import types
 from pathlib import Path
 
 from mhsa_patch.child.compat import require_patched, route_checkpoint_loading, ultralytics_info
+from mhsa_patch.child.metrics import extract
 from mhsa_patch.child.protocol import ChildError, one_line, run_main
 
 RESUME = ".resume"
-METRIC_KEYS = {  # results_dict key -> record field (boxes: the detection metrics, the same for every task)
-    "metrics/mAP50(B)": "map50",
-    "metrics/mAP50-95(B)": "map50_95",
-    "metrics/precision(B)": "precision",
-    "metrics/recall(B)": "recall",
-}
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:
@@ -212,9 +207,9 @@ def run(events, a) -> dict:
         metrics = yolo.val(**val_args)
     except Exception as e:  # noqa: BLE001
         raise ChildError(f"validating {best} failed: {one_line(e)}") from None
-    got = {field: float(metrics.results_dict.get(key, float("nan"))) for key, field in METRIC_KEYS.items()}
     return {
-        **got,
+        **extract(yolo.task, metrics.results_dict),  # the columns of the model's own task (mask mAP for segment)
+        "task": yolo.task,
         "params": params,
         "best_epoch": int(state["best_epoch"]),
         "epochs": len(rows),

@@ -95,8 +95,10 @@ class _Progress:
     def _done(self, run, result) -> None:
         self.done += 1
         self.frac.pop(run.name, None)
+        from mhsa_patch.ablate.record import headline
+
         msg = (f"{run.name}: done ({self.done}/{self.total}) in {result['train_s']:.1f} s, "
-               f"mAP50-95 {result['map50_95']:.3f}, best epoch {result['best_epoch']}")  # fmt: skip
+               f"{headline(result)}, best epoch {result['best_epoch']}")  # fmt: skip
         if self.live is not None:
             if run.name in self.tasks:
                 self.live.remove_task(self.tasks.pop(run.name))
