@@ -8,7 +8,7 @@ from mhsa_patch.ablate.recipe import first_difference, parse_extra
 from mhsa_patch.ablate.runner import parse_device, parse_seeds
 from mhsa_patch.ablate.variants import _slug
 from mhsa_patch.cli.ablate import optional_ray_address
-from mhsa_patch.errors import PatchError
+from mhsa_patch.errors import PatchError, UsageError
 
 
 def test_seeds_devices_and_folder_names():
@@ -49,3 +49,17 @@ def test_ray_without_an_address_means_auto():
                                                                                 "--", "x=1"]  # fmt: skip
     assert optional_ray_address(["ablate", "--ray", "head:6379"]) == ["ablate", "--ray", "head:6379"]
     assert optional_ray_address(["check", "--ray"]) == ["check", "--ray"]
+
+
+def test_validator_arguments_and_the_split_reach_the_final_validation():
+    from mhsa_patch.ablate.recipe import VAL_KEYS, val_args
+
+    extra = parse_extra(["lr0=0.005", "mosaic=0", "iou=0.6", "conf=0.01", "max_det=1", "rect=True", "workers=0"])
+    val = val_args(data="d.yaml", imgsz=64, batch=2, extra=extra, split="test")
+    assert val == {"data": "d.yaml", "imgsz": 64, "batch": 2, "split": "test", "plots": False, "verbose": False,
+                   "iou": 0.6, "conf": 0.01, "max_det": 1, "rect": True, "workers": 0}  # fmt: skip
+    assert val_args(data="d.yaml", imgsz=64, batch=2, extra={})["split"] == "val"  # the default
+    assert {"iou", "conf", "max_det", "rect", "agnostic_nms", "half", "single_cls", "classes"} <= set(VAL_KEYS)
+    # the split has its own option: after -- it would reach training only, where ultralytics ignores it
+    with pytest.raises(UsageError, match="split is not a free training argument here: use --eval-split"):
+        parse_extra(["split=test"])

@@ -45,14 +45,14 @@ def _nc(data: dict, path: Path) -> int:
     raise PatchError(f"{path}: no 'names' (or 'nc') in the dataset YAML")
 
 
-def missing_paths(path: Path, data: dict) -> list[Path]:
-    """The ``train``/``val`` entries that do not exist locally, resolved as ultralytics resolves them."""
+def missing_paths(path: Path, data: dict, keys: tuple[str, ...] = ("train", "val")) -> list[Path]:
+    """The ``keys`` entries (``train``/``val``) that do not exist locally, resolved as ultralytics resolves them."""
     root = data.get("path")
     base = Path(str(root)).expanduser() if root else path.parent
     if not base.is_absolute():
         base = (path.parent / base) if (path.parent / base).exists() else base.resolve()
     missing = []
-    for key in ("train", "val"):
+    for key in keys:
         entries = data[key] if isinstance(data[key], list) else [data[key]]
         for e in entries:
             p = Path(str(e)).expanduser()
@@ -62,16 +62,22 @@ def missing_paths(path: Path, data: dict) -> list[Path]:
     return missing
 
 
-def resolve(spec: str, exp_dir: Path, imgsz: int, *, download: bool = False, target=None) -> Dataset:
-    """The dataset named by ``--data``; a one-line refusal when it is not on this machine. With ``download``, a
-    name such as ``coco8.yaml`` is also looked up among the target release's own dataset YAMLs."""
+def resolve(
+    spec: str, exp_dir: Path, imgsz: int, *, download: bool = False, target=None, split: str = "val"
+) -> Dataset:
+    """The dataset named by ``--data``; a one-line refusal when it is not on this machine, or has no ``split`` (the
+    one the table reports: ``val`` or ``test``). With ``download``, a name such as ``coco8.yaml`` is also looked up
+    among the target release's own dataset YAMLs."""
     if spec == "synthetic" or spec.startswith("synthetic:"):
+        _require_split(spec, None, None, split, download)  # before it is drawn
         return _synthetic(spec, exp_dir, imgsz)
     path = Path(spec).expanduser()
     if not path.is_file() and download and target is not None and "/" not in spec:
         shipped = target.package / "cfg" / "datasets" / spec
         if shipped.is_file():
-            return Dataset(spec, shipped, _nc(_read(shipped), shipped))
+            data = _read(shipped)
+            _require_split(spec, shipped, data, split, download)
+            return Dataset(spec, shipped, _nc(data, shipped))
     if not path.is_file():
         how = " (or pass --download to let ultralytics fetch it once)" if not download else ""
         raise PatchError(f"{spec}: no such dataset YAML{how}")
@@ -84,7 +90,27 @@ def resolve(spec: str, exp_dir: Path, imgsz: int, *, download: bool = False, tar
             f"{path.name}: the images are not on this machine ({missing[0]} is missing) and the runs never download; "
             f"fetch them first, or pass --download"
         )
+    _require_split(spec, path, data, split, download)
     return Dataset(str(path), path, nc)
+
+
+def _require_split(spec: str, path: Path | None, data: dict | None, split: str, download: bool) -> None:
+    """Refuse, in one line and before anything is written or trained, an evaluation ``split`` other than ``val``
+    that the dataset does not have (no entry, an empty one as in ultralytics' own ``coco.yaml``, or images not on
+    this machine)."""
+    if split == "val":
+        return
+    how = f"add '{split}: images/{split}' (images best.pt was not chosen on) to it, or use --eval-split val"
+    if path is None or data is None:
+        raise PatchError(f"--eval-split {split}: {spec} has no {split} split; use your own data YAML and {how}")
+    if not data.get(split):
+        raise PatchError(f"--eval-split {split}: {path.name} has no '{split}' split; {how}")
+    missing = missing_paths(path, data, (split,))
+    if missing and not download:
+        raise PatchError(
+            f"--eval-split {split}: {path.name}'s {split} images are not on this machine ({missing[0]} is "
+            "missing) and the runs never download; fetch them first, or pass --download"
+        )
 
 
 def _synthetic(spec: str, exp_dir: Path, imgsz: int) -> Dataset:

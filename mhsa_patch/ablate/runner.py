@@ -137,6 +137,7 @@ def prepare(
     extra: Sequence[str] = (),
     download: bool = False,
     on_step: Callable[[str], None] | None = None,
+    eval_split: str = "val",
 ) -> Experiment:
     """Check everything and write the experiment's fixed files; a one-line :class:`PatchError` on any refusal,
     before any run starts."""
@@ -167,7 +168,9 @@ def prepare(
                     f"--variant {v.name} is scale {v.scale}: it cannot start from {weights_path.name} (scale {scale}); "
                     "drop --weights or that variant"
                 )
-    ds = datasets.resolve(data, exp_dir, imgsz, download=download, target=target)
+    if eval_split not in recipes.SPLITS:
+        raise UsageError(f"--eval-split {eval_split}: val or test")
+    ds = datasets.resolve(data, exp_dir, imgsz, download=download, target=target, split=eval_split)
 
     # the versions come from the child that measures the variants: the one place torch is imported
     step("Measuring every variant: parameters, true GFLOPs, latency")
@@ -200,7 +203,7 @@ def prepare(
         "train": recipes.train_args(
             data=str(ds.yaml), epochs=epochs, imgsz=imgsz, batch=batch, project=exp_dir / "runs", extra=extra_args
         ),
-        "val": recipes.val_args(data=str(ds.yaml), imgsz=imgsz, batch=batch, extra=extra_args),
+        "val": recipes.val_args(data=str(ds.yaml), imgsz=imgsz, batch=batch, extra=extra_args, split=eval_split),
         "extra": extra_args,
     }
     resumed = recipes.check_recipe(exp_dir, rec)

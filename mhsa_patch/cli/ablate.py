@@ -151,6 +151,10 @@ def ablate(
     download: Annotated[
         bool, typer.Option("--download", help="Let ultralytics fetch the dataset once, before the runs.")
     ] = False,
+    eval_split: Annotated[
+        str, typer.Option("--eval-split", metavar="val|test", help="The split the table reports (best.pt is always chosen "
+                          "on val; test needs a 'test:' entry in the data YAML).")
+    ] = "val",  # fmt: skip
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress; errors and the files written only.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help="Name each run's log file as it starts.")] = False,
     extra: Annotated[
@@ -172,7 +176,7 @@ def ablate(
         exp = runner.prepare(
             tgt, data=data, variants=variant, seeds=seeds, scale=scale, base=base, task=task, epochs=epochs,
             imgsz=imgsz, batch=batch, weights=weights, device=device, project=project, name=name,
-            extra=extra or [], download=download, on_step=step,
+            extra=extra or [], download=download, on_step=step, eval_split=eval_split,
         )  # fmt: skip
         done = sum(exp.done(r) for r in exp.runs)
         if not quiet:
