@@ -449,6 +449,13 @@ def test_summary_tex_compiles_with_pdflatex_and_fits_a_two_column_page(tmp_path)
     runs = dict(RUNS, **{"MHSA@P3+P4+P5": RUNS["MHSA"], "stock:s": RUNS["BoT3"]})
     write_report(tmp_path, records(runs), RECIPE)
     assert "Overfull \\hbox" not in _pdflatex(tmp_path)  # five variants with their usual names fit the text width
+    seg = tmp_path / "segment"  # the widest headers: mAP50-95 twice, box and mask on the units line
+    seg.mkdir()
+    masks = {"mask_map50": 0.5, "mask_map50_95": 0.3, "mask_precision": 0.6, "mask_recall": 0.5}
+    recs = [RunRecord(*[getattr(r, f) for f in COLUMNS], metrics=dict(masks, mask_map50_95=r.map50_95 - 0.05),
+                      task="segment") for r in records(runs)]  # fmt: skip
+    write_report(seg, recs, dict(RECIPE, task="segment"))
+    assert "Overfull \\hbox" not in _pdflatex(seg)
 
 
 def test_partial_reports_one_run_and_no_baseline(tmp_path):
