@@ -93,8 +93,9 @@ def test_eval_split_test_reports_the_test_split_with_the_validator_arguments(det
         assert float(row[column]) == pytest.approx(same[key], abs=1e-9), column
     assert float(row["map50_95"]) > 0 and float(row["map50"]) > 0  # a run that learned something
     # what each option moves, on the same best.pt: the split, then the validator arguments
-    assert on_val["metrics/mAP50-95(B)"] > 0 and not math.isclose(on_val["metrics/mAP50-95(B)"], same["metrics/mAP50-95(B)"])
-    assert without["metrics/mAP50-95(B)"] > 0 and not math.isclose(without["metrics/mAP50-95(B)"], same["metrics/mAP50-95(B)"])
+    key = "metrics/mAP50-95(B)"
+    assert on_val[key] > 0 and not math.isclose(on_val[key], same[key])
+    assert without[key] > 0 and not math.isclose(without[key], same[key])
     md = (d / "summary.md").read_text()
     assert "of each run's best.pt on the test split (best.pt chosen on val)" in md and "max_det=1 iou=0.6" in md
     assert json.loads((d / "summary.json").read_text())["split"] == "test"
@@ -120,8 +121,8 @@ def test_eval_split_test_is_refused_in_one_line_before_anything_trains(site, tmp
     assert not any((tmp_path / n).exists() for n in "abc")  # nothing written, nothing measured
     assert_refused(ablate(site, tmp_path, "d", "--data", "synthetic:4", "--eval-split", "train"),
                    "usage: --eval-split train: val or test", code=2)  # fmt: skip
-    assert_refused(ablate(site, tmp_path, "d", "--data", "synthetic:4", "--", "split=test"),
-                   "usage: -- split=test: split is not a free training argument here: use --eval-split", code=2)  # fmt: skip
+    r = ablate(site, tmp_path, "d", "--data", "synthetic:4", "--", "split=test")
+    assert_refused(r, "usage: -- split=test: split is not a free training argument here: use --eval-split", code=2)
 
 
 def test_a_segment_run_reports_mask_map_next_to_box_map(segment, site):

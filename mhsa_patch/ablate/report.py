@@ -85,9 +85,6 @@ def headers(task: str) -> tuple[str, ...]:
     )  # fmt: skip
 
 
-HEADERS = headers("detect")
-
-
 # -- numbers as text ---------------------------------------------------------------------------------------------
 
 
