@@ -19,7 +19,7 @@ import yaml
 from mhsa_patch.ablate import lock as locks
 from mhsa_patch.ablate import runstate, status
 from mhsa_patch.ablate.runner import Experiment, Run, records, write_outputs
-from mhsa_patch.child.train import metrics_of
+from mhsa_patch.child.metrics import extract
 from mhsa_patch.errors import PatchError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,7 +111,7 @@ def test_each_metric_lands_in_its_own_column_and_best_epoch_is_the_peak(tmp_path
     # what the child reads from ultralytics' validator (distinct values: a swap of any two is seen)
     rd = {"metrics/precision(B)": 0.73, "metrics/recall(B)": 0.55, "metrics/mAP50(B)": 0.61, "metrics/mAP50-95(B)": 0.42,
           "fitness": 0.42}  # fmt: skip
-    assert metrics_of(rd) == {"map50": 0.61, "map50_95": 0.42, "precision": 0.73, "recall": 0.55}
+    assert extract("detect", rd) == {"map50": 0.61, "map50_95": 0.42, "precision": 0.73, "recall": 0.55}
     run = Run("stock", "stock", 0, "models/yolov8n-stock.yaml")
     folder = tmp_path / run.run_dir
     folder.mkdir(parents=True)

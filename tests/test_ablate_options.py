@@ -159,3 +159,15 @@ def test_a_run_gets_its_device_in_its_spec(tmp_path):
     assert spec["train"]["device"] == "0" and spec["val"]["device"] == "0" and spec["device"] == "cuda:3"
     assert spec["run"] == "stock-s0" and spec["train"]["seed"] == 0 and spec["train"]["name"] == "stock-s0"
     assert run_spec(e, e.runs[0], "cpu")["train"]["device"] == "cpu"
+def test_validator_arguments_and_the_split_reach_the_final_validation():
+    from mhsa_patch.ablate.recipe import VAL_KEYS, val_args
+
+    extra = parse_extra(["lr0=0.005", "mosaic=0", "iou=0.6", "conf=0.01", "max_det=1", "rect=True", "workers=0"])
+    val = val_args(data="d.yaml", imgsz=64, batch=2, extra=extra, split="test")
+    assert val == {"data": "d.yaml", "imgsz": 64, "batch": 2, "split": "test", "plots": False, "verbose": False,
+                   "iou": 0.6, "conf": 0.01, "max_det": 1, "rect": True, "workers": 0}  # fmt: skip
+    assert val_args(data="d.yaml", imgsz=64, batch=2, extra={})["split"] == "val"  # the default
+    assert {"iou", "conf", "max_det", "rect", "agnostic_nms", "half", "single_cls", "classes"} <= set(VAL_KEYS)
+    # the split has its own option: after -- it would reach training only, where ultralytics ignores it
+    with pytest.raises(UsageError, match="split is not a free training argument here: use --eval-split"):
+        parse_extra(["split=test"])

@@ -4,6 +4,7 @@ data against the results.csv files, the PNGs. Fast: no training, records and res
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import statistics
@@ -20,7 +21,7 @@ from scipy import stats as sps
 from mhsa_patch.ablate import plots
 from mhsa_patch.ablate.record import COLUMNS, RunRecord, from_csv
 from mhsa_patch.ablate.report import FILES, write_report
-from mhsa_patch.ablate.stats import BASELINE, BETTER, NO_BASELINE, WITHIN, WORSE, Spread, summarize, welch
+from mhsa_patch.ablate.stats import BASELINE, BETTER, NO_BASELINE, WITHIN, WORSE, Spread, holm, summarize, welch
 from mhsa_patch.errors import PatchError
 
 from helpers import assert_imports_neither_torch_nor_ultralytics
@@ -82,6 +83,156 @@ def write_results(exp: Path, rec: RunRecord, values: list[float], *, header: str
     return path
 
 
+# -- statistics against values derived by hand ----------------------------------------------------------------------
+#
+# The oracle below is written from the textbook formulas, not from scipy: sample means and variances by their sums,
+# Welch's t and its Welch–Satterthwaite degrees of freedom, Student's pooled t, and the t distribution from its
+# density (Simpson's rule on the integral, a quantile by bisection). The tool must agree with it to many digits on
+# constructed numbers, including unequal variances and unequal n, where Welch's and Student's answers differ.
+
+
+def _mean(x):
+    return sum(x) / len(x)
+
+
+def _var(x):
+    m = _mean(x)
+    return sum((v - m) ** 2 for v in x) / (len(x) - 1)
+
+
+def t_pdf(u: float, df: float) -> float:
+    """Student's t density with ``df`` degrees of freedom."""
+    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+    return c * (1 + u * u / df) ** (-(df + 1) / 2)
+
+
+def t_cdf(x: float, df: float, steps: int = 4000) -> float:
+    """P(T <= x): 1/2 plus Simpson's rule on the density from 0 to x."""
+    a = abs(x)
+    h = a / steps
+    area = t_pdf(0, df) + t_pdf(a, df) + sum((4 if k % 2 else 2) * t_pdf(k * h, df) for k in range(1, steps))
+    half = area * h / 3
+    return 0.5 + half if x >= 0 else 0.5 - half
+
+
+def t_ppf(q: float, df: float) -> float:
+    """The ``q`` quantile (q > 1/2) by Newton's method on :func:`t_cdf`, from the normal's 1.96 (q = 0.975)."""
+    x = 2.0
+    for _ in range(50):
+        step = (t_cdf(x, df) - q) / t_pdf(x, df)
+        x -= step
+        if abs(step) < 1e-13 * x:
+            break
+    return x
+
+
+def welch_by_hand(a, b) -> tuple[float, tuple[float, float], float]:
+    """Welch's two-sided p, the 95% interval of mean(a) - mean(b), and the Welch–Satterthwaite df."""
+    va, vb = _var(a) / len(a), _var(b) / len(b)
+    se = math.sqrt(va + vb)
+    d = _mean(a) - _mean(b)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    p = 2 * (1 - t_cdf(abs(d / se), df))
+    half = t_ppf(0.975, df) * se
+    return p, (d - half, d + half), df
+
+
+def student_by_hand(a, b) -> float:
+    """Student's two-sided p (pooled variance, n_a + n_b - 2 df): what Welch's test must not be."""
+    na, nb = len(a), len(b)
+    pooled = ((na - 1) * _var(a) + (nb - 1) * _var(b)) / (na + nb - 2)
+    t = (_mean(a) - _mean(b)) / math.sqrt(pooled * (1 / na + 1 / nb))
+    return 2 * (1 - t_cdf(abs(t), na + nb - 2))
+
+
+def test_the_oracle_knows_the_t_tables():
+    # printed t tables: t(0.975) for 1, 2, 4 and 10 df
+    for df, t in ((1, 12.706), (2, 4.303), (4, 2.776), (10, 2.228)):
+        assert t_ppf(0.975, df) == pytest.approx(t, abs=5e-4)
+
+
+# Tight seeds (6) against a baseline whose 3 seeds spread widely: Student's pooled test calls it "better"
+# (p ~ 0.003), Welch's test, which keeps each side's own variance, does not (p ~ 0.09, df ~ 2).
+TIGHT = [0.402, 0.405, 0.399, 0.404, 0.401, 0.403]
+WIDE = [0.32, 0.38, 0.35]
+
+
+def test_welch_p_interval_and_df_equal_the_hand_derivation_with_unequal_variances_and_n():
+    t = welch(TIGHT, WIDE)
+    p, ci, df = welch_by_hand(TIGHT, WIDE)
+    assert t.p == pytest.approx(p, rel=1e-7) and t.df == pytest.approx(df, rel=1e-12)
+    assert t.ci95 == pytest.approx(ci, rel=1e-7)
+    assert 2.0 < df < 2.05 and 0.05 < p < 0.15 and t.reading == WITHIN
+    assert student_by_hand(TIGHT, WIDE) < 0.005  # Student's answer, which the tool must not give
+    # reversed: the same p, the interval mirrored
+    r = welch(WIDE, TIGHT)
+    assert r.p == pytest.approx(p, rel=1e-7) and r.ci95 == pytest.approx((-ci[1], -ci[0]), rel=1e-7)
+
+
+def test_welch_at_two_degrees_of_freedom_in_closed_form():
+    """One side without spread: the Welch–Satterthwaite df is exactly n - 1 of the other side (2 here), where the
+    t distribution has a closed form: P(|T| > t) = 1 - t / sqrt(2 + t^2), t(0.975) = 0.95 sqrt(2 / (1 - 0.95^2))."""
+    a, b = [0.40, 0.44, 0.42], [0.30, 0.30, 0.30, 0.30]
+    se = math.sqrt(((0.02**2 + 0.02**2) / 2) / 3)
+    t_stat = 0.12 / se
+    t = welch(a, b)
+    assert t.df == pytest.approx(2.0, rel=1e-12)
+    assert t.p == pytest.approx(1 - t_stat / math.sqrt(2 + t_stat**2), rel=1e-9)
+    half = 0.95 * math.sqrt(2 / (1 - 0.95**2)) * se
+    assert t.ci95 == pytest.approx((0.12 - half, 0.12 + half), rel=1e-9)
+    assert t.reading == BETTER and student_by_hand(a, b) < t.p / 10  # Student's 5 df would overstate it
+
+
+def test_the_interval_through_t_ppf_equals_scipys_own_and_the_hand_derivation():
+    """The path for a scipy whose ttest_ind result has no confidence_interval (before 1.11)."""
+    from mhsa_patch.ablate.stats import _ci_from_t
+
+    for a, b in ((TIGHT, WIDE), (RUNS["BoT3"][4], RUNS["stock"][4]), ([0.31, 0.33, 0.325], [0.3, 0.312, 0.305, 0.296])):
+        ci, df = _ci_from_t(a, b, 0.95)
+        _, hand, hand_df = welch_by_hand(a, b)
+        assert ci == pytest.approx(hand, rel=1e-7) and df == pytest.approx(hand_df, rel=1e-12)
+        assert ci == pytest.approx(welch(a, b).ci95, rel=1e-12)
+
+
+def test_holm_by_hand():
+    # sorted 0.005 x4 = 0.02, 0.01 x3 = 0.03, 0.03 x2 = 0.06, 0.04 x1 = 0.04 -> raised to 0.06 (never below a
+    # smaller p's adjusted value)
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.6]) == [1.0, 1.0]  # capped at 1
+    assert holm([0.02]) == [0.02] and holm([]) == []
+    assert holm([0.01, 0.01, 0.04]) == pytest.approx([0.03, 0.03, 0.04])  # ties
+
+
+# A table of three comparisons: MHSA clearly better; BoT3 (5 tight seeds) and MHSA@P4 (3 seeds) each below 0.05
+# alone, neither after Holm's adjustment over the three.
+HOLM_TABLE = {
+    "stock": [0.300, 0.312, 0.305, 0.296],
+    "MHSA": [0.352, 0.361, 0.357],
+    "BoT3": [0.312, 0.316, 0.319, 0.314, 0.317],
+    "MHSA@P4": [0.313, 0.330, 0.325],
+}
+
+
+def test_the_reading_comes_from_holms_p_over_every_comparison_of_the_table():
+    recs = [record(v, s, map50_95=m) for v, values in HOLM_TABLE.items() for s, m in enumerate(values)]
+    s = {v.variant: v for v in summarize(recs)}
+    base = HOLM_TABLE["stock"]
+    raw = {v: welch_by_hand(HOLM_TABLE[v], base) for v in ("MHSA", "BoT3", "MHSA@P4")}
+    for v, (p, ci, df) in raw.items():
+        assert s[v].test.p == pytest.approx(p, rel=1e-7) and s[v].test.ci95 == pytest.approx(ci, rel=1e-7)
+        assert s[v].test.df == pytest.approx(df, rel=1e-12) and s[v].test.k == 3
+    p_m, p_b, p_4 = raw["MHSA"][0], raw["BoT3"][0], raw["MHSA@P4"][0]
+    assert p_m < p_b < p_4 < 0.05  # raw: all three below 0.05
+    # Holm by hand: 3 p_m, then 2 p_b, then p_4 raised to 2 p_b (the step-down never decreases)
+    assert s["MHSA"].test.p_holm == pytest.approx(3 * p_m, rel=1e-7)
+    assert s["BoT3"].test.p_holm == pytest.approx(2 * p_b, rel=1e-7) and 2 * p_b > 0.05
+    assert s["MHSA@P4"].test.p_holm == pytest.approx(2 * p_b, rel=1e-7)
+    assert [s[v].test.reading for v in HOLM_TABLE] == [BASELINE, BETTER, WITHIN, WITHIN]
+    assert "; but Holm-adjusted over 3 comparisons" in s["BoT3"].test.why
+    # Student's test would call BoT3 better even after the adjustment: Welch's is the one used
+    assert 2 * student_by_hand(HOLM_TABLE["BoT3"], base) < 0.05
+
+
 # -- statistics ----------------------------------------------------------------------------------------------------
 
 
@@ -129,12 +280,13 @@ def test_summary_means_stds_and_deltas():
     assert list(s) == ["stock", "MHSA", "BoT3"]  # the order of first appearance
     m = s["MHSA"]
     assert m.seeds == (0, 1, 2) and m.n == 3
-    assert m.map50_95.mean == pytest.approx(0.355) and m.map50_95.std == pytest.approx(0.005)
-    assert m.map50.std == pytest.approx(statistics.stdev([0.560, 0.570, 0.565]))
+    assert m.main is m.metrics["map50_95"] and m.primary == "map50_95"
+    assert m.main.mean == pytest.approx(0.355) and m.main.std == pytest.approx(0.005)
+    assert m.metrics["map50"].std == pytest.approx(statistics.stdev([0.560, 0.570, 0.565]))
     assert m.latency_ms.mean == pytest.approx(statistics.fmean([13.0, 13.3, 13.1]))
     assert m.params_m.mean == pytest.approx(3.4128) and m.params_m.std == 0
-    assert m.delta.map50_95 == pytest.approx(0.05) and m.delta.map50 == pytest.approx(0.06)
-    assert m.delta.gflops == pytest.approx(0.8) and m.delta.params_m == pytest.approx(0.2556)
+    assert m.delta["map50_95"] == pytest.approx(0.05) and m.delta["map50"] == pytest.approx(0.06)
+    assert m.delta["gflops"] == pytest.approx(0.8) and m.delta["params_m"] == pytest.approx(0.2556)
     assert m.test.reading == BETTER
     assert s["BoT3"].test.reading == WITHIN
     assert s["stock"].test.reading == BASELINE and s["stock"].delta is None and s["stock"].test.p is None
@@ -146,7 +298,7 @@ def test_baseline_missing_and_single_seed_variants():
     s = summarize(recs)
     assert [v.test.reading for v in s] == [NO_BASELINE, NO_BASELINE]
     assert all(v.delta is None and v.test.p is None for v in s)
-    assert s[0].map50_95 == Spread(1, 0.4, None)
+    assert s[0].main == Spread(1, 0.4, None)
 
 
 # -- the files -----------------------------------------------------------------------------------------------------
@@ -196,12 +348,15 @@ def test_summary_md_json_and_terminal_table(experiment):
     assert rows[1] == (
         "| stock | 3 | 3.16 | 8.90 | 12.2 ± 0.2 | 50.5 ± 0.5 | 30.5 ± 0.5 | — | — | — | baseline |"
     )
-    p = sps.ttest_ind(RUNS["MHSA"][4], RUNS["stock"][4], equal_var=False).pvalue
-    assert p < 0.001
+    p, (lo, hi), df = welch_by_hand(RUNS["MHSA"][4], RUNS["stock"][4])
+    assert p < 0.001 and df == pytest.approx(4)  # equal variances, equal n: 2 (n - 1)
+    assert (round(100 * lo, 1), round(100 * hi, 1)) == (3.9, 6.1)
     assert rows[2] == (
-        "| MHSA | 3 | 3.41 | 9.70 | 13.1 ± 0.2 | 56.5 ± 0.5 | 35.5 ± 0.5 | +6.0 | +5.0 | <0.001 | better |"
+        "| MHSA | 3 | 3.41 | 9.70 | 13.1 ± 0.2 | 56.5 ± 0.5 | 35.5 ± 0.5 | +5.0 | [3.9, 6.1] | <0.001 | better |"
     )
-    assert rows[3].endswith("| within seed spread |")
+    assert rows[3].endswith("| +0.0 | [-2.4, 2.4] | 1.000 | within seed spread |")
+    assert "Holm-adjusted over the 2 comparisons of the table" in md and "95% confidence interval" in md
+    assert "on the val split" in md
     for words in ("data my_data.yaml", "3 epochs", "imgsz 640", "batch 16", "from scratch", "lr0=0.005",
                   "ultralytics 8.4.190, torch 2.14.1", "device 0 (NVIDIA H100 80GB HBM3)"):  # fmt: skip
         assert words in md, words
@@ -211,9 +366,15 @@ def test_summary_md_json_and_terminal_table(experiment):
     assert doc["baseline"] == "stock" and doc["has_baseline"] and doc["runs"] == 9
     assert doc["recipe"]["data"] == RECIPE["data"] and doc["recipe"]["weights"] is None
     v = {d["variant"]: d for d in doc["variants"]}
-    assert v["MHSA"]["map50_95"]["mean"] == pytest.approx(0.355) and v["MHSA"]["p_value"] == pytest.approx(p)
+    assert doc["task"] == "detect" and doc["metric"] == "map50_95" and doc["split"] == "val"
+    assert doc["comparisons"] == 2 and doc["failed"] == [] and doc["stopped_early"] == []
+    assert v["MHSA"]["map50_95"]["mean"] == pytest.approx(0.355) and v["MHSA"]["p"] == pytest.approx(p)
+    assert v["MHSA"]["p_holm"] == pytest.approx(2 * p)  # the smaller of two p-values, times 2
+    assert v["MHSA"]["ci95"] == pytest.approx([lo, hi]) and v["MHSA"]["df"] == pytest.approx(df)
     assert v["MHSA"]["delta"]["map50_95"] == pytest.approx(0.05) and v["stock"]["delta"] is None
-    assert v["BoT3"]["reading"] == WITHIN and v["stock"]["p_value"] is None
+    assert v["MHSA"]["delta"]["map50"] == pytest.approx(0.06)  # the Δs the table leaves out are here
+    assert v["BoT3"]["reading"] == WITHIN and v["BoT3"]["p_holm"] == pytest.approx(1.0)
+    assert v["stock"]["p"] is None and v["stock"]["p_holm"] is None and v["stock"]["ci95"] is None
 
     console = Console(record=True, width=220)
     console.print(rep.table)
@@ -245,17 +406,19 @@ def test_summary_tex_is_booktabs_escaped_and_balanced(tmp_path):
     cols = re.search(r"\\begin\{tabular\}\{(\w+)\}", tex).group(1)
     assert len(cols) == 11 and all(ln.count(" & ") == len(cols) - 1 for ln in head + body)
     assert body[1] == (
-        "MHSA & 3 & 3.41 & 9.70 & $13.1 \\pm 0.2$ & $56.5 \\pm 0.5$ & $35.5 \\pm 0.5$ & $+6.0$ & $+5.0$ & $<$0.001"
-        " & better \\\\"
+        "MHSA & 3 & 3.41 & 9.70 & $13.1 \\pm 0.2$ & $56.5 \\pm 0.5$ & $35.5 \\pm 0.5$ & $+5.0$ & $[3.9, 6.1]$"
+        " & $<$0.001 & better \\\\"
     )
     assert body[3] == (
-        "yaml:my\\_model\\_v2.yaml & 1 & 1.00 & 1.00 & 1.00 & 50.0 & 30.0 & $-0.5$ & $-0.5$ & ---"
+        "yaml:my\\_model\\_v2.yaml & 1 & 1.00 & 1.00 & 1.00 & 50.0 & 30.0 & $-0.5$ & --- & ---"
         " & within seed spread \\\\"
     )
+    assert "$p_{\\mathrm{Holm}}$" in head[0] and "95\\% CI" in head[0]
     assert "pretrained from yolov8n\\_best.pt" in tex and "data\\_\\&\\_more\\%\\textasciitilde{}.yaml" in tex
     assert "device cpu." in tex  # device_name repeats the device: said once
     # no unescaped special character: the only raw ones are the markup this writer puts there itself
-    assert not _unescaped(tex, "_") and not _unescaped(tex.split("\n", 1)[1], "%") and not _unescaped(tex, "~")
+    assert not _unescaped(tex.replace("$p_{\\mathrm{Holm}}$", "$p$"), "_")  # the one subscript is math
+    assert not _unescaped(tex.split("\n", 1)[1], "%") and not _unescaped(tex, "~")
     assert all(ln.count("&") == ln.count(" & ") + ln.count("\\&") for ln in lines)
     depth = 0
     for m in re.finditer(r"(?<!\\)[{}]", tex):
@@ -287,6 +450,13 @@ def test_summary_tex_compiles_with_pdflatex_and_fits_a_two_column_page(tmp_path)
     runs = dict(RUNS, **{"MHSA@P3+P4+P5": RUNS["MHSA"], "stock:s": RUNS["BoT3"]})
     write_report(tmp_path, records(runs), RECIPE)
     assert "Overfull \\hbox" not in _pdflatex(tmp_path)  # five variants with their usual names fit the text width
+    seg = tmp_path / "segment"  # the widest headers: mAP50-95 twice, box and mask on the units line
+    seg.mkdir()
+    masks = {"mask_map50": 0.5, "mask_map50_95": 0.3, "mask_precision": 0.6, "mask_recall": 0.5}
+    recs = [RunRecord(*[getattr(r, f) for f in COLUMNS], metrics=dict(masks, mask_map50_95=r.map50_95 - 0.05),
+                      task="segment") for r in records(runs)]  # fmt: skip
+    write_report(seg, recs, dict(RECIPE, task="segment"))
+    assert "Overfull \\hbox" not in _pdflatex(seg)
 
 
 def test_partial_reports_one_run_and_no_baseline(tmp_path):
@@ -308,8 +478,206 @@ def test_partial_reports_one_run_and_no_baseline(tmp_path):
     two = one + [record("stock", 0, map50_95=0.2)]
     write_results(exp, two[1], [0.1, 0.2])
     rep = write_report(exp, two, RECIPE)
-    assert rep.summaries[0].test.reading == WITHIN and rep.summaries[0].delta.map50_95 == pytest.approx(0.2)
+    assert rep.summaries[0].test.reading == WITHIN and rep.summaries[0].delta["map50_95"] == pytest.approx(0.2)
     assert rep.notes == ()
+
+
+# -- missing runs, early stops, a report that cannot be written -----------------------------------------------------
+
+NAN = float("nan")
+
+
+def test_nan_metrics_and_failed_runs_are_shown_missing_and_the_report_is_written(tmp_path):
+    """MHSA: seed 1 validated to NaN, seed 2 failed; BoT3: every seed failed; stock: three seeds, one of them NaN.
+    n counts real values, the statistics use them alone, and every file is written (no crash on NaN)."""
+    stock = [record("stock", s, map50_95=m) for s, m in enumerate([0.300, 0.312, NAN])]
+    stock.append(record("stock", 3, map50_95=0.305))
+    mhsa = [record("MHSA", 0, map50_95=0.35), record("MHSA", 1, map50=NAN, map50_95=NAN),
+            record("MHSA", 3, map50_95=0.36)]  # fmt: skip
+    recs = stock + mhsa
+    oom = "ultralytics' trainer failed: CUDA out of memory"
+    failed = [("MHSA", 2, oom), ("BoT3", 0, "killed"), ("BoT3", 1, "killed")]
+    for r in recs:
+        write_results(tmp_path, r, [0.1, NAN if math.isnan(r.map50_95) else r.map50_95])
+    rep = write_report(tmp_path, recs, RECIPE, failed=failed)
+    assert [p.name for p in rep.files] == list(FILES)
+    s = {v.variant: v for v in rep.summaries}
+    assert list(s) == ["stock", "MHSA", "BoT3"]
+    assert (s["stock"].n, s["MHSA"].n, s["BoT3"].n) == (3, 2, 0)
+    assert s["stock"].main.mean == pytest.approx(statistics.fmean([0.300, 0.312, 0.305]))
+    p, ci, _ = welch_by_hand([0.35, 0.36], [0.300, 0.312, 0.305])
+    assert s["MHSA"].test.p == pytest.approx(p, rel=1e-7) and s["MHSA"].test.ci95 == pytest.approx(ci, rel=1e-7)
+    assert s["MHSA"].metrics["map50"].n == 2 and s["MHSA"].seeds == (0, 1, 3)
+    assert s["MHSA"].missing == ((1, "mAP50-95 is NaN"), (2, f"failed: {oom}"))
+    assert s["BoT3"].test.reading == "missing" and s["BoT3"].delta is None and s["BoT3"].test.p is None
+    md = (tmp_path / "summary.md").read_text()
+    assert "| BoT3 | 0 | — | — | — | — | — | — | — | — | missing |" in md
+    assert "| MHSA | 2 |" in md and "| stock | 3 |" in md
+    assert ("Missing: stock seed 2 (NaN), MHSA seed 1 (NaN), MHSA seed 2 (failed), BoT3 seed 0 (failed), BoT3 seed 1"
+            " (failed).") in md  # fmt: skip
+    assert f"- MHSA seed 2: failed: {oom}; left out of the table" in md
+    doc = json.loads((tmp_path / "summary.json").read_text())
+    assert doc["failed"][0] == {"variant": "MHSA", "seed": 2, "reason": oom}
+    v = {d["variant"]: d for d in doc["variants"]}
+    assert v["MHSA"]["n"] == 2 and v["MHSA"]["missing"][0] == {"seed": 1, "reason": "mAP50-95 is NaN"}
+    assert v["BoT3"]["map50_95"] == {"n": 0, "mean": None, "std": None}
+    assert from_csv((tmp_path / "ablation.csv").read_text())[5].seed == 1  # the NaN run stays in the CSV, as nan
+    assert "nan" in (tmp_path / "ablation.csv").read_text().splitlines()[6]
+    tex = (tmp_path / "summary.tex").read_text()
+    assert "BoT3 & 0 & --- & --- & --- & --- & --- & --- & --- & --- & missing \\\\" in tex
+
+
+def test_runs_that_stopped_early_are_named_in_the_caption_the_notes_and_the_json(tmp_path):
+    recipe = dict(RECIPE, epochs=100)
+    recs = [
+        RunRecord("stock", 0, 1, 1.0, 1.0, 0.5, 0.30, 0.6, 0.5, 90, 100, 10.0, "runs/stock-s0"),
+        RunRecord("MHSA", 0, 1, 1.0, 1.0, 0.5, 0.32, 0.6, 0.5, 27, 37, 10.0, "runs/MHSA-s0"),
+    ]
+    rep = write_report(tmp_path, recs, recipe)
+    md = (tmp_path / "summary.md").read_text()
+    assert "Stopped early: MHSA seed 0 after 37 of 100 epochs." in md
+    assert "MHSA seed 0 stopped early: 37 of 100 epochs (best epoch 27)" in rep.notes
+    doc = json.loads((tmp_path / "summary.json").read_text())
+    assert doc["stopped_early"] == [{"variant": "MHSA", "seed": 0, "epochs": 37, "of": 100, "best_epoch": 27}]
+    assert "Stopped early" in (tmp_path / "summary.tex").read_text()
+
+
+def test_a_report_that_cannot_be_written_leaves_no_stale_file_that_looks_current(experiment):
+    exp, recs, _ = experiment
+    write_report(exp, recs[:6], RECIPE)  # the report of 6 runs
+    before = {n: (exp / n).read_bytes() for n in FILES}
+    # the next report (9 runs) fails half-way: summary.json is a folder, os.replace cannot put a file there
+    (exp / "summary.json").unlink()
+    (exp / "summary.json").mkdir()
+    with pytest.raises(PatchError) as err:
+        write_report(exp, recs, RECIPE)
+    msg = str(err.value)
+    assert "\n" not in msg and "curves.png, tradeoff.png moved to" in msg and str(exp / "report.stale") in msg
+    assert len(from_csv((exp / "ablation.csv").read_text())) == 9  # written before the failure: current
+    assert "| BoT3 | 3 |" in (exp / "summary.md").read_text()
+    for name in ("curves.png", "tradeoff.png"):  # not replaced: moved aside, byte for byte
+        assert not (exp / name).exists() and (exp / "report.stale" / name).read_bytes() == before[name]
+    assert (exp / "summary.json").is_dir()  # what is not the tool's is left alone
+    # a failure before anything is written (records of two tasks in one table): every old file goes aside
+    (exp / "summary.json").rmdir()
+    write_report(exp, recs, RECIPE)
+    assert not (exp / "report.stale").exists()  # a whole report supersedes what was moved aside
+    seg = RunRecord(*[getattr(recs[0], f) for f in COLUMNS], metrics={"mask_map50_95": 0.2}, task="segment")
+    with pytest.raises(PatchError, match="several tasks"):
+        write_report(exp, [*recs, seg], RECIPE)
+    assert not [n for n in FILES if (exp / n).exists()]
+    assert sorted(p.name for p in (exp / "report.stale").iterdir()) == sorted(FILES)
+
+
+# -- the task's own metric ---------------------------------------------------------------------------------------
+
+
+def _task_record(task: str, variant: str, seed: int, values: dict) -> RunRecord:
+    box = {c: values.pop(c, NAN) for c in ("map50", "map50_95", "precision", "recall")}
+    return RunRecord(variant, seed, 1_000_000, 1.0, 1.0, **box, best_epoch=3, epochs=3, train_s=1.0,
+                     run_dir=f"runs/{variant}-s{seed}", metrics=values, task=task)  # fmt: skip
+
+
+def test_metric_columns_of_every_task_from_ultralytics_own_keys():
+    """Each task's columns take the validator's keys (read from the installed ultralytics' metric classes, not
+    typed here), each column its own key: a distinct value per key, so a swapped column cannot pass."""
+    from ultralytics.utils import metrics as um
+
+    from mhsa_patch.child.metrics import PRIMARY, columns, extract
+
+    kinds = {"detect": um.DetMetrics, "segment": um.SegmentMetrics, "pose": um.PoseMetrics, "obb": um.OBBMetrics,
+             "classify": um.ClassifyMetrics}  # fmt: skip
+    expected = {
+        "detect": ["precision", "recall", "map50", "map50_95"],
+        "segment": ["precision", "recall", "map50", "map50_95", "mask_precision", "mask_recall", "mask_map50",
+                    "mask_map50_95"],
+        "pose": ["precision", "recall", "map50", "map50_95", "pose_precision", "pose_recall", "pose_map50",
+                 "pose_map50_95"],
+        "obb": ["obb_precision", "obb_recall", "obb_map50", "obb_map50_95"],
+        "classify": ["top1", "top5"],
+    }  # fmt: skip
+    for task, cls in kinds.items():
+        keys = list(cls().keys)  # ultralytics' own order of its keys
+        results = {k: 0.01 * (i + 1) for i, k in enumerate(keys)} | {"fitness": 0.99}
+        got = extract(task, results)
+        assert sorted(got) == sorted(columns(task)) == sorted(expected[task]), task
+        assert [got[c] for c in expected[task]] == [results[k] for k in keys], task  # column i is key i
+        assert PRIMARY[task] in got
+    assert math.isnan(extract("segment", {"metrics/mAP50-95(B)": 0.5})["mask_map50_95"])  # absent: NaN, never 0
+    assert [c for c in columns("detect")] == ["map50", "map50_95", "precision", "recall"]  # detect's CSV order
+
+
+def test_a_segment_table_reads_the_mask_metric_beside_the_box_one(tmp_path):
+    """Δ, p and the reading on mask mAP50-95; the columns say box and mask; the CSV's mask columns read back; the
+    curves are the (M) column of results.csv."""
+    box = {"stock": [0.50, 0.52, 0.51], "MHSA": [0.60, 0.40, 0.55]}  # box: MHSA "within"
+    mask = {"stock": [0.30, 0.31, 0.305], "MHSA": [0.36, 0.37, 0.365]}  # mask: MHSA clearly better
+    recs = [
+        _task_record("segment", v, s, {"map50": 0.7, "map50_95": box[v][s], "precision": 0.8, "recall": 0.6,
+                                        "mask_map50": 0.65, "mask_map50_95": mask[v][s], "mask_precision": 0.75,
+                                        "mask_recall": 0.55})  # fmt: skip
+        for v in ("stock", "MHSA") for s in range(3)
+    ]
+    header = HEADER + ",metrics/mAP50-95(M)"
+    for r in recs:
+        folder = tmp_path / r.run_dir
+        folder.mkdir(parents=True)
+        rows = [f"{e},1,0.5,0.5,0.5,0.5,{r.map50_95},0.5,{r.value('mask_map50_95') * e / 2}" for e in (1, 2)]
+        (folder / "results.csv").write_text("\n".join([header, *rows]) + "\n")
+    rep = write_report(tmp_path, recs, dict(RECIPE, task="segment"))
+    md = (tmp_path / "summary.md").read_text()
+    assert "| latency (ms) | box mAP50-95 (%) | mask mAP50-95 (%) | Δ mask mAP50-95 | 95% CI | p (Holm) |" in md
+    m = rep.summaries[1]
+    p, ci, _ = welch_by_hand(mask["MHSA"], mask["stock"])
+    assert m.primary == "mask_map50_95" and m.test.p == pytest.approx(p, rel=1e-7) and m.test.reading == BETTER
+    assert m.delta["mask_map50_95"] == pytest.approx(0.06)
+    assert m.delta["map50_95"] == pytest.approx(statistics.fmean(box["MHSA"]) - statistics.fmean(box["stock"]))
+    assert "| MHSA | 3 |" in md and "| 51.7 ± 10.4 | 36.5 ± 0.5 | +6.0 |" in md
+    assert "box mAP50-95 and mask mAP50-95 of each run's best.pt" in md and "Welch t-test on mask mAP50-95" in md
+    text = (tmp_path / "ablation.csv").read_text()
+    assert text.splitlines()[0] == (
+        "variant,seed,params,gflops,latency_ms,map50,map50_95,precision,recall,mask_map50,mask_map50_95,"
+        "mask_precision,mask_recall,best_epoch,epochs,train_s,run_dir"
+    )
+    back = from_csv(text)
+    assert back == recs and back[4].value("mask_map50_95") == 0.37 and back[4].task == "segment"
+    doc = json.loads((tmp_path / "summary.json").read_text())
+    assert doc["metric"] == "mask_map50_95" and doc["variants"][1]["mask_map50_95"]["mean"] == pytest.approx(0.365)
+    tex = (tmp_path / "summary.tex").read_text()
+    assert "& mAP50-95 & mAP50-95 & $\\Delta$mAP50-95 &" in tex and "& box (\\%) & mask (\\%) & mask (pt) &" in tex
+    curves, skipped = plots.load_curves(tmp_path, recs, task="segment")
+    assert skipped == [] and curves[4].values == (0.37 / 2, 0.37)  # the (M) column, not the (B) one
+
+
+@pytest.mark.parametrize("task, heads", [
+    ("pose", ("box mAP50-95 (%)", "pose mAP50-95 (%)", "Δ pose mAP50-95")),
+    ("obb", ("OBB mAP50 (%)", "OBB mAP50-95 (%)", "Δ OBB mAP50-95")),
+    ("classify", ("top-5 (%)", "top-1 (%)", "Δ top-1")),
+])  # fmt: skip
+def test_pose_obb_and_classify_tables_name_their_metric(tmp_path, task, heads):
+    from mhsa_patch.child.metrics import PRIMARY, columns
+
+    cols = columns(task)
+    recs = [_task_record(task, v, s, {c: 0.1 + 0.01 * k + (0.05 if v == "MHSA" else 0) + 0.002 * s
+                                      for k, c in enumerate(cols)})
+            for v in ("stock", "MHSA") for s in range(3)]  # fmt: skip
+    rep = write_report(tmp_path, recs, dict(RECIPE, task=task))
+    md = (tmp_path / "summary.md").read_text()
+    assert ("| " + " | ".join(heads) + " | 95% CI |") in md
+    assert rep.summaries[1].primary == PRIMARY[task] and rep.summaries[1].delta[PRIMARY[task]] == pytest.approx(0.05)
+    back = from_csv((tmp_path / "ablation.csv").read_text())
+    assert back == recs and all(r.task == task for r in back)
+    if task in ("obb", "classify"):  # no axis-aligned boxes: no map50 column at all
+        assert "map50," not in (tmp_path / "ablation.csv").read_text().splitlines()[0].replace("obb_map50,", "")
+
+
+def test_the_headline_of_a_finished_run_is_the_tasks_primary_metric():
+    from mhsa_patch.ablate.record import headline
+
+    assert headline({"map50_95": 0.4123, "mask_map50_95": 0.3}) == "mAP50-95 0.412"
+    assert headline({"map50_95": 0.4, "mask_map50_95": 0.3871, "task": "segment"}) == "mask mAP50-95 0.387"
+    assert headline({"top1": 0.9, "task": "classify"}) == "top-1 0.900"
+    assert headline({"task": "obb"}) == "OBB mAP50-95 nan"
 
 
 # -- plots ---------------------------------------------------------------------------------------------------------
@@ -354,7 +722,7 @@ def test_curves_take_the_box_column_and_skip_missing_cut_and_escaping_files(tmp_
     (exp / d.run_dir).symlink_to(outside)  # a run folder that is a link out of the experiment
     e = RunRecord(*[getattr(e, f) for f in COLUMNS[:-1]], "../elsewhere")
     curves, skipped = plots.load_curves(exp, [a, b, c, d, e])
-    assert [(cv.seed, cv.epochs, cv.map50_95) for cv in curves] == [(0, (1, 2), (0.1, 0.2))]
+    assert [(cv.seed, cv.epochs, cv.values) for cv in curves] == [(0, (1, 2), (0.1, 0.2))]
     assert len(skipped) == 4
     assert "line 4 has 4 fields" in skipped[0] and "no runs/seg-s2/results.csv" in skipped[1]
     assert "a link out of the experiment folder" in skipped[2] and "not inside the experiment folder" in skipped[3]

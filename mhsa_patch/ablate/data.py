@@ -44,10 +44,16 @@ def synthetic_count(spec: str) -> int | None:
     return n_train
 
 
-def locate(spec: str, exp_dir: Path, imgsz: int, *, download: bool = False, target=None) -> Dataset:
+def locate(spec: str, exp_dir: Path, imgsz: int, *, download: bool = False, target=None, split: str = "val") -> Dataset:
     """The dataset YAML named by ``--data`` (nothing is read or written yet). With ``download``, a name such as
-    ``coco8.yaml`` is also looked up among the target release's own dataset YAMLs."""
+    ``coco8.yaml`` is also looked up among the target release's own dataset YAMLs. ``split``: the one the table
+    reports; the synthetic set has no ``test`` (a YAML's is checked by the measuring child)."""
     n_train = synthetic_count(spec)
+    if n_train is not None and split != "val":
+        raise PatchError(
+            f"--eval-split {split}: {spec} has no {split} split; use your own data YAML and add "
+            f"'{split}: images/{split}' (images best.pt was not chosen on) to it, or use --eval-split val"
+        )
     if n_train is not None:
         root = exp_dir / "data" / f"synthetic-{n_train}-{imgsz}"
         return Dataset(f"synthetic:{n_train}", root / "data.yaml", 3, n_train)

@@ -1,5 +1,5 @@
-"""The report's two figures: validation mAP50-95 per epoch (``curves.png``) and accuracy against cost
-(``tradeoff.png``).
+"""The report's two figures: the task's primary metric per epoch of validation (``curves.png``: mAP50-95 for
+detect, mask mAP50-95 for segment, ...) and that metric against cost (``tradeoff.png``).
 
 Figures are built with matplotlib's object interface (``matplotlib.figure.Figure``, rendered by Agg): no pyplot,
 so no global figure registry to leak into and no GUI backend picked. Building and saving are apart so tests can read
@@ -23,6 +23,7 @@ from matplotlib.ticker import MaxNLocator
 
 from mhsa_patch.ablate.record import RunRecord
 from mhsa_patch.ablate.stats import VariantSummary
+from mhsa_patch.child import metrics as task_metrics
 from mhsa_patch.errors import PatchError
 from mhsa_patch.patching.atomic import read_confined
 
@@ -51,7 +52,7 @@ STYLE = {
     "savefig.dpi": DPI,
 }
 
-MAP_COLUMN = "metrics/mAP50-95(B)"  # the box metric; segment and pose runs also have (M) and (P) columns
+MAP_COLUMN = "metrics/mAP50-95(B)"  # detect's; a segment run's curve is its (M) column, a pose run's its (P)
 EPOCH_COLUMN = "epoch"
 RESULTS_LIMIT = 16 * 2**20  # a results.csv is a few kB per hundred epochs; anything near this is not one
 
@@ -70,12 +71,13 @@ def color(i: int) -> str:
 
 @dataclass(frozen=True)
 class Curve:
-    """One run's validation mAP50-95 (fraction) per epoch, epochs numbered as in its ``results.csv``."""
+    """One run's validation metric (the task's primary, a fraction) per epoch, epochs numbered as in its
+    ``results.csv``."""
 
     variant: str
     seed: int
     epochs: tuple[int, ...]
-    map50_95: tuple[float, ...]
+    values: tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -94,8 +96,9 @@ class Unreadable(Exception):
     """A results.csv that cannot give a curve (missing, cut short mid-write, not ultralytics'); the reason in words."""
 
 
-def parse_results(text: str) -> tuple[tuple[int, ...], tuple[float, ...]]:
-    """Epochs and box mAP50-95 from the text of ultralytics' ``results.csv``; ``Unreadable`` if it has no such data.
+def parse_results(text: str, column: str = MAP_COLUMN) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """Epochs and ``column`` (box mAP50-95 by default) from the text of ultralytics' ``results.csv``;
+    ``Unreadable`` if it has no such data.
 
     Older releases pad the column names (and values) with spaces, so both are stripped. A row with another number of
     fields than the header, or a value that is not a number, means the file was caught mid-write: the whole curve
@@ -106,9 +109,9 @@ def parse_results(text: str) -> tuple[tuple[int, ...], tuple[float, ...]]:
     if not rows:
         raise Unreadable("empty")
     header = [c.strip() for c in rows[0]]
-    if EPOCH_COLUMN not in header or MAP_COLUMN not in header:
-        raise Unreadable(f"no {EPOCH_COLUMN!r} and {MAP_COLUMN!r} columns")
-    ie, im = header.index(EPOCH_COLUMN), header.index(MAP_COLUMN)
+    if EPOCH_COLUMN not in header or column not in header:
+        raise Unreadable(f"no {EPOCH_COLUMN!r} and {column!r} columns")
+    ie, im = header.index(EPOCH_COLUMN), header.index(column)
     by_epoch: dict[int, float] = {}
     for k, row in enumerate(rows[1:], start=2):
         if len(row) != len(header):
@@ -126,9 +129,13 @@ def parse_results(text: str) -> tuple[tuple[int, ...], tuple[float, ...]]:
     return epochs, tuple(by_epoch[e] for e in epochs)
 
 
-def load_curves(exp_dir: Path, records: Sequence[RunRecord]) -> tuple[list[Curve], list[str]]:
-    """Each run's curve from ``exp_dir/run_dir/results.csv``, and one note per run skipped (missing, cut short,
-    a link or a path leaving ``exp_dir``): a run in progress or a damaged one costs its line, not the report."""
+def load_curves(
+    exp_dir: Path, records: Sequence[RunRecord], *, task: str | None = None
+) -> tuple[list[Curve], list[str]]:
+    """Each run's curve of ``task``'s primary metric (detect: box mAP50-95) from ``exp_dir/run_dir/results.csv``,
+    and one note per run skipped (missing, cut short, a link or a path leaving ``exp_dir``): a run in progress or a
+    damaged one costs its line, not the report."""
+    column = task_metrics.results_key(task, task_metrics.primary(task))
     curves, skipped = [], []
     for r in records:
         rel = PurePosixPath(r.run_dir)
@@ -139,7 +146,7 @@ def load_curves(exp_dir: Path, records: Sequence[RunRecord]) -> tuple[list[Curve
             if not path.parent.resolve().is_relative_to(exp_dir.resolve()):
                 raise Unreadable("its folder is a link out of the experiment folder")
             text = read_confined(exp_dir, path, RESULTS_LIMIT).decode("utf-8", errors="replace")
-            epochs, values = parse_results(text)
+            epochs, values = parse_results(text, column)
         except FileNotFoundError:
             skipped.append(f"{r.variant} seed {r.seed}: no {r.run_dir}/results.csv")
             continue
@@ -160,7 +167,7 @@ def bands(curves: Sequence[Curve], order: Sequence[str]) -> list[Band]:
             continue
         per_epoch: dict[int, list[float]] = {}
         for c in mine:
-            for e, m in zip(c.epochs, c.map50_95):
+            for e, m in zip(c.epochs, c.values):
                 per_epoch.setdefault(e, []).append(m)
         epochs = tuple(sorted(per_epoch))
         vals = [per_epoch[e] for e in epochs]
@@ -183,8 +190,8 @@ def _axes_style(ax) -> None:
         ax.spines[side].set_visible(False)
 
 
-def curves_figure(bands_: Sequence[Band], colors: Mapping[str, str]) -> Figure:
-    """Validation mAP50-95 (%) per epoch: a line per variant (mean over seeds) and, for two seeds or more, a
+def curves_figure(bands_: Sequence[Band], colors: Mapping[str, str], metric: str = "mAP50-95") -> Figure:
+    """Validation ``metric`` (%) per epoch: a line per variant (mean over seeds) and, for two seeds or more, a
     min–max band (``fill_between``). Lines and bands are added in the order of ``bands_``."""
     with style():
         fig = Figure(figsize=PANEL_IN, layout="constrained")
@@ -197,7 +204,7 @@ def curves_figure(bands_: Sequence[Band], colors: Mapping[str, str]) -> Figure:
                 ax.fill_between(x, [100 * m for m in b.low], [100 * m for m in b.high], color=c, alpha=0.2, lw=0)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("val mAP50-95 (%)")
+        ax.set_ylabel(f"val {metric} (%)")
         _axes_style(ax)
         if bands_:
             ax.legend(frameon=False, loc="lower right")
@@ -206,15 +213,19 @@ def curves_figure(bands_: Sequence[Band], colors: Mapping[str, str]) -> Figure:
     return fig
 
 
-def tradeoff_figure(summaries: Sequence[VariantSummary], colors: Mapping[str, str]) -> Figure:
-    """mAP50-95 (%) against GFLOPs (left) and against latency (right): per variant one point at the means, with
-    an error bar of ± the sample standard deviation of mAP50-95 (none for a single seed)."""
+def tradeoff_figure(
+    summaries: Sequence[VariantSummary], colors: Mapping[str, str], metric: str = "mAP50-95"
+) -> Figure:
+    """The primary metric (``metric``, %) against GFLOPs (left) and against latency (right): per variant with a
+    value one point at the means, with an error bar of ± its sample standard deviation (none for a single seed)."""
     with style():
         fig = Figure(figsize=(2 * PANEL_IN[0], PANEL_IN[1]), layout="constrained")
         ax_g, ax_l = fig.subplots(1, 2, sharey=True)
         for s in summaries:
-            y = 100 * s.map50_95.mean
-            yerr = None if s.map50_95.std is None else 100 * s.map50_95.std
+            if s.n == 0 or math.isnan(s.gflops.mean) or math.isnan(s.latency_ms.mean):
+                continue  # nothing to place: the table says why
+            y = 100 * s.main.mean
+            yerr = None if s.main.std is None else 100 * s.main.std
             for ax, x in ((ax_g, s.gflops.mean), (ax_l, s.latency_ms.mean)):
                 ax.errorbar(
                     x, y, yerr=yerr, fmt="o", ms=4, capsize=2, elinewidth=0.8, color=colors[s.variant],
@@ -223,7 +234,7 @@ def tradeoff_figure(summaries: Sequence[VariantSummary], colors: Mapping[str, st
                 ax.annotate(s.variant, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7)
         ax_g.set_xlabel("GFLOPs (attention matmuls counted)")
         ax_l.set_xlabel("latency, batch 1 (ms)")
-        ax_g.set_ylabel("mAP50-95 (%)")
+        ax_g.set_ylabel(f"{metric} (%)")
         for ax in (ax_g, ax_l):
             _axes_style(ax)
             ax.margins(x=0.15, y=0.15)  # room for the labels beside the points

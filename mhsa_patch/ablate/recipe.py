@@ -23,7 +23,7 @@ from mhsa_patch.patching.atomic import write_atomic
 OWNED = {
     "model": "--variant", "seed": "--seeds", "data": "--data", "epochs": "--epochs", "imgsz": "--imgsz",
     "batch": "--batch", "device": "--device", "project": "--project", "name": "--name", "exist_ok": None,
-    "resume": None, "deterministic": None, "save_dir": None, "mode": None,
+    "resume": None, "deterministic": None, "save_dir": None, "mode": None, "split": "--eval-split",
 }  # fmt: skip
 COMPARED = ("data", "epochs", "imgsz", "batch", "weights", "scale", "base", "task", "ultralytics", "torch", "extra",
             "train", "val")  # fmt: skip
@@ -62,10 +62,19 @@ def train_args(*, data: str, epochs: int, imgsz: int, batch: int, project: Path,
     return args
 
 
-def val_args(*, data: str, imgsz: int, batch: int, extra: Mapping[str, Any]) -> dict:
-    """The one final validation's arguments, the same for every run (a run adds ``device``)."""
-    args = {"data": data, "imgsz": imgsz, "batch": batch, "split": "val", "plots": False, "verbose": False}
-    for key in ("workers", "single_cls", "classes", "half"):  # what would change the numbers or the place
+# The ``-- key=value`` arguments that reach the final validation too: those ultralytics' validators read, which change
+# its numbers (``conf``, ``iou``, ``max_det``, ``rect``, ...) or where and how fast it runs (``workers``, ``half``).
+# Training-only ones (``lr0``, ``mosaic``) would be accepted by ``YOLO.val`` and ignored: they stay out of the record.
+VAL_KEYS = ("conf", "iou", "max_det", "rect", "single_cls", "classes", "agnostic_nms", "augment", "overlap_mask",
+            "half", "quantize", "dnn", "nms", "end2end", "workers", "compile", "channels_last")  # fmt: skip
+SPLITS = ("val", "test")
+
+
+def val_args(*, data: str, imgsz: int, batch: int, extra: Mapping[str, Any], split: str = "val") -> dict:
+    """The one final validation's arguments, the same for every run (a run adds ``device``): the data YAML's
+    ``split`` (``best.pt`` is chosen on ``val`` whatever it is) and the validator arguments of ``extra``."""
+    args = {"data": data, "imgsz": imgsz, "batch": batch, "split": split, "plots": False, "verbose": False}
+    for key in VAL_KEYS:
         if key in extra:
             args[key] = extra[key]
     return args

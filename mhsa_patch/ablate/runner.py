@@ -172,6 +172,7 @@ def prepare(
     download: bool = False,
     verbose: bool = False,
     on_step: Callable[[str], None] | None = None,
+    eval_split: str = "val",
 ) -> Experiment:
     """Check everything and write the experiment's fixed files, holding its lock (released by :func:`run`, or by
     ``Experiment.close``); a one-line :class:`PatchError` on any refusal, before any run starts. ``device`` None:
@@ -200,7 +201,9 @@ def prepare(
                     f"--variant {v.name} is scale {v.scale}: it cannot start from {weights_path.name} (scale {scale}); "
                     "drop --weights or that variant"
                 )
-    ds = datasets.locate(data, exp_dir, imgsz, download=download, target=target)
+    if eval_split not in recipes.SPLITS:
+        raise UsageError(f"--eval-split {eval_split}: val or test")
+    ds = datasets.locate(data, exp_dir, imgsz, download=download, target=target, split=eval_split)
     task_ = (task or "detect").lower()
     train = recipes.train_args(data=str(ds.yaml), epochs=epochs, imgsz=imgsz, batch=batch, project=exp_dir / "runs",
                                extra=extra_args)  # fmt: skip
@@ -225,9 +228,11 @@ def prepare(
         if file and Path(file).name == file and (exp_dir / "models" / file).is_file():
             texts[k] = (have[k]["file"], (exp_dir / "models" / have[k]["file"]).read_text(encoding="utf-8"))
     measured = _measure(target, texts if fresh else {}, imgsz, slots[0] if slots else None,
-                        runs=LATENCY_RUNS if fresh else 0, data_args=dict(train, task=task_))  # fmt: skip
+                        runs=LATENCY_RUNS if fresh else 0, data_args=dict(train, task=task_, eval_split=eval_split))  # fmt: skip
     if measured.get("data_error"):
         raise PatchError(datasets.refusal(target, ds, str(measured["data_error"])))
+    if measured["data"].get("split_error"):  # --eval-split test where the YAML has none: before anything is written
+        raise PatchError(str(measured["data"]["split_error"]))
     ds = datasets.Dataset(ds.label, ds.yaml, int(measured["data"]["nc"]), ds.synthetic)
 
     exp_dir.mkdir(parents=True, exist_ok=True)
@@ -236,7 +241,7 @@ def prepare(
         started = [exp_lock.took_over] if exp_lock.took_over else []
         exp = _prepare_locked(target, exp_dir, plan, ds, seed_list, slots, train, extra_args, weights_path, measured,
                               have, texts, fresh, scale=scale, base=base, task=task_, epochs=epochs, imgsz=imgsz,
-                              batch=batch, step=step)  # fmt: skip
+                              batch=batch, step=step, eval_split=eval_split)  # fmt: skip
     except BaseException:
         exp_lock.release()
         raise
@@ -257,7 +262,7 @@ def _lock_experiment(exp_dir: Path, project: str, name: str):
 
 
 def _prepare_locked(target, exp_dir, plan, ds, seed_list, slots, train, extra_args, weights_path, measured, have,
-                    texts, fresh, *, scale, base, task, epochs, imgsz, batch, step) -> Experiment:  # fmt: skip
+                    texts, fresh, *, scale, base, task, epochs, imgsz, batch, step, eval_split) -> Experiment:  # fmt: skip
     device_auto = slots is None
     if slots is None:
         slots = [str(i) for i in range(int(measured.get("gpus") or 0))] or ["cpu"]
@@ -275,7 +280,7 @@ def _prepare_locked(target, exp_dir, plan, ds, seed_list, slots, train, extra_ar
         "device": ",".join(slots),
         "device_name": measured["device_name"],
         "train": train,
-        "val": recipes.val_args(data=str(ds.yaml), imgsz=imgsz, batch=batch, extra=extra_args),
+        "val": recipes.val_args(data=str(ds.yaml), imgsz=imgsz, batch=batch, extra=extra_args, split=eval_split),
         "extra": extra_args,
     }
     resumed = recipes.check_recipe(exp_dir, rec)
@@ -410,21 +415,33 @@ def execute_run(
 
 
 def record_of(exp: Experiment, run: Run, result: dict) -> RunRecord:
+    """The record of a finished run: the child's result (its metric columns: those of the recipe's task, NaN where
+    the result has none) and the variant's measurements."""
+    from mhsa_patch.child.metrics import columns
+
     m = exp.measured.get(run.variant, {})
+    task = exp.recipe.get("task") or "detect"
+
+    def value(key: str) -> float:
+        try:
+            return float(result[key])
+        except (KeyError, TypeError, ValueError):
+            return float("nan")
+
+    values = {c: value(c) for c in columns(task)}
     return RunRecord(
         variant=run.variant,
         seed=run.seed,
         params=int(m.get("params", result.get("params", 0))),
         gflops=float(m.get("gflops", float("nan"))),
         latency_ms=float(m.get("latency_ms") if m.get("latency_ms") is not None else float("nan")),
-        map50=float(result["map50"]),
-        map50_95=float(result["map50_95"]),
-        precision=float(result["precision"]),
-        recall=float(result["recall"]),
+        **{c: values.pop(c, float("nan")) for c in ("map50", "map50_95", "precision", "recall")},
         best_epoch=int(result["best_epoch"]),
         epochs=int(result["epochs"]),
         train_s=round(float(result["train_s"]), 3),
         run_dir=run.run_dir,
+        metrics=values,
+        task=task,
     )
 
 
@@ -441,15 +458,16 @@ def records(exp: Experiment) -> list[RunRecord]:
     return out
 
 
-def finish_run(exp: Experiment, run: Run, result: dict) -> Any:
-    """Mark ``run`` finished, rewrite ``ablation.csv`` from every finished run, and write the report's files."""
+def finish_run(exp: Experiment, run: Run, result: dict, failed: Sequence[Failure] = ()) -> Any:
+    """Mark ``run`` finished, rewrite ``ablation.csv`` from every finished run, and write the report's files
+    (``failed``: the runs failed so far, shown there as missing)."""
     runstate.write_json(exp.dir / run.run_dir / DONE, result)
     # the resume snapshots (checkpoints with the optimizer) are not needed once the run is recorded
     shutil.rmtree(exp.dir / run.run_dir / "weights" / runstate.RESUME, ignore_errors=True)
-    return write_outputs(exp)
+    return write_outputs(exp, failed)
 
 
-def write_outputs(exp: Experiment):
+def write_outputs(exp: Experiment, failed: Sequence[Failure] = ()):
     """The report of every finished run: ``ablation.csv``, the summaries and the plots, and its table.
 
     A report that fails must not stop the trainings: the CSV is then written alone, and a note says so.
@@ -458,7 +476,8 @@ def write_outputs(exp: Experiment):
 
     recs = records(exp)
     try:
-        return write_report(exp.dir, recs, exp.recipe, baseline="stock")
+        return write_report(exp.dir, recs, exp.recipe, baseline="stock",
+                            failed=[(f.run.variant, f.run.seed, f.reason) for f in failed])  # fmt: skip
     except Exception as e:  # noqa: BLE001
         from mhsa_patch.child.protocol import one_line
 
@@ -561,7 +580,7 @@ def _schedule(exp: Experiment, emit: RunEvent, ray_address: str | None, fail_fas
                     emit("event", r, ev.event)
                 elif isinstance(ev, backends.Finished):
                     running.pop(r.name, None)
-                    out.report = finish_run(exp, r, ev.result)
+                    out.report = finish_run(exp, r, ev.result, out.failed)
                     out.finished.append(r)
                     grid.finished(r.name, ev.result)
                     emit("done", r, ev.result)
@@ -588,8 +607,9 @@ def _schedule(exp: Experiment, emit: RunEvent, ray_address: str | None, fail_fas
             backend.close()
         grid.close()
     out.not_started = list(queue)
-    if out.report is None and any(exp.done(r) for r in exp.runs):
-        out.report = write_outputs(exp)  # the report of the runs finished before, when none finished now
+    if (out.report is None or out.failed) and any(exp.done(r) for r in exp.runs):
+        # the report of the runs finished before, when none finished now; or with every failure shown as missing
+        out.report = write_outputs(exp, out.failed)
     if grid.problem:
         exp.notes.append(grid.problem)
     return out

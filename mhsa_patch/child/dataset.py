@@ -38,20 +38,39 @@ def check(events, args: dict) -> dict:
         data = check_det_dataset(args["data"], autodownload=False)
     except Exception as e:  # noqa: BLE001 - ultralytics' own reason, whatever it raised
         raise ChildError(one_line(e)) from None
-    keep = {k: v for k, v in args.items() if k not in ("model", "project", "name", "exist_ok", "device")}
+    eval_split = args.get("eval_split", "val")
+    keep = {k: v for k, v in args.items() if k not in ("model", "project", "name", "exist_ok", "device", "eval_split")}
+    nc = data.get("nc") or len(data.get("names") or ())
+    split_error = _split_error(Path(str(args["data"])).name, data, eval_split)
+    if split_error:
+        return {"nc": int(nc), "split_error": split_error}
     cfg = get_cfg(default_cfg, keep)
     sizes = {}
-    for split in ("train", "val"):
+    for split in ("train", "val") if eval_split == "val" else ("train", "val", eval_split):
         events.step("labels", f"Reading the {split} labels (the label cache, once for every run)")
         try:
             ds = build_yolo_dataset(cfg, data[split], 1, data, mode=split, rect=False, stride=32)
             sizes[split] = len(ds)
         except Exception as e:  # noqa: BLE001
             raise ChildError(f"{split}: {one_line(e)}") from None
-    nc = data.get("nc") or len(data.get("names") or ())
     return {"nc": int(nc), "images": sizes, "path": str(data.get("path", "")),
             "train": _paths(data["train"]), "val": _paths(data["val"])}  # fmt: skip
 
 
 def _paths(entry) -> list[str]:
     return [str(p) for p in (entry if isinstance(entry, list) else [entry])]
+
+
+def _split_error(name: str, data: dict, split: str) -> str | None:
+    """The one line refusing ``--eval-split test`` where the YAML has no such split (no entry, or an empty one as in
+    ultralytics' own ``coco.yaml``), or its images are not on this machine (ultralytics checks only ``val``'s)."""
+    if split == "val":
+        return None
+    how = f"add '{split}: images/{split}' (images best.pt was not chosen on) to it, or use --eval-split val"
+    if not data.get(split):
+        return f"--eval-split {split}: {name} has no '{split}' split; {how}"
+    missing = next((p for p in _paths(data[split]) if not Path(p).exists()), None)
+    if missing is not None:
+        return (f"--eval-split {split}: {name}'s {split} images are not on this machine ({missing} is missing) and the "
+                "runs never download; fetch them first, or pass --download")
+    return None

@@ -84,6 +84,8 @@ def measure(events, a) -> dict:
             data = check(events, json.loads(Path(a.data_args).read_text(encoding="utf-8")))
         except ChildError as e:
             return {**about, "data_error": str(e), "models": {}}
+        if data.get("split_error"):  # --eval-split test on a YAML without that split: nothing measured for nothing
+            return {**about, "data": data, "models": {}}
         a.nc = data["nc"]
     require_patched()
     route_checkpoint_loading()  # before anything loads a checkpoint: old releases on today's torch

@@ -44,24 +44,14 @@ from mhsa_patch.ablate import lock as locks
 from mhsa_patch.ablate import runstate
 from mhsa_patch.ablate.runstate import RESUME
 from mhsa_patch.child.compat import require_patched, route_checkpoint_loading, ultralytics_info
+from mhsa_patch.child.metrics import extract
 from mhsa_patch.child.protocol import ChildError, one_line, run_main
 from mhsa_patch.child.torchvision_ops import require as require_torchvision
 from mhsa_patch.patching.atomic import copy_atomic, write_atomic
 
-METRIC_KEYS = {  # results_dict key -> record field (boxes: the detection metrics, the same for every task)
-    "metrics/mAP50(B)": "map50",
-    "metrics/mAP50-95(B)": "map50_95",
-    "metrics/precision(B)": "precision",
-    "metrics/recall(B)": "recall",
-}
 # Where a run goes, not how it trains: ultralytics may rewrite these (a resume's model is last.pt, the CPU forces
 # workers=0, device is canonicalised, data becomes the resolved YAML), so the recipe check leaves them out.
 PLACEMENT = {"model", "data", "device", "workers", "project", "name", "exist_ok", "save_dir", "resume"}
-
-
-def metrics_of(results_dict: dict) -> dict[str, float]:
-    """The record's metric fields from a validator's ``results_dict`` (NaN for a missing key)."""
-    return {field: float(results_dict.get(key, float("nan"))) for key, field in METRIC_KEYS.items()}
 
 
 class RecipeChanged(ChildError):
@@ -308,9 +298,9 @@ def _run(events, a, run_dir: Path, spec: dict, label: str) -> dict:
         metrics = yolo.val(**val_args)
     except Exception as e:  # noqa: BLE001
         raise ChildError(f"validating {best} failed: {one_line(e)}") from None
-    got = metrics_of(metrics.results_dict)
     return {
-        **got,
+        **extract(yolo.task, metrics.results_dict),  # the columns of the model's own task (mask mAP for segment)
+        "task": yolo.task,
         "params": params,
         "best_epoch": int(state["best_epoch"]),
         "epochs": len(rows),  # the epochs it really trained (fewer than the recipe's after an early stop)

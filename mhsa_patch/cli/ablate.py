@@ -113,9 +113,11 @@ class _Progress:
     def _done(self, run, result) -> None:
         self.done += 1
         self.frac.pop(run.name, None)
+        from mhsa_patch.ablate.record import headline
+
         stop = f", stopped early after epoch {result['stop_epoch']}" if result.get("stopped_early") else ""
         msg = (f"{run.name}: done ({self.done}/{self.total}) in {result['train_s']:.1f} s, "
-               f"mAP50-95 {result['map50_95']:.3f}, best epoch {result['best_epoch']}{stop}")  # fmt: skip
+               f"{headline(result)}, best epoch {result['best_epoch']}{stop}")  # fmt: skip
         if self.live is not None:
             if run.name in self.tasks:
                 self.live.remove_task(self.tasks.pop(run.name))
@@ -178,6 +180,10 @@ def ablate(
     status: Annotated[
         bool, typer.Option("--status", help="Print the state of the grid in --project/--name (train nothing, write nothing).")
     ] = False,
+    eval_split: Annotated[
+        str, typer.Option("--eval-split", metavar="val|test", help="The split the table reports (best.pt is always chosen "
+                          "on val; test needs a 'test:' entry in the data YAML).")
+    ] = "val",  # fmt: skip
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress; errors and the files written only.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help="Name each run's log file as it starts; keep its raw output too.")] = False,
     extra: Annotated[
@@ -208,7 +214,7 @@ def ablate(
         exp = runner.prepare(
             tgt, data=data, variants=variant, seeds=seeds, scale=scale, base=base, task=task, epochs=epochs,
             imgsz=imgsz, batch=batch, weights=weights, device=device, project=project, name=name,
-            extra=extra or [], download=download, verbose=verbose, on_step=step,
+            extra=extra or [], download=download, verbose=verbose, on_step=step, eval_split=eval_split,
         )  # fmt: skip
         for note in exp.started_notes:
             warn(f"{exp.dir}: {note}")
