@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import helpers
 import releases
 import trainkit
 
@@ -18,7 +19,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 def run_example(name: str, *args: str, site: Path, cwd: Path, timeout: float = 400):
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / name), *args],
-        env=trainkit.env(site),
+        env=helpers.checkout_env(site),  # the examples import this checkout's mhsa_patch
         cwd=cwd,
         capture_output=True,
         text=True,

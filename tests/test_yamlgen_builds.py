@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import releases
-from helpers import absolute, without_row
+from helpers import absolute, checkout_env, without_row
 from mhsa_patch.modelyaml import bases, emit, naming, request
 from mhsa_patch.patching.target import find_target, version_tuple
 from mhsa_patch.modelyaml.request import Request
@@ -74,7 +74,8 @@ def patched_release(version: str, root: Path) -> Path:
     site = root / "site"
     releases.copy_release(version, site)
     r = subprocess.run(
-        [sys.executable, "-m", "mhsa_patch", "apply", "--target", str(site)], capture_output=True, text=True
+        [sys.executable, "-m", "mhsa_patch", "apply", "--target", str(site)], capture_output=True, text=True,
+        env=checkout_env(),
     )
     assert r.returncode == 0, r.stdout + r.stderr
     return site
@@ -82,7 +83,7 @@ def patched_release(version: str, root: Path) -> Path:
 
 def build_all(site: Path, jobs: list[tuple[str, str, bool]]) -> dict[str, dict]:
     r = subprocess.run(
-        [sys.executable, "-c", CHILD, json.dumps(jobs)], env=releases.release_env(site), capture_output=True, text=True, timeout=900
+        [sys.executable, "-c", CHILD, json.dumps(jobs)], env=checkout_env(site), capture_output=True, text=True, timeout=900
     )
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("JSON ")), None)
     assert r.returncode == 0 and line, r.stderr[-3000:]
@@ -210,13 +211,14 @@ def test_check_builds_with_the_patched_release(tmp_path, version):
     work = tmp_path / "work"
     work.mkdir()
     cmd = [sys.executable, "-m", "mhsa_patch", "gen-yaml", "-s", "n", "-t", str(site), "--check"]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=work, env=releases.release_env(site))
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=work, env=checkout_env(site))
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "--check needs the patch" in r.stderr
     assert list(work.iterdir()) == []
 
-    r = subprocess.run([sys.executable, "-m", "mhsa_patch", "apply", "-t", str(site)], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "mhsa_patch", "apply", "-t", str(site)], capture_output=True, text=True,
+                       env=checkout_env())
     assert r.returncode == 0, r.stderr
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=work, env=releases.release_env(site))
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=work, env=checkout_env(site))
     assert r.returncode == 0, r.stdout + r.stderr
     assert (work / "yolov8n-MHSA.yaml").read_text() == emit.generate(find_target(site), Request(scale="n")).text
     lines = r.stdout.splitlines()
@@ -292,7 +294,7 @@ def _bot3_case(version: str, tmp_path: Path, cases: list[tuple[str, str]]) -> No
         path.write_text(res.text, encoding="utf-8")
         jobs += [(str(path), True), (res.stock_name, False)]
         results.append((res, str(path)))
-    r = subprocess.run([sys.executable, "-c", BOT3_CHILD, json.dumps(jobs)], env=releases.release_env(site),
+    r = subprocess.run([sys.executable, "-c", BOT3_CHILD, json.dumps(jobs)], env=checkout_env(site),
                        capture_output=True, text=True, timeout=1800, cwd=tmp_path)
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("JSON ")), None)
     assert r.returncode == 0 and line, r.stderr[-3000:]
