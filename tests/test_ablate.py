@@ -348,3 +348,163 @@ def test_runs_on_several_devices_at_once_give_the_same_table(exp, site):
     local = read_csv(exp["dir"] / "ablation.csv")[:2]  # stock, seeds 0 and 1
     par = read_csv(e.dir / "ablation.csv")
     assert [{k: x[k] for k in DETERMINISTIC} for x in par] == [{k: x[k] for k in DETERMINISTIC} for x in local]
+
+
+# ------------------------------------------------------------------------------------- a two-node Ray cluster
+
+
+@pytest.fixture(scope="module")
+def cluster(site, tmp_path_factory):
+    """tests/raycluster.py's two nodes: a head without CPUs (the driver's side) and one worker node with 2 CPUs,
+    which does not see the driver's folder (``cluster.hidden``, where the experiments go)."""
+    import helpers
+    import raycluster
+
+    root = raycluster.cluster_root(tmp_path_factory)
+    env = helpers.checkout_env(site, offline=False, RAY_USAGE_STATS_ENABLED="0")
+    c = raycluster.Cluster(root, hidden=root / "driver", env=env).start()
+    try:
+        c.add_worker(num_cpus=2)
+        yield c
+    finally:
+        c.stop()
+
+
+def _live_worker(cluster):
+    alive = [w for w in cluster.workers if not w.killed and w.proc.poll() is None]
+    return alive[0] if alive else cluster.add_worker(num_cpus=2)
+
+
+def cluster_ablate(cluster, site: Path, name: str, *args: str):
+    """``ablate --ray 127.0.0.1:6379`` as the driver on the head node, into ``cluster.hidden``."""
+    import raycluster
+
+    cmd = [sys.executable, "-m", "mhsa_patch", "ablate", "--ray", raycluster.ADDRESS, "--target", str(site),
+           "--project", str(cluster.hidden), "--name", name, *args]  # fmt: skip
+    return cmd
+
+
+def test_a_two_node_cluster_without_a_shared_folder_gives_the_local_backends_table(exp, site, cluster):
+    """stock and MHSA (seed 0) as Ray tasks on the worker node, which cannot see the experiment folder: every
+    epoch's snapshot, the finished run folders and the logs come back to the driver's folder, and the table is the
+    local backend's in every column but the timings."""
+    _live_worker(cluster)
+    r = cluster.run(cluster_ablate(cluster, site, "two", *TINY, "--variant", "MHSA", "--seeds", "1", *EXTRA),
+                    cwd=trainkit.ROOT, timeout=900)  # fmt: skip
+    trainkit.ok(r)
+    d = cluster.hidden / "two"
+    local = {(x["variant"], x["seed"]): x for x in read_csv(exp["dir"] / "ablation.csv")}
+    rows = read_csv(d / "ablation.csv")
+    assert [(x["variant"], x["seed"]) for x in rows] == [("stock", "0"), ("MHSA", "0")]
+    for x in rows:
+        assert {k: x[k] for k in DETERMINISTIC} == {k: local[(x["variant"], x["seed"])][k] for k in DETERMINISTIC}
+        run_dir = d / x["run_dir"]
+        assert losses(run_dir) == losses(exp["dir"] / x["run_dir"])
+        assert (run_dir / "weights" / "best.pt").is_file() and not (run_dir / "weights" / ".resume").exists()
+        args = yaml.safe_load((run_dir / "args.yaml").read_text())
+        assert not args["save_dir"].startswith(str(cluster.hidden))  # trained in the task's folder on the worker
+        assert "Ultralytics" in (d / "logs" / f"{run_dir.name}.log").read_text()  # the log came back
+    recipe = yaml.safe_load((d / "recipe.yaml").read_text())
+    assert sorted(recipe["patch"]) == ["nn/modules/__init__.py", "nn/modules/conv.py", "nn/tasks.py"]
+    assert len(recipe["data_sha256"]) == 64
+    # progress per epoch, each line once its snapshot is in the driver's folder
+    assert "stock-s0: started (1/2)" in r.stdout and "MHSA-s0: epoch 2/2  mAP50-95" in r.stdout
+
+
+def test_a_lost_worker_node_costs_one_epoch_at_most_and_a_fresh_node_finishes_the_run(site, cluster):
+    """The worker node's processes are killed once the driver holds two epochs of a 5-epoch run; Ray retries the
+    task on a fresh worker node, which resumes from the driver's snapshot: epochs 1-5 once each in results.csv,
+    the rows the driver held before the loss unchanged."""
+    worker = _live_worker(cluster)
+    d = cluster.hidden / "lost"
+    run_dir = d / "runs" / "stock-s0"
+    state = run_dir / "weights" / ".resume" / "state.json"
+
+    def held() -> int:
+        try:
+            return int(json.loads(state.read_text())["epochs_done"])
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    cmd = cluster_ablate(cluster, site, "lost", "--data", "synthetic:4", "--epochs", "5", "--imgsz", "64", "--batch",
+                         "2", "--variant", "stock", "--seeds", "1", *EXTRA)  # fmt: skip
+    proc = cluster.popen(cmd, cwd=trainkit.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        while held() < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before its node could be lost"
+        cluster.kill(worker)
+        k = held()
+        before = results(run_dir)
+        assert 2 <= k < 5 and len(before) >= k
+        cluster.add_worker(num_cpus=2)
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out[-4000:] + err[-4000:]
+    assert "stock-s0: attempt 2 on 127.0.0.1" in out and f"stock-s0: resuming after epoch {k} of 5" in out
+    res = results(run_dir)
+    assert [int(float(x["epoch"])) for x in res] == [1, 2, 3, 4, 5]  # each epoch once
+    assert res[:k] == before[:k]  # what the driver held when the node was lost is kept, not trained again
+    row = read_csv(d / "ablation.csv")[0]
+    maps = [float(x["metrics/mAP50-95(B)"]) for x in res]
+    assert row["epochs"] == "5" and int(row["best_epoch"]) == max(j + 1 for j, v in enumerate(maps) if v == max(maps))
+
+
+def test_a_worker_node_whose_ultralytics_is_not_patched_is_refused_naming_the_node(site, cluster):
+    """The only worker node sees an unpatched ultralytics at the target's path: the run fails before it trains, in
+    one line naming the node and what to do there."""
+    for w in cluster.workers:
+        if not w.killed and w.proc.poll() is None:
+            cluster.kill(w)
+    bad = cluster.add_worker(num_cpus=2, binds={site: trainkit.unpatched()})
+    try:
+        r = cluster.run(cluster_ablate(cluster, site, "unpatched", *TINY, "--variant", "stock", "--seeds", "1",
+                                       *EXTRA), cwd=trainkit.ROOT, timeout=900)  # fmt: skip
+    finally:
+        cluster.kill(bad)
+    assert r.returncode == 1 and "Traceback" not in r.stdout + r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("ERROR")]
+    assert errors == [
+        f"ERROR ❌ stock-s0 (Ray task): node 127.0.0.1: ultralytics 8.4.190 at {site / 'ultralytics'} is not patched "
+        f"(status: not-applied); run 'mhsa-patch apply --target {site / 'ultralytics'}' there"
+    ], r.stderr
+    assert not (cluster.hidden / "unpatched" / "runs" / "stock-s0" / "results.csv").exists()
+
+
+LATENCY = r"""
+import json, sys
+import ray
+from mhsa_patch.ablate.cluster.latency import measure_on_cluster
+from mhsa_patch.ablate.cluster.resources import run_resources
+from mhsa_patch.patching.target import find_target
+
+site, models, address, checkout = sys.argv[1:5]
+ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": checkout}})
+texts = {name: (file, open(f"{models}/{file}").read()) for name, file in
+         (("stock", "yolov8n-stock.yaml"), ("MHSA", "yolov8n-MHSA.yaml"))}
+out = measure_on_cluster(find_target(site), texts, 64, 3, "cpu", 5, run_resources("cpu", {"workers": 0}))
+print(json.dumps(out))
+"""
+
+
+def test_latency_is_measured_in_one_task_on_a_worker_node(exp, site, cluster):
+    """Every variant timed in one task that asks for a run's own resources: it cannot land on the head (no CPU)."""
+    import raycluster
+
+    _live_worker(cluster)
+    models = cluster.root / "models"  # visible on every node
+    models.mkdir(exist_ok=True)
+    for f in ("yolov8n-stock.yaml", "yolov8n-MHSA.yaml"):
+        (models / f).write_text((exp["dir"] / "models" / f).read_text())
+    r = cluster.run([sys.executable, "-c", LATENCY, str(site), str(models), raycluster.ADDRESS, str(trainkit.ROOT)],
+                    cwd=trainkit.ROOT, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-4000:]
+    out = json.loads(next(ln for ln in reversed(r.stdout.splitlines()) if ln.startswith("{")))
+    measured = json.loads((exp["dir"] / "measure.json").read_text())["models"]
+    assert out["device"] == "cpu" and out["device_name"] and out["runs"] == 5 and out["node"] == "127.0.0.1"
+    for name in ("stock", "MHSA"):
+        assert out["models"][name]["params"] == measured[name]["params"] and out["models"][name]["latency_ms"] > 0

@@ -8,6 +8,7 @@ ultralytics fetch it once, before the runs (:func:`download`, the only step of t
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,21 +46,94 @@ def _nc(data: dict, path: Path) -> int:
     raise PatchError(f"{path}: no 'names' (or 'nc') in the dataset YAML")
 
 
-def missing_paths(path: Path, data: dict) -> list[Path]:
-    """The ``train``/``val`` entries that do not exist locally, resolved as ultralytics resolves them."""
+def _base(path: Path, data: dict) -> Path:
+    """The folder a dataset YAML's relative entries start from, as ultralytics resolves it."""
     root = data.get("path")
     base = Path(str(root)).expanduser() if root else path.parent
     if not base.is_absolute():
         base = (path.parent / base) if (path.parent / base).exists() else base.resolve()
-    missing = []
-    for key in ("train", "val"):
-        entries = data[key] if isinstance(data[key], list) else [data[key]]
-        for e in entries:
+    return base
+
+
+def split_paths(path: Path, data: dict, keys: tuple[str, ...] = ("train", "val")) -> list[tuple[str, Path]]:
+    """``(split, path)`` of every entry of ``keys`` the YAML has, resolved as ultralytics resolves them."""
+    base = _base(path, data)
+    out = []
+    for key in keys:
+        if data.get(key) is None:
+            continue
+        for e in data[key] if isinstance(data[key], list) else [data[key]]:
             p = Path(str(e)).expanduser()
-            p = p if p.is_absolute() else base / p
-            if not p.exists():
-                missing.append(p)
-    return missing
+            out.append((key, p if p.is_absolute() else base / p))
+    return out
+
+
+def missing_paths(path: Path, data: dict) -> list[Path]:
+    """The ``train``/``val`` entries that do not exist locally, resolved as ultralytics resolves them."""
+    return [p for _, p in split_paths(path, data) if not p.exists()]
+
+
+# ultralytics' IMG_FORMATS (data/utils.py) over the supported releases: what its loaders take as an image
+IMG_FORMATS = frozenset(
+    {"avif", "bmp", "dng", "heic", "heif", "jp2", "jpeg", "jpg", "mpo", "png", "pfm", "tif", "tiff", "webp"}
+)
+
+
+def image_files(entry: Path) -> list[str]:
+    """The images of one ``train``/``val``/``test`` entry as ultralytics lists them: every image file under a
+    folder, or the lines of a text file (``./`` meaning the text file's folder)."""
+    if entry.is_dir():
+        found = [str(p) for p in entry.rglob("*.*") if p.is_file()]
+    elif entry.is_file():
+        lines = entry.read_text(encoding="utf-8-sig").strip().splitlines()
+        parent = str(entry.parent) + os.sep
+        found = [x.replace("./", parent, 1) if x.startswith("./") else x for x in lines]
+    else:
+        return []
+    return sorted(x for x in found if x.rpartition(".")[-1].lower() in IMG_FORMATS)
+
+
+def label_file(image: str) -> str:
+    """ultralytics' ``img2label_paths``: the last ``/images/`` becomes ``/labels/``, the extension ``.txt``."""
+    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
+    return sb.join(image.rsplit(sa, 1)).rsplit(".", 1)[0] + ".txt"
+
+
+@dataclass(frozen=True)
+class Checksum:
+    """A dataset's identity across machines: SHA-256 of its image list and of every label file, without reading
+    the images themselves (what a worker node checks before it trains)."""
+
+    sha256: str
+    images: int
+    labels: int
+
+
+def checksum(path: Path) -> Checksum:
+    """The checksum of the dataset YAML ``path``: each split's image list (paths relative to the dataset's folder)
+    and each image's label file (its bytes' SHA-256, or none), in ultralytics' order. The YAML's own text is not
+    part of it (a synthetic set drawn in another folder has another ``path:``)."""
+    import hashlib
+
+    data = _read(path)
+    base = _base(path, data)
+    digest = hashlib.sha256()
+    images = labels = 0
+    for split, entry in split_paths(path, data, ("train", "val", "test")):
+        for image in image_files(entry):
+            label = Path(label_file(image))
+            try:
+                label_sha = hashlib.sha256(label.read_bytes()).hexdigest()
+                labels += 1
+            except OSError:
+                label_sha = "-"  # an image without labels: a background image for ultralytics
+            try:
+                shown = str(Path(image).relative_to(base))
+            except ValueError:
+                shown = image
+            digest.update(f"{split}\t{shown}\t{label_sha}\n".encode("utf-8", "surrogateescape"))
+            images += 1
+    return Checksum(digest.hexdigest(), images, labels)
 
 
 def resolve(spec: str, exp_dir: Path, imgsz: int, *, download: bool = False, target=None) -> Dataset:

@@ -4,7 +4,9 @@ Every run gets the same ``YOLO.train`` arguments (the options, everything after 
 only ``model`` and ``seed`` (and ``name``, the run's folder) differ. The recipe is written once to
 ``<dir>/recipe.yaml``; a later invocation in the same folder must have the same one, else it is refused naming the
 first key that differs (another experiment needs ``--name``). ``device`` and ``device_name`` say where the runs were
-placed, not how they train, and are not compared (a resume may use other GPUs).
+placed, not how they train, and are not compared (a resume may use other GPUs). ``patch`` (the journal's hash of
+every patched file) and ``data_sha256`` (the dataset's checksum) are recorded for the Ray worker nodes' check
+(:mod:`mhsa_patch.ablate.cluster.fingerprint`), not compared: a recipe written by an earlier release lacks them.
 """
 
 from __future__ import annotations

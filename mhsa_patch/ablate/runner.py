@@ -29,6 +29,7 @@ from typing import Any
 
 from mhsa_patch.ablate import data as datasets
 from mhsa_patch.ablate import recipe as recipes
+from mhsa_patch.ablate.cluster.fingerprint import recorded
 from mhsa_patch.ablate.record import RunRecord, to_csv
 from mhsa_patch.ablate.variants import Variant, plan_variants
 from mhsa_patch.errors import PatchError, UsageError
@@ -215,6 +216,7 @@ def prepare(
     if download:
         step(f"Fetching {ds.yaml.name} once with ultralytics (--download)")
         datasets.download(target, ds)
+    rec.update(recorded(target, ds.yaml))  # what a Ray worker node must match: the patch's and the data's hashes
 
     models.mkdir(parents=True, exist_ok=True)
     for v in plan:
@@ -384,7 +386,8 @@ class Outcome:
 RunEvent = Callable[[str, Run, dict], None]  # ("start" | "event" | "done", run, data)
 
 
-def run(exp: Experiment, *, on_event: RunEvent | None = None, ray_address: str | None = None) -> Outcome:
+def run(exp: Experiment, *, on_event: RunEvent | None = None, ray_address: str | None = None,
+        storage: str | None = None) -> Outcome:
     """Train every run not yet finished; after each, rewrite the CSV and the report. Stops at the first failed run
     (runs already going on other devices finish first) with its one-line error."""
     emit = on_event or (lambda kind, run, data: None)
@@ -395,7 +398,7 @@ def run(exp: Experiment, *, on_event: RunEvent | None = None, ray_address: str |
         from mhsa_patch.ablate.ray_backend import run_on_ray
 
         run_on_ray(exp, pending, ray_address, emit, out, execute_run=execute_run, finish_run=finish_run,
-                   run_spec=run_spec)
+                   run_spec=run_spec, storage=storage)
     elif len(exp.slots) == 1 or len(pending) <= 1:
         for r in pending:
             slot = exp.slots[0]

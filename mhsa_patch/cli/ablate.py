@@ -18,7 +18,7 @@ from rich.markup import escape
 from mhsa_patch.cli.console import fail, info, out, table, warn
 from mhsa_patch.cli.options import PythonOpt, TargetOpt, open_target
 from mhsa_patch.cli.usage import Text
-from mhsa_patch.errors import PatchError
+from mhsa_patch.errors import PatchError, UsageError
 
 
 def optional_ray_address(argv: list[str]) -> list[str]:
@@ -89,6 +89,13 @@ class _Progress:
                 self.live.console.print(escape(msg))
             elif not self.quiet:
                 out.print(msg, markup=False, highlight=False)
+        elif ev.get("restarted"):
+            msg = (f"{run.name}: attempt {ev['restarted']} on {ev.get('node')} "
+                   "(the previous one lost its node or process)")  # fmt: skip
+            if self.live is not None:
+                self.live.console.print(escape(msg))
+            elif not self.quiet:
+                out.print(msg, markup=False, highlight=False)
         elif ev.get("validating") and self.live is not None and run.name in self.tasks:
             self.live.update(self.tasks[run.name], note="validating best.pt")
 
@@ -144,6 +151,16 @@ def ablate(
         typer.Option("--ray", metavar="[ADDRESS]", help="Run each run as a Ray task on the cluster at ADDRESS ('auto': RAY_ADDRESS or "
                      "the local cluster; 'local': start one here for this command).", show_default=False),
     ] = None,  # fmt: skip
+    storage: Annotated[
+        Optional[str],
+        typer.Option("--storage", metavar="PATH", help="With --ray: keep each run's epoch snapshots in this folder, which every node "
+                     "reaches (default: sent back to the experiment folder).", show_default=False),
+    ] = None,  # fmt: skip
+    workers: Annotated[
+        Optional[int],
+        typer.Option("--workers", min=0, metavar="N", help="Dataloader workers of every run; with --ray each run asks for N + 1 CPUs. "
+                     "[default: ultralytics' 8]", show_default=False),
+    ] = None,  # fmt: skip
     base: Annotated[Optional[str], typer.Option("--base", metavar="yolov8|yolo11|yolo26", help="yolov8, yolo11 or yolo26. [default: yolov8]")] = None,
     task: Annotated[Optional[str], typer.Option("--task", metavar="detect|segment|pose|obb", help="detect, segment, pose or obb. [default: detect]")] = None,
     download: Annotated[
@@ -165,12 +182,19 @@ def ablate(
 
     progress: _Progress | None = None
     try:
+        extra = list(extra or [])
+        if workers is not None:
+            if any(e.split("=", 1)[0].strip() == "workers" for e in extra):
+                raise UsageError(f"--workers {workers} and -- workers=...: give the dataloader workers once")
+            extra.append(f"workers={workers}")
+        if storage is not None and ray is None:
+            raise UsageError("--storage keeps the snapshots of Ray tasks: it needs --ray")
         tgt = open_target(target, python, header_line=not quiet)
         step = (lambda msg: None) if quiet else (lambda msg: out.print(f"  [bold]…[/] {escape(msg)}"))
         exp = runner.prepare(
             tgt, data=data, variants=variant, seeds=seeds, scale=scale, base=base, task=task, epochs=epochs,
             imgsz=imgsz, batch=batch, weights=weights, device=device, project=project, name=name,
-            extra=extra or [], download=download, on_step=step,
+            extra=extra, download=download, on_step=step,
         )  # fmt: skip
         done = sum(exp.done(r) for r in exp.runs)
         if not quiet:
@@ -181,7 +205,7 @@ def ablate(
                 f"{len(exp.runs)} runs, {done} already finished; {epochs} epochs at {imgsz}, batch {batch}, {start}"
             )
         progress = _Progress(len(exp.runs), done, quiet=quiet, verbose=verbose, exp_dir=exp.dir)
-        outcome = runner.run(exp, on_event=progress, ray_address=ray)
+        outcome = runner.run(exp, on_event=progress, ray_address=ray, storage=storage)
         progress.close()
     except PatchError as e:
         if progress is not None:
