@@ -305,24 +305,27 @@ def test_ray_without_ray_installed_says_so_in_one_line(tmp_path):
 # ----------------------------------------------------------------------------------------------------------- Ray
 
 
-def test_ray_backend_gives_the_local_backends_table(exp, site):
-    """The same 2 x 2 experiment as Ray tasks on a local Ray started by the command (``--ray local``), inside a network
+def test_ray_backend_gives_the_local_backends_table(exp, site, tmp_path_factory):
+    """stock and MHSA (seed 0) as Ray tasks on a local Ray started by the command (``--ray local``), inside a network
     namespace of its own (only 127.0.0.1 exists there), shut down when the command ends. The run folders come back as
     archives (MHSA_PATCH_RAY_SHIP=1: what a cluster without a shared filesystem does). Its ablation.csv equals the
-    local backend's in every column but the timings (train_s, latency_ms)."""
+    local backend's in every column but the timings (train_s, latency_ms). Ray's token (``~/.ray/auth_token``) and
+    session files go to a HOME and a temporary folder of the test's own (issue 22 A.13)."""
     import shlex
     import shutil
 
     if shutil.which("unshare") is None or shutil.which("ip") is None:
         pytest.fail("the Ray test needs unshare and ip (util-linux, iproute2) for a private network namespace")
     project = exp["project"]
+    home, ray_tmp = tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("rt")  # short: Ray's socket paths
     cmd = [sys.executable, "-m", "mhsa_patch", "ablate", "--target", str(site), "--project", str(project), "--name",
-           "ray", *TINY, "--variant", "MHSA", "--seeds", "2", "--ray", "local", *EXTRA]  # fmt: skip
-    env = dict(trainkit.env(site), MHSA_PATCH_RAY_SHIP="1", RAY_USAGE_STATS_ENABLED="0")
+           "ray", *TINY, "--variant", "MHSA", "--seeds", "1", "--ray", "local", *EXTRA]  # fmt: skip
+    env = dict(trainkit.env(site), MHSA_PATCH_RAY_SHIP="1", RAY_USAGE_STATS_ENABLED="0", HOME=str(home),
+               RAY_TMPDIR=str(ray_tmp))  # fmt: skip
     r = subprocess.run(["unshare", "-rn", "sh", "-c", "ip link set lo up && exec " + shlex.join(cmd)], env=env,
                        capture_output=True, text=True, timeout=900, cwd=trainkit.ROOT)  # fmt: skip
     trainkit.ok(r)
-    local = read_csv(exp["dir"] / "ablation.csv")
+    local = [x for x in read_csv(exp["dir"] / "ablation.csv") if x["seed"] == "0"]  # 2 runs prove what 4 would
     ray_rows = read_csv(project / "ray" / "ablation.csv")
     assert [{k: x[k] for k in DETERMINISTIC} for x in ray_rows] == [{k: x[k] for k in DETERMINISTIC} for x in local]
     for x in ray_rows:
@@ -330,6 +333,7 @@ def test_ray_backend_gives_the_local_backends_table(exp, site):
         assert (project / "ray" / x["run_dir"] / "weights" / "best.pt").is_file()
         args = yaml.safe_load((project / "ray" / x["run_dir"] / "args.yaml").read_text())
         assert not args["save_dir"].startswith(str(project))  # trained in the task's own folder, sent back
+    assert (home / ".ray" / "auth_token").is_file() and any((ray_tmp / "ray").glob("session_*"))  # where they went
 
 
 def test_runs_on_several_devices_at_once_give_the_same_table(exp, site):
