@@ -393,8 +393,8 @@ def test_a_two_node_cluster_without_a_shared_folder_gives_the_local_backends_tab
     epoch's snapshot, the finished run folders and the logs come back to the driver's folder, and the table is the
     local backend's in every column but the timings."""
     _live_worker(cluster)
-    r = cluster.run(cluster_ablate(cluster, site, "two", *TINY, "--variant", "MHSA", "--seeds", "1", *EXTRA),
-                    cwd=trainkit.ROOT, timeout=900)  # fmt: skip
+    r = cluster.run(cluster_ablate(cluster, site, "two", *TINY, "--variant", "MHSA", "--seeds", "1", "--workers", "0",
+                                   "--", "plots=False"), cwd=trainkit.ROOT, timeout=900)  # fmt: skip
     trainkit.ok(r)
     d = cluster.hidden / "two"
     local = {(x["variant"], x["seed"]): x for x in read_csv(exp["dir"] / "ablation.csv")}
@@ -409,6 +409,7 @@ def test_a_two_node_cluster_without_a_shared_folder_gives_the_local_backends_tab
         assert not args["save_dir"].startswith(str(cluster.hidden))  # trained in the task's folder on the worker
         assert "Ultralytics" in (d / "logs" / f"{run_dir.name}.log").read_text()  # the log came back
     recipe = yaml.safe_load((d / "recipe.yaml").read_text())
+    assert recipe["extra"] == {"plots": False, "workers": 0}  # --workers 0: each task asked for 1 CPU
     assert sorted(recipe["patch"]) == ["nn/modules/__init__.py", "nn/modules/conv.py", "nn/tasks.py"]
     assert len(recipe["data_sha256"]) == 64
     # progress per epoch, each line once its snapshot is in the driver's folder
@@ -512,3 +513,17 @@ def test_latency_is_measured_in_one_task_on_a_worker_node(exp, site, cluster):
     assert out["device"] == "cpu" and out["device_name"] and out["runs"] == 5 and out["node"] == "127.0.0.1"
     for name in ("stock", "MHSA"):
         assert out["models"][name]["params"] == measured[name]["params"] and out["models"][name]["latency_ms"] > 0
+
+
+def test_a_run_that_fails_on_a_worker_node_brings_its_log_back(site, cluster):
+    """A training error on the worker node: the one line names the node and a log on the driver's side, which is
+    there (sent back with the failed run)."""
+    _live_worker(cluster)
+    r = cluster.run(cluster_ablate(cluster, site, "fails", *TINY, "--variant", "stock", "--seeds", "1", *EXTRA,
+                                   "optimizer=Bogus"), cwd=trainkit.ROOT, timeout=900)  # fmt: skip
+    assert r.returncode == 1 and "Traceback" not in r.stdout + r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("ERROR")]
+    log = cluster.hidden / "fails" / "logs" / "stock-s0.log"
+    assert len(errors) == 1 and errors[0].startswith("ERROR ❌ stock-s0 (Ray task): node 127.0.0.1: stock-s0: "
+                                                     "ultralytics' trainer failed:"), r.stderr  # fmt: skip
+    assert errors[0].endswith(f"(log: {log})") and "Bogus" in log.read_text()

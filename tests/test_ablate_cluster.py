@@ -148,14 +148,18 @@ def test_a_node_patched_by_another_mhsa_patch_or_with_another_torch_is_refused(n
 
 def test_a_node_whose_dataset_differs_is_refused(node, tmp_path):
     expected = fingerprint.Expected.of(node["recipe"])
-    for change in ("label", "image"):
+    for change in ("label", "image", "renamed"):
         copy = datasets.resolve("synthetic:6", tmp_path / change, 64)
         root = copy.yaml.parent
         if change == "label":
             label = root / "labels" / "train" / "train_0001.txt"
-            label.write_text(label.read_text().replace("0.", "0.0", 1))
-        else:
+            text = label.read_text()
+            label.write_text(("1" if text[0] != "1" else "2") + text[1:])  # another class, the same size
+        elif change == "image":
             (root / "images" / "val" / "val_0000.jpg").unlink()
+        else:  # the same images and labels under other names
+            for kind, ext in (("images", "jpg"), ("labels", "txt")):
+                (root / kind / "val" / f"val_0000.{ext}").rename(root / kind / "val" / f"val_0000b.{ext}")
         got = fingerprint.difference(expected, node["target"], copy.yaml)
         assert got is not None and got.startswith("the dataset synthetic:6 differs: its label files or image"), got
     # the image bytes are not read: a re-encoded image is the same dataset
