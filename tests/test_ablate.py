@@ -389,14 +389,19 @@ def cluster_ablate(cluster, site: Path, name: str, *args: str):
 
 
 def test_a_two_node_cluster_without_a_shared_folder_gives_the_local_backends_table(exp, site, cluster):
-    """stock and MHSA (seed 0) as Ray tasks on the worker node, which cannot see the experiment folder: every
-    epoch's snapshot, the finished run folders and the logs come back to the driver's folder, and the table is the
-    local backend's in every column but the timings."""
+    """stock and MHSA (seed 0) as Ray tasks on the worker node, which cannot see the experiment folder, with
+    ``--storage`` (a folder both nodes reach) for the epochs' snapshots: the finished run folders and the logs come
+    back to the driver's folder, and the table is the local backend's in every column but the timings. (Without
+    ``--storage``, the snapshots go to the driver's folder: the next test.)"""
     _live_worker(cluster)
+    storage = cluster.root / "storage"
     r = cluster.run(cluster_ablate(cluster, site, "two", *TINY, "--variant", "MHSA", "--seeds", "1", "--workers", "0",
-                                   "--", "plots=False"), cwd=trainkit.ROOT, timeout=900)  # fmt: skip
+                                   "--storage", str(storage), "--", "plots=False"), cwd=trainkit.ROOT,
+                    timeout=900)  # fmt: skip
     trainkit.ok(r)
     d = cluster.hidden / "two"
+    (kept,) = storage.iterdir()  # the experiment's folder there: its name and a hash of its path
+    assert kept.name.startswith("two-") and not list((kept / "runs").iterdir())  # each run's removed once recorded
     local = {(x["variant"], x["seed"]): x for x in read_csv(exp["dir"] / "ablation.csv")}
     rows = read_csv(d / "ablation.csv")
     assert [(x["variant"], x["seed"]) for x in rows] == [("stock", "0"), ("MHSA", "0")]
