@@ -62,6 +62,8 @@ def test_workers_and_storage_options_are_checked_before_anything_runs(tmp_path):
     assert_refused(r, "usage: --workers 2 and -- workers=...: give the dataloader workers once", code=2)
     r = cli("ablate", "--data", "synthetic:4", "--storage", str(tmp_path), "--project", str(tmp_path))
     assert_refused(r, "usage: --storage keeps the snapshots of Ray tasks: it needs --ray", code=2)
+    r = cli("ablate", "--data", "synthetic:4", "--ray", "local", "--storage", "s3://bucket/runs", "--project", str(tmp_path))
+    assert_refused(r, "--storage s3://bucket/runs: only a folder every node reaches")
     r = cli("ablate", "--data", "synthetic:4", "--workers", "-1", "--project", str(tmp_path))
     assert r.exit_code == 2
     assert not any(tmp_path.iterdir())

@@ -187,8 +187,12 @@ def ablate(
             if any(e.split("=", 1)[0].strip() == "workers" for e in extra):
                 raise UsageError(f"--workers {workers} and -- workers=...: give the dataloader workers once")
             extra.append(f"workers={workers}")
-        if storage is not None and ray is None:
-            raise UsageError("--storage keeps the snapshots of Ray tasks: it needs --ray")
+        if storage is not None:
+            if ray is None:
+                raise UsageError("--storage keeps the snapshots of Ray tasks: it needs --ray")
+            from mhsa_patch.ablate.cluster.store import parse_storage
+
+            storage = parse_storage(storage)  # an s3:// refused here, before anything is measured
         tgt = open_target(target, python, header_line=not quiet)
         step = (lambda msg: None) if quiet else (lambda msg: out.print(f"  [bold]…[/] {escape(msg)}"))
         exp = runner.prepare(
