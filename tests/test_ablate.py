@@ -290,38 +290,39 @@ def test_runs_on_several_devices_at_once(par):
         assert "━" in raw and "\r" not in plain and "epoch 2/2 " in plain
 
 
-def test_ray_backend_gives_the_local_backends_table_and_losses(par, site, tmp_path):
-    """The same 2 runs as Ray tasks on a local Ray started by the command (``--ray local``), inside a network namespace
+def test_ray_local_on_a_shared_folder_gives_the_local_backends_table_and_losses(par, site, tmp_path):
+    """stock seed 0 as a Ray task on a local Ray started by the command (``--ray local``), inside a network namespace
     of its own (only 127.0.0.1 exists there), with its own HOME and temporary folder, shut down when the command ends.
-    The run folders come back as archives (MHSA_PATCH_RAY_SHIP=1: what a cluster without a shared filesystem does).
-    Its ablation.csv equals the local backend's in every column but the timings, and each run's losses are the local
-    run's: same seed, same losses, across two experiments and two backends."""
+    The task's node sees the experiment folder (the driver's own machine), so the run writes there in place, as on a
+    shared filesystem (the two-node tests below send the epochs back instead). Its row equals the local backend's in
+    every column but the timings, and its losses are the local run's: same seed, same losses, across two experiments
+    and two backends."""
     import shlex
 
     if shutil.which("unshare") is None or shutil.which("ip") is None:
         pytest.fail("the Ray test needs unshare and ip (util-linux, iproute2) for a private network namespace")
     cmd = [sys.executable, "-m", "mhsa_patch", "ablate", "--target", str(site), "--project", str(tmp_path), "--name",
-           "ray", *TINY, "--variant", "stock", "--seeds", "2", "--ray", "local", *EXTRA]  # fmt: skip
+           "ray", *TINY, "--variant", "stock", "--seeds", "1", "--ray", "local", *EXTRA]  # fmt: skip
     (tmp_path / "home").mkdir()
     # Ray's session folder of its own, on a short path (its socket paths must fit 107 bytes), removed at the end
     ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-    env = dict(trainkit.env(site), MHSA_PATCH_RAY_SHIP="1", RAY_USAGE_STATS_ENABLED="0", HOME=str(tmp_path / "home"),
-               RAY_TMPDIR=ray_tmp)  # fmt: skip
+    env = dict(trainkit.env(site), RAY_USAGE_STATS_ENABLED="0", HOME=str(tmp_path / "home"), RAY_TMPDIR=ray_tmp)
     try:
         r = subprocess.run(["unshare", "-rn", "sh", "-c", "ip link set lo up && exec " + shlex.join(cmd)], env=env,
                            capture_output=True, text=True, timeout=900, cwd=trainkit.ROOT)  # fmt: skip
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     trainkit.ok(r)
-    local = read_csv(par["dir"] / "ablation.csv")
+    local = read_csv(par["dir"] / "ablation.csv")[:1]
     ray_rows = read_csv(tmp_path / "ray" / "ablation.csv")
     assert [{k: x[k] for k in DETERMINISTIC} for x in ray_rows] == [{k: x[k] for k in DETERMINISTIC} for x in local]
-    for x in ray_rows:
-        assert losses(tmp_path / "ray" / x["run_dir"]) == losses(par["dir"] / x["run_dir"])
-        assert (tmp_path / "ray" / x["run_dir"] / "weights" / "best.pt").is_file()
-        args = yaml.safe_load((tmp_path / "ray" / x["run_dir"] / "args.yaml").read_text())
-        assert not args["save_dir"].startswith(str(tmp_path))  # trained in the task's own folder, sent back
-    assert not list((tmp_path / "ray" / "runs").glob(".*"))  # nothing left of the unpacking
+    run_dir = tmp_path / "ray" / "runs" / "stock-s0"
+    assert losses(run_dir) == losses(par["dir"] / "runs" / "stock-s0")
+    assert yaml.safe_load((run_dir / "args.yaml").read_text())["save_dir"] == str(run_dir)  # trained in place
+    assert (run_dir / "weights" / "best.pt").is_file() and not (run_dir / "weights" / ".resume").exists()
+    assert "stock-s0: started (1/1)" in r.stdout and "stock-s0: epoch 2/2  " in r.stdout
+    assert not list((tmp_path / "ray" / "runs").glob(".*"))  # nothing left of any unpacking
+    _no_ray_lines(r)
 
 
 # -------------------------------------------------------------------------------- interruptions, failures, resume
@@ -803,3 +804,181 @@ def test_sigkill_at_random_points_never_loses_a_finished_epoch(site, tmp_path):
     res = results(run_dir)
     assert [int(float(x["epoch"])) for x in res] == list(range(1, epochs + 1))  # each epoch once
     assert json.loads((run_dir / "ablate.json").read_text())["epochs"] == epochs
+
+
+# ------------------------------------------------------------------------------------- a two-node Ray cluster
+# tests/raycluster.py's two nodes, as docs/ablate.md's walk-through starts them: a head without CPUs or GPUs (the
+# driver's side, where the experiment folders go: ``cluster.hidden``) and a worker node with 2 CPUs, which does not
+# see that folder. Everything else (the patched site, the checkout, the learnable set) is at the same path on both.
+
+
+@pytest.fixture(scope="module")
+def cluster(site, tmp_path_factory):
+    import raycluster
+
+    root = raycluster.cluster_root(tmp_path_factory)
+    env = helpers.checkout_env(site, offline=False, RAY_USAGE_STATS_ENABLED="0")
+    c = raycluster.Cluster(root, hidden=root / "driver", env=env).start()
+    try:
+        c.add_worker(num_cpus=2)
+        yield c
+    finally:
+        c.stop()
+
+
+def _live_worker(cluster, **kw):
+    """The cluster's live worker node, or a fresh one (with ``kw``, a fresh one of that kind, the others killed)."""
+    alive = [w for w in cluster.workers if not w.killed and w.proc.poll() is None]
+    if alive and not kw:
+        return alive[0]
+    for w in alive:
+        cluster.kill(w)
+    return cluster.add_worker(num_cpus=2, **kw)
+
+
+def cluster_ablate(cluster, site: Path, name: str, *args: str) -> list[str]:
+    """``ablate --ray 127.0.0.1:6379`` as the driver runs it on the head node, into ``cluster.hidden``."""
+    import raycluster
+
+    return [sys.executable, "-m", "mhsa_patch", "ablate", "--ray", raycluster.ADDRESS, "--target", str(site),
+            "--project", str(cluster.hidden), "--name", name, *args]  # fmt: skip
+
+
+def _no_ray_lines(r) -> None:
+    """Nothing of Ray's own on the driver's output: no ``(raylet)`` lines after a lost node, no worker logs."""
+    text = r.stdout + r.stderr
+    assert "(raylet)" not in text and "pid=" not in text and "Traceback" not in text, text[-4000:]
+
+
+def _learn_on_ray(cluster, *, seeds: str = "1") -> list[str]:
+    """learn's command line (``-- workers=0`` given as ``--workers 0``), with ``--storage``, on the cluster."""
+    cut = LEARN.index("--")
+    args = [*LEARN[:cut], "--workers", "0", "--storage", str(cluster.root / "storage"),
+            *[a for a in LEARN[cut:] if a != "workers=0"]]  # fmt: skip
+    args[args.index("--seeds") + 1] = seeds
+    return args
+
+
+@pytest.fixture(scope="module")
+def two(learn, site, cluster):
+    """learn's two runs (stock and MHSA, seed 0, the learnable set, patience 2) as Ray tasks on the worker node, from
+    the same project folder (the dataset YAML's relative path resolves there on both nodes), with ``--storage`` (a
+    folder both nodes reach) for the epochs' snapshots."""
+    _live_worker(cluster)
+    cmd = cluster_ablate(cluster, site, "two", *_learn_on_ray(cluster))
+    r = trainkit.ok(cluster.run(cmd, cwd=learn["project"], timeout=900))
+    return {"dir": cluster.hidden / "two", "proc": r}
+
+
+def test_a_two_node_cluster_without_a_shared_run_folder_gives_the_local_backends_table(two, learn, cluster):
+    """The table equals the local backend's in every column but the timings, with the same losses, metrics that
+    moved and runs that stopped early; every run trained on the worker node, in its own folder, and came back with
+    its log; the latency was measured in one task on the worker (the head has no CPU); each epoch was shown once the
+    driver's side held it; --storage held the snapshots until each run was recorded."""
+    d, r = two["dir"], two["proc"]
+    local = read_csv(learn["dir"] / "ablation.csv")
+    rows = read_csv(d / "ablation.csv")
+    assert [{k: x[k] for k in DETERMINISTIC} for x in rows] == [{k: x[k] for k in DETERMINISTIC} for x in local]
+    for x in rows:
+        run_dir = d / x["run_dir"]
+        assert losses(run_dir) == losses(learn["dir"] / x["run_dir"])
+        assert float(x["map50_95"]) > 0.05 and int(x["best_epoch"]) < int(x["epochs"])  # numbers that moved
+        assert (run_dir / "weights" / "best.pt").is_file() and not (run_dir / "weights" / ".resume").exists()
+        args = yaml.safe_load((run_dir / "args.yaml").read_text())
+        assert not args["save_dir"].startswith(str(cluster.hidden))  # trained in the task's folder on the worker
+        assert f"epoch {x['epochs']}/8 " in (d / "logs" / f"{run_dir.name}.log").read_text()  # the log came back
+        assert float(x["latency_ms"]) > 0
+    recipe, local_recipe = (yaml.safe_load((p / "recipe.yaml").read_text()) for p in (d, learn["dir"]))
+    assert recipe["extra"] == local_recipe["extra"]  # --workers 0 is -- workers=0: each task asked for 1 CPU
+    assert sorted(recipe["patch"]) == ["nn/modules/__init__.py", "nn/modules/conv.py", "nn/tasks.py"]
+    assert recipe["patch"] == local_recipe["patch"] and recipe["data_sha256"] == local_recipe["data_sha256"]
+    measure = json.loads((d / "measure.json").read_text())
+    assert measure["latency_node"] == "127.0.0.1" and measure["runs"] == 30  # one task on the worker node
+    assert recipe["device"] == "Ray CPU" and recipe["device_name"] == measure["device_name"]
+    assert f"device Ray CPU ({recipe['device_name']})" in (d / "summary.md").read_text()  # the caption names it
+    # progress per epoch, each line once its snapshot is where the driver keeps it; "started" once a task began
+    out = r.stdout
+    assert "stock-s0: started (1/2)" in out and "MHSA-s0: epoch 2/8  " in out
+    assert out.index("stock-s0: started") < out.index("stock-s0: epoch 1/8")
+    grid = [json.loads(ln) for ln in (d / "runs.jsonl").read_text().splitlines()]
+    assert [g["device"] for g in grid] == ["node 127.0.0.1"] * 2  # where each task really started
+    (kept,) = (cluster.root / "storage").iterdir()  # the experiment's folder there: its name and a hash of its path
+    assert kept.name.startswith("two-") and not list((kept / "runs").iterdir())  # each run's removed once recorded
+    _no_ray_lines(r)
+
+
+def test_a_worker_node_whose_ultralytics_is_not_patched_is_refused_naming_the_node(two, learn, site, cluster):
+    """The only worker node sees an unpatched ultralytics at the target's path: each run of a resume (seed 1 added;
+    nothing to measure again) fails before it trains, in one line naming the node and what to do there."""
+    bad = _live_worker(cluster, binds={site: trainkit.unpatched()})
+    try:
+        r = cluster.run(cluster_ablate(cluster, site, "two", *_learn_on_ray(cluster, seeds="2")), cwd=learn["project"],
+                        timeout=900)  # fmt: skip
+    finally:
+        cluster.kill(bad)
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
+    pkg = site / "ultralytics"
+    why = (f"node 127.0.0.1: ultralytics 8.4.190 at {pkg} is not patched (status: not-applied); run 'mhsa-patch "
+           f"apply --target {pkg}' there")  # fmt: skip
+    errors = sorted(ln for ln in r.stderr.splitlines() if ln.startswith("ERROR"))
+    assert errors == [f"ERROR ❌ MHSA-s1 failed: {why}", f"ERROR ❌ stock-s1 failed: {why}"], r.stderr
+    assert not (two["dir"] / "runs" / "stock-s1").exists() and not (two["dir"] / "runs" / "MHSA-s1").exists()
+    _no_ray_lines(r)
+
+
+def test_a_run_that_fails_on_a_worker_node_brings_its_log_back(site, cluster):
+    """A training error on the worker node: the one line names the node and a log on the driver's side, which is
+    there (sent back with the failed run)."""
+    _live_worker(cluster)
+    r = cluster.run(cluster_ablate(cluster, site, "fails", *TINY, "--variant", "stock", "--seeds", "1", *EXTRA,
+                                   "optimizer=Bogus"), cwd=trainkit.ROOT, timeout=900)  # fmt: skip
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("ERROR")]
+    log = cluster.hidden / "fails" / "logs" / "stock-s0.log"
+    assert len(errors) == 1 and errors[0].startswith("ERROR ❌ stock-s0 failed: node 127.0.0.1: ultralytics' "
+                                                     "trainer failed:"), r.stderr  # fmt: skip
+    assert errors[0].endswith(f"(log: {log})") and "Bogus" in log.read_text()
+    _no_ray_lines(r)
+
+
+def test_a_lost_worker_node_costs_one_epoch_at_most_and_a_fresh_node_finishes_the_run(site, cluster):
+    """docs/ablate.md's walk-through, as written: the worker node's processes are killed once the driver holds two
+    epochs of a 5-epoch run (no --storage: the snapshots come back to the driver's folder); Ray retries the task on a
+    fresh worker node, which resumes from the driver's snapshot: epochs 1-5 once each in results.csv, the rows the
+    driver held before the loss unchanged."""
+    worker = _live_worker(cluster)
+    d = cluster.hidden / "lost"
+    run_dir = d / "runs" / "stock-s0"
+
+    def held() -> int:
+        return _committed(run_dir / "weights" / ".resume" / "state.json")
+
+    cmd = cluster_ablate(cluster, site, "lost", "--data", "synthetic:4", "--epochs", "5", "--imgsz", "64", "--batch",
+                         "2", "--variant", "stock", "--seeds", "1", *EXTRA)  # fmt: skip
+    proc = cluster.popen(cmd, cwd=trainkit.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        while held() < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before its node could be lost"
+        cluster.kill(worker)
+        assert not worker.pids()  # every process of that node is gone at once, as a lost machine's
+        k = held()
+        before = results(run_dir)
+        assert 2 <= k < 5 and len(before) >= k
+        cluster.add_worker(num_cpus=2)
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out[-4000:] + err[-4000:]
+    assert "stock-s0: attempt 2 on 127.0.0.1" in out and f"stock-s0: resuming after epoch {k} of 5" in out
+    res = results(run_dir)
+    assert [int(float(x["epoch"])) for x in res] == [1, 2, 3, 4, 5]  # each epoch once
+    assert res[:k] == before[:k]  # what the driver held when the node was lost is kept, not trained again
+    row = read_csv(d / "ablation.csv")[0]
+    assert row["epochs"] == "5" and int(row["best_epoch"]) == best_epoch(run_dir)
+    _no_ray_lines(subprocess.CompletedProcess(cmd, 0, out, err))
+    ray_log = (d / "logs" / "ray.log").read_text()  # what Ray said of the lost node: kept, not shown
+    assert "(raylet)" in ray_log and "\x1b" not in ray_log

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mhsa_patch.ablate.backends import slot_device, slot_env, slot_label
-from mhsa_patch.ablate.ray_backend import task_options
+from mhsa_patch.ablate.ray_backend import RETRIES, task_options
 from mhsa_patch.ablate.recipe import first_difference, parse_extra
 from mhsa_patch.ablate.runner import Experiment, Run, check_options, order, parse_device, parse_seeds, run_spec
 from mhsa_patch.ablate.variants import _slug
@@ -111,9 +111,28 @@ def test_each_slot_sees_its_one_gpu_as_device_0():
     assert [slot_label(s) for s in ("cpu", "3")] == ["cpu", "cuda:3"]
 
 
-def test_ray_asks_one_gpu_per_run_or_one_cpu():
-    assert task_options(True) == {"num_gpus": 1, "num_cpus": 1, "max_retries": 0}
-    assert task_options(False) == {"num_gpus": 0, "num_cpus": 1, "max_retries": 0}
+def test_ray_asks_for_each_runs_own_gpu_and_cpus_and_retries_a_lost_node():
+    """A run's task asks for its GPU (none with --device cpu) and its dataloader workers plus one CPU, whatever the
+    driver has; Ray retries it after a lost node or process (each retry resumes from the newest snapshot), never after
+    an error of the run itself."""
+    retry = {"max_retries": RETRIES, "retry_exceptions": False}
+    assert RETRIES >= 1
+    assert task_options("0", {"workers": 2}) == {"num_gpus": 1, "num_cpus": 3, **retry}
+    assert task_options("cpu", {"workers": 0}) == {"num_gpus": 0, "num_cpus": 1, **retry}
+    assert task_options("0", {}) == {"num_gpus": 1, "num_cpus": 9, **retry}  # ultralytics' 8 workers
+
+
+def test_the_scheduler_keeps_as_many_ray_runs_going_as_the_live_nodes_hold():
+    from mhsa_patch.ablate.cluster.resources import run_resources, runs_at_once
+
+    head = {"Alive": True, "Resources": {"memory": 1e9}}  # ray start --head --num-cpus=0: holds none
+    gpu2 = {"Alive": True, "Resources": {"CPU": 16.0, "GPU": 2.0}}
+    cpu8 = {"Alive": True, "Resources": {"CPU": 8.0}}
+    dead = {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}}
+    assert runs_at_once(run_resources("0", {"workers": 3}), [head, gpu2, cpu8, dead]) == 2  # the GPUs bound it
+    assert runs_at_once(run_resources("0", {"workers": 9}), [head, gpu2]) == 1  # 10 CPUs each: one fits in 16
+    assert runs_at_once(run_resources("cpu", {"workers": 1}), [head, gpu2, cpu8, dead]) == 12
+    assert runs_at_once(run_resources("cpu", {}), [head, dead]) == 1  # never 0: the scheduler always submits one
 
 
 # -- the recipe's patience, the grid's order ---------------------------------------------------------------------------
@@ -133,6 +152,36 @@ def test_by_default_no_run_stops_early_and_patience_is_recorded(tmp_path):
     write_recipe(tmp_path, {**old, "train": args})  # one that holds it: another patience is another recipe
     with pytest.raises(PatchError, match="train.patience is 300 there, 20 here"):
         check_recipe(tmp_path, {**old, "train": {**args, "patience": 20}})
+
+
+def test_a_resume_on_another_patch_or_other_data_is_refused_and_an_older_recipe_is_resumed(tmp_path):
+    """``patch`` and ``data_sha256`` are compared as the releases are: a run resumed on another patch or relabelled
+    data would not train what the runs before it trained. A recipe written before they were recorded lacks them."""
+    from mhsa_patch.ablate.recipe import check_recipe, write_recipe
+
+    patch = {"nn/modules/conv.py": "a" * 64, "nn/tasks.py": "b" * 64}
+    rec = {"data": "synthetic:4", "epochs": 2, "train": {"epochs": 2, "patience": 2}, "patch": patch,
+           "data_sha256": "c" * 64}
+    write_recipe(tmp_path, rec)
+    assert check_recipe(tmp_path, dict(rec, device="Ray GPU", device_name="NVIDIA H100")) is True
+    with pytest.raises(PatchError) as e:
+        check_recipe(tmp_path, dict(rec, patch=dict(patch, **{"nn/tasks.py": "d" * 64})))
+    assert str(e.value) == (
+        f"{tmp_path} was started on another patch of ultralytics: the patched nn/tasks.py has sha256 bbbbbbbbbbbb "
+        "there, dddddddddddd here (another mhsa-patch release, or a layer applied or reverted since); apply it as it "
+        "was to resume; pass --name for a new experiment"
+    )
+    with pytest.raises(PatchError, match="the patched nn/modules/__init__.py has sha256 none there"):
+        check_recipe(tmp_path, dict(rec, patch=dict(patch, **{"nn/modules/__init__.py": "e" * 64})))
+    with pytest.raises(PatchError) as e:
+        check_recipe(tmp_path, dict(rec, data_sha256="f" * 64))
+    assert str(e.value) == (
+        f"{tmp_path} was started on other data: synthetic:4 has other label files or image lists now (sha256 "
+        "cccccccccccc there, ffffffffffff here); put them back as they were to resume; pass --name for a new experiment"
+    )
+    older = {k: v for k, v in rec.items() if k not in ("patch", "data_sha256")}
+    write_recipe(tmp_path, older)
+    assert check_recipe(tmp_path, dict(rec, data_sha256="f" * 64)) is True
 
 
 def _experiment(tmp_path, variants: dict[str, float], seeds: list[int]) -> Experiment:

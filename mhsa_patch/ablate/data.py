@@ -9,11 +9,16 @@ line with ultralytics' own reason. That child also builds the label caches once.
 ultralytics would otherwise run a dataset's download script in every run; ``--download`` lets ultralytics fetch it
 once, before the check (:func:`download`, the only step of the tool allowed on the network). ``synthetic`` (or
 ``synthetic:N``, N training images) draws ``check --train``'s dataset into ``<dir>/data``.
+
+:func:`checksum` is the dataset's identity across machines (its image lists and label files, as that child resolved
+them): the recipe records it, a resume compares it, and every Ray worker node checks its own copy against it.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,3 +104,75 @@ def download(target, ds: Dataset) -> None:
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise PatchError(f"--download: ultralytics could not fetch {ds.yaml.name}: {last}")
+
+
+# -------------------------------------------------------------------------------------------------------- checksum
+
+# ultralytics' IMG_FORMATS (data/utils.py) over the supported releases: what its loaders take as an image
+IMG_FORMATS = frozenset(
+    {"avif", "bmp", "dng", "heic", "heif", "jp2", "jpeg", "jpg", "mpo", "png", "pfm", "tif", "tiff", "webp"}
+)
+CHECKED_SPLITS = ("train", "val", "test")
+
+
+def image_files(entry: Path) -> list[str]:
+    """The images of one ``train``/``val``/``test`` entry as ultralytics lists them: every image file under a
+    folder, or the lines of a text file (``./`` meaning the text file's folder)."""
+    if entry.is_dir():
+        found = [str(p) for p in entry.rglob("*.*") if p.is_file()]
+    elif entry.is_file():
+        lines = entry.read_text(encoding="utf-8-sig").strip().splitlines()
+        parent = str(entry.parent) + os.sep
+        found = [x.strip().replace("./", parent, 1) if x.strip().startswith("./") else x.strip() for x in lines]
+    else:
+        return []
+    return sorted(x for x in found if x.rpartition(".")[-1].lower() in IMG_FORMATS)
+
+
+def label_file(image: str) -> str:
+    """ultralytics' ``img2label_paths``: the last ``/images/`` becomes ``/labels/``, the extension ``.txt``."""
+    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
+    return sb.join(image.rsplit(sa, 1)).rsplit(".", 1)[0] + ".txt"
+
+
+@dataclass(frozen=True)
+class Checksum:
+    """A dataset's identity across machines: SHA-256 of its image lists and of every label file, without reading
+    the images themselves."""
+
+    sha256: str
+    images: int
+    labels: int
+
+
+def checksum(splits: Mapping) -> Checksum:
+    """The checksum of a dataset as the measuring child resolved it (``{"path": root, "train": [...], "val": [...],
+    "test": [...]}``, absolute entries): each split's image list (paths relative to ``root``) and each image's label
+    file (its bytes' SHA-256, or none: a background image), in ultralytics' order. The YAML's text is not part of
+    it, nor the images' bytes (a synthetic set drawn in another folder is the same set)."""
+    import hashlib
+
+    base = Path(str(splits.get("path") or "/"))
+    digest = hashlib.sha256()
+    images = labels = 0
+    for split in CHECKED_SPLITS:
+        for entry in splits.get(split) or ():
+            for image in image_files(Path(str(entry))):
+                try:
+                    label_sha = hashlib.sha256(Path(label_file(image)).read_bytes()).hexdigest()
+                    labels += 1
+                except OSError:
+                    label_sha = "-"
+                try:
+                    shown = str(Path(image).relative_to(base))
+                except ValueError:
+                    shown = image
+                digest.update(f"{split}\t{shown}\t{label_sha}\n".encode("utf-8", "surrogateescape"))
+                images += 1
+    return Checksum(digest.hexdigest(), images, labels)
+
+
+def synthetic_splits(ds: Dataset) -> dict:
+    """The synthetic set's splits as the measuring child resolves them (it is drawn with ``path:`` its own folder)."""
+    root = ds.yaml.parent
+    return {"path": str(root), "train": [str(root / "images" / "train")], "val": [str(root / "images" / "val")]}

@@ -1,29 +1,49 @@
-"""``ablate --ray``: each run a Ray task on an existing cluster (or a local instance with ``--ray local``).
+"""``ablate --ray``: the runner's backend interface (:mod:`mhsa_patch.ablate.backends`) on a Ray cluster, each run a
+Ray task (or on a local instance with ``--ray local``).
 
-A fixed grid of independent runs needs Ray's tasks only (``@ray.remote(num_gpus=1)``, ``ray.wait``), not Tune.
-Each task runs the same child as the local backend (:func:`mhsa_patch.ablate.runner.execute_run`); Ray sets its
-``CUDA_VISIBLE_DEVICES`` to the one GPU it was given. Where the worker sees ``<dir>`` (a shared filesystem, or the
-driver's own machine) the run writes there; where it does not, the task runs in a temporary folder with the run's
-model file and its folder so far (a resume), and sends the run folder back as a tar archive (with any folder it moved
-aside), unpacked by the driver beside ``<dir>/runs/<run>`` and swapped in. The dataset must be at the same path on
-every worker. Resume, the recipe check and what a failure means are the driver's (the runner's scheduler, through
-:class:`RayBackend`), so they work the same as on one machine.
+A fixed grid of independent runs needs Ray's tasks only (``ray.remote``, ``ray.wait``), not Tune. This module
+connects, checks that some node can hold a run, submits a run's task when the scheduler starts it, and turns what
+the tasks report into the scheduler's events; the tasks' work lives in :mod:`mhsa_patch.ablate.cluster`:
+
+- each task asks for its run's resources, not the driver's (``cluster.resources``): one GPU for a GPU run, the
+  dataloader workers plus one CPU; the driver asks for nothing (a head node without a GPU is enough). Latency is
+  measured the same way, in one task on a worker of the runs' device type (``cluster.latency``, from
+  :func:`mhsa_patch.ablate.runner.prepare`);
+- each task checks its node against the recipe before it trains (``cluster.fingerprint``);
+- without a shared filesystem, each committed epoch comes back to the driver's experiment folder (or
+  ``--storage``) before it counts as done (``cluster.snapshot``, ``cluster.store``), and a task gets its run's folder
+  when it starts, one run at a time; Ray retries a task whose node was lost (``max_retries``), and the retry resumes
+  from the newest snapshot the driver holds: a lost node costs one epoch at most, and every epoch is in
+  ``results.csv`` once. Logs come back with failed runs too;
+- progress comes from the tasks through an actor on the driver's node (``cluster.store.DriverSink``): a run is
+  *started* once its task really began on a node (:class:`~mhsa_patch.ablate.backends.Started`), not when it was
+  submitted; a retry after a lost node is a :class:`~mhsa_patch.ablate.backends.Progress` event (``restarted``).
+
+What a failure means, ``--fail-fast``, the records and ``runs.jsonl`` are the scheduler's, as for every backend.
+Ray's own lines (a lost node's ``(raylet) ...``) go to ``<dir>/logs/ray.log``, not to the command's output
+(:class:`RayLines`).
 """
 
 from __future__ import annotations
 
-import io
+import hashlib
+import logging
 import os
-import shutil
-import tarfile
-import tempfile
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mhsa_patch.ablate import backends
 from mhsa_patch.errors import PatchError
 
 TOOL_ROOT = Path(__file__).resolve().parents[2]  # the folder holding mhsa_patch/ (a source checkout or site-packages)
-SHIP_ENV = "MHSA_PATCH_RAY_SHIP"  # set to 1 to send run folders back even where <dir> is visible (tests)
+RETRIES = 3  # Ray's retries of a task whose node or worker process was lost; each resumes from the last snapshot
+CAPACITY_S = 5.0  # how long the cluster's size, read from Ray, is taken as current
+STOP_WAIT_S = 30.0  # how long Ctrl-C waits for the tasks to stop their children
 
 
 def require_ray():
@@ -35,156 +55,334 @@ def require_ray():
     return ray
 
 
-def _tar(folder: Path) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        tar.add(folder, arcname=folder.name)
-    return buf.getvalue()
+def first_line(e: BaseException, last: bool = False) -> str:
+    """A Ray error in one line: its cause's (a task's :class:`PatchError` arrives wrapped in Ray's own error)."""
+    cause = getattr(e, "cause", None) or e
+    lines = [ln for ln in str(cause).strip().splitlines() if ln.strip()] or [type(cause).__name__]
+    return lines[-1].strip() if last else lines[0].strip()
 
 
-def _tar_runs(runs: Path, name: str) -> bytes:
-    """The run's folder and the folders it moved aside (``<name>.damaged-K``), as one archive."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for p in sorted(runs.iterdir()):
-            if p.name == name or p.name.startswith(f"{name}.damaged-"):
-                tar.add(p, arcname=p.name)
-    return buf.getvalue()
+# ------------------------------------------------------------------------------------------------------ connect
 
 
-def _untar(blob: bytes, dest_parent: Path) -> None:
-    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
-        tar.extractall(dest_parent, filter="data")  # no absolute paths, links out or devices
+class RayLines:
+    """What Ray's driver prints of its own, kept out of the command's output and in a log.
+
+    Ray's driver prints what it hears of other processes from two threads of its own: the cluster's errors (after a
+    lost node: ``(raylet) Task run_task failed. There are 3 retries remaining ...``, ``(raylet) The node with node id
+    ... has been marked dead ...``) and, with ``log_to_driver``, the workers' output. The backend says what matters in
+    its own words (``MHSA-s0: attempt 2 on 10.0.0.7 (the previous one lost its node or process)``, the failed run's
+    one line); Ray's text goes to ``<dir>/logs/ray.log`` (kept in memory until the experiment's folder is known).
+    While connected, ``sys.stdout`` and ``sys.stderr`` are wrapped: a write from one of those threads goes to the
+    log, every other write where it went. Should a Ray release name its threads otherwise, its lines show again, and
+    nothing else changes.
+    """
+
+    THREADS = ("ray_listen_error_messages", "ray_print_logs")
+    _ESC = re.compile(r"\x1b\[[0-9;]*m")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pending: list[str] = []
+        self.path: Path | None = None
+        self.saved: tuple | None = None
+
+    def install(self) -> None:
+        self.saved = (sys.stdout, sys.stderr)
+        sys.stdout, sys.stderr = _Wrapped(sys.stdout, self), _Wrapped(sys.stderr, self)
+
+    def uninstall(self) -> None:
+        if self.saved is not None:
+            if isinstance(sys.stdout, _Wrapped) and sys.stdout.lines is self:
+                sys.stdout = self.saved[0]
+            if isinstance(sys.stderr, _Wrapped) and sys.stderr.lines is self:
+                sys.stderr = self.saved[1]
+            self.saved = None
+
+    def log_to(self, path: Path) -> None:
+        """Keep Ray's lines in ``path`` from now on (those kept so far first)."""
+        with self.lock:
+            self.path = path
+            pending, self.pending = self.pending, []
+        for text in pending:
+            self.write(text)
+
+    def write(self, text: str) -> None:
+        text = self._ESC.sub("", text)
+        with self.lock:
+            if self.path is None:
+                self.pending.append(text)
+                return
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.path, "a", encoding="utf-8") as f:
+                    f.write(text)
+            except OSError:
+                pass  # Ray's own diagnostics: never a reason to stop the runs
+
+    def mine(self) -> bool:
+        return threading.current_thread().name in self.THREADS
 
 
-def remote_run(site: str, python: str | None, exp_dir: str, run, spec: dict, model_blob: bytes | None,
-               run_blob: bytes | None, execute_run) -> tuple[dict, bytes | None]:  # fmt: skip
-    """The body of one Ray task: ``(the child's result, the run folder as a tar archive or None)``. ``execute_run``
-    is the runner's (passed in, pickled by reference: this module never imports the runner that imports it)."""
-    from mhsa_patch.patching.target import find_target
+class _Wrapped:
+    """A stream whose writes from Ray's driver threads go to :class:`RayLines`; everything else is the stream's."""
 
-    target = find_target(site)
-    if python:
-        from dataclasses import replace
+    def __init__(self, stream, lines: RayLines):
+        self.stream, self.lines = stream, lines
 
-        target = replace(target, python=python)
-    exp = Path(exp_dir)
-    if exp.is_dir() and not os.environ.get(SHIP_ENV):
-        return execute_run(target, exp, run, spec), None
-    with tempfile.TemporaryDirectory(prefix="mhsa-ablate-ray-") as tmp:
-        local = Path(tmp)
-        (local / "runs").mkdir()
-        model = local / "models" / Path(run.model).name
-        model.parent.mkdir()
-        model.write_bytes(model_blob or b"")
-        if run_blob:
-            _untar(run_blob, local / "runs")
-        spec = dict(spec, train=dict(spec["train"], project=str(local / "runs")))
-        from dataclasses import replace
+    def write(self, text: str) -> int:
+        if self.lines.mine():
+            self.lines.write(text)
+            return len(text)
+        return self.stream.write(text)
 
-        result = execute_run(target, local, replace(run, model=str(model)), spec)
-        return result, _tar_runs(local / "runs", run.name)
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
 
 
-def task_options(use_gpu: bool) -> dict:
-    """What each run's task asks Ray for: one GPU (Ray then sets the task's ``CUDA_VISIBLE_DEVICES`` to it) or, on
-    CPUs, one CPU; no retry by Ray itself (the runner's scheduler decides that)."""
-    return {"num_gpus": 1 if use_gpu else 0, "num_cpus": 1, "max_retries": 0}
+@dataclass
+class Connection:
+    """This process's connection to a Ray cluster; ``close`` ends it where this process started it."""
+
+    ray: Any
+    address: str
+    started_here: bool
+    lines: RayLines | None = None
+
+    def close(self) -> None:
+        if self.started_here and self.ray.is_initialized():
+            self.ray.shutdown()
+        self.started_here = False
+        if self.lines is not None:
+            self.lines.uninstall()
+            self.lines = None
+
+    def log_to(self, path: Path) -> None:
+        """Where Ray's own lines go (see :class:`RayLines`)."""
+        if self.lines is not None:
+            self.lines.log_to(path)
 
 
-def _receive(blob: bytes, runs_dir: Path, name: str) -> None:
-    """Put a task's returned run folder (and any ``<name>.damaged-K`` it moved aside) into ``runs_dir``: unpacked
-    beside it first, then swapped in by renames, so that a driver killed while unpacking leaves its own copy whole."""
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=runs_dir, prefix=f".{name}.incoming-"))
-    _untar(blob, staging)
-    for entry in sorted(staging.iterdir()):
-        if entry.name == name:
-            dest = runs_dir / name
-            old = None
-            if dest.exists():
-                old = runs_dir / f".{name}.replaced-{os.getpid()}"
-                os.rename(dest, old)
-            os.rename(entry, dest)
-            if old is not None:  # superseded: the task started from an archive of it, and sent back all it made
-                shutil.rmtree(old)
-        elif entry.name.startswith(f"{name}.damaged-"):
-            k = 1
-            while (runs_dir / f"{name}.damaged-{k}").exists():
-                k += 1
-            os.rename(entry, runs_dir / f"{name}.damaged-{k}")
-    shutil.rmtree(staging)
+def connect(address: str) -> Connection:
+    """Connect to the cluster at ``address`` (``local``: start one here, for this command; ``auto``: RAY_ADDRESS or
+    the machine's cluster); a one-line refusal naming the address when there is none."""
+    ray = require_ray()
+    if ray.is_initialized():
+        return Connection(ray, address, False)
+    env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in (str(TOOL_ROOT), os.environ.get("PYTHONPATH")) if p)}}
+    kwargs: dict[str, Any] = {"runtime_env": env, "log_to_driver": False, "logging_level": logging.WARNING}
+    lines = RayLines()
+    lines.install()  # before Ray starts its threads
+    try:
+        if address == "local":
+            ray.init(include_dashboard=False, **kwargs)
+        else:
+            ray.init(address=address, **kwargs)
+    except Exception as e:  # noqa: BLE001 - Ray's errors are long; one line names the address
+        if ray.is_initialized():
+            ray.shutdown()
+        lines.uninstall()
+        raise PatchError(f"--ray {address}: cannot connect to a Ray cluster: {first_line(e)}") from None
+    return Connection(ray, address, True, lines)
+
+
+def device_slots(conn: Connection, slots: list[str] | None) -> list[str]:
+    """The runs' device on the cluster: ``--device`` as given (``cpu``, or a GPU index: one GPU per run, whichever
+    the node has), else a GPU where some node of the cluster has one, else the CPU. The driver's own GPUs do not
+    count: it trains nothing."""
+    if slots is not None:
+        return slots
+    nodes = [n for n in conn.ray.nodes() if n.get("Alive")]
+    return ["0"] if any((n.get("Resources") or {}).get("GPU", 0) >= 1 for n in nodes) else ["cpu"]
+
+
+def task_options(device: str, train_args: dict) -> dict:
+    """What each run's task asks Ray for: its own GPU (Ray then sets the task's ``CUDA_VISIBLE_DEVICES`` to it) or
+    none, its dataloader workers plus one CPU, and Ray's retries after a lost node or process (each resumes from the
+    run's newest snapshot; an error of the run itself is not retried)."""
+    from mhsa_patch.ablate.cluster.resources import run_resources
+
+    return {**run_resources(device, train_args).options(), "max_retries": RETRIES, "retry_exceptions": False}
+
+
+def require_placeable(conn: Connection, device: str, train_args: dict) -> None:
+    """Refuse, before anything is submitted, a run that no live node of the cluster can ever hold (Ray would keep
+    the task waiting without a word)."""
+    from mhsa_patch.ablate.cluster.resources import run_resources, unplaceable
+
+    problem = unplaceable(run_resources(device, train_args), conn.ray.nodes())
+    if problem is not None:
+        raise PatchError(f"--ray {conn.address}: {problem}")
+
+
+def measure_latency(conn: Connection, target, texts: dict, imgsz: int, nc: int, device: str, runs: int,
+                    train_args: dict, expected) -> dict:  # fmt: skip
+    """Every variant timed in one task that asks for a run's own resources, so that it lands on a worker of the runs'
+    device type (:mod:`mhsa_patch.ablate.cluster.latency`); the node checked against ``expected`` first."""
+    from mhsa_patch.ablate.cluster.latency import measure_on_cluster
+    from mhsa_patch.ablate.cluster.resources import run_resources
+
+    return measure_on_cluster(target, texts, imgsz, nc, device, runs, run_resources(device, train_args), expected)
+
+
+def storage_key(exp_dir: Path) -> str:
+    """The experiment's folder in ``--storage``: its name and a hash of its path (two projects may share names)."""
+    return f"{exp_dir.name}-{hashlib.sha256(str(exp_dir).encode()).hexdigest()[:8]}"
+
+
+# ------------------------------------------------------------------------------------------------------ backend
 
 
 class RayBackend:
-    """The runner's backend interface (:mod:`mhsa_patch.ablate.backends`) on Ray: ``start`` submits the run's task
-    (the scheduler keeps at most ``capacity`` going: the cluster's GPUs, or its CPUs); ``events`` waits with
-    ``ray.wait``; a failure is the task's one line, worth another try only where Ray lost the worker or its node.
-    ``execute_run`` and ``run_spec``: the runner's, which makes this (imports go one way)."""
+    """The scheduler's backend on Ray (see the module's text). ``execute_run`` and ``run_spec``: the runner's, which
+    makes this (imports go one way); ``conn``: the connection :func:`mhsa_patch.ablate.runner.prepare` made (it
+    measured the latency there), else one is made here and closed with the backend; ``storage``: ``--storage``."""
 
-    def __init__(self, exp, address: str, *, execute_run, run_spec):
+    def __init__(self, exp, address: str, *, execute_run, run_spec, storage: str | None = None, conn=None):
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from mhsa_patch.ablate.cluster.fingerprint import Expected
+        from mhsa_patch.ablate.cluster.resources import run_resources, uses_gpu
+        from mhsa_patch.ablate.cluster.store import DriverSink, PathStore, parse_storage
+        from mhsa_patch.ablate.cluster.task import TaskContext, run_task
+        from mhsa_patch.patching.atomic import sha256
+
         self.exp, self.execute_run, self.run_spec = exp, execute_run, run_spec
-        ray = self.ray = require_ray()
-        self.started_here = not ray.is_initialized()
-        if self.started_here:
-            path = os.pathsep.join(p for p in (str(TOOL_ROOT), os.environ.get("PYTHONPATH")) if p)
-            env = {"env_vars": {"PYTHONPATH": path}}
-            try:
-                if address == "local":
-                    ray.init(include_dashboard=False, runtime_env=env, log_to_driver=False)
-                else:
-                    ray.init(address=address, runtime_env=env, log_to_driver=False)
-            except Exception as e:  # noqa: BLE001 - Ray's errors are long; one line names the address
-                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                raise PatchError(f"--ray {address}: cannot connect to a Ray cluster: {first}") from None
-        resources = ray.cluster_resources()
-        explicit_gpu = not exp.device_auto and exp.slots[0] not in ("cpu", "mps")
-        self.gpu = explicit_gpu or (exp.device_auto and resources.get("GPU", 0) > 0)
-        self.capacity = max(1, int(resources.get("GPU" if self.gpu else "CPU", 1)))
-        self.task = ray.remote(**task_options(self.gpu))(remote_run)
+        self.own = conn is None
+        self.conn = conn if conn is not None else connect(address)
+        self.conn.log_to(exp.dir / "logs" / "ray.log")
+        ray = self.ray = self.conn.ray
+        try:
+            self.device = exp.slots[0]
+            self.gpu = uses_gpu(self.device)
+            self.need = run_resources(self.device, exp.recipe["train"])
+            require_placeable(self.conn, self.device, exp.recipe["train"])
+            self.store = PathStore(parse_storage(storage), storage_key(exp.dir)) if storage else None
+            here = ray.get_runtime_context().get_node_id()
+            self.sink = (
+                ray.remote(DriverSink)
+                .options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False))
+                .remote(str(exp.dir), [r.name for r in exp.runs], {Path(r.model).name for r in exp.runs})
+            )
+            self.ctx = TaskContext(
+                site=str(exp.target.site), python=exp.target.python, exp_dir=str(exp.dir),
+                recipe_sha256=sha256((exp.dir / "recipe.yaml").read_bytes()), expected=Expected.of(exp.recipe),
+                imgsz=int(exp.recipe["imgsz"]), sink=self.sink, store=self.store,
+                data_splits=exp.data_splits,
+            )  # fmt: skip
+            self.task = ray.remote(run_task).options(**task_options(self.device, exp.recipe["train"]))
+        except BaseException:
+            if self.own:
+                self.conn.close()
+            raise
+        self.by_name = {r.name: r for r in exp.runs}
         self.refs: dict = {}
-        self.ready: list = []
+        self.recorded: list = []  # finished runs whose --storage copy goes once the scheduler recorded them
+        self._capacity = (float("-inf"), 1)
+
+    @property
+    def capacity(self) -> int:
+        """How many runs the cluster's live nodes hold at once (read again every few seconds: nodes come and go)."""
+        from mhsa_patch.ablate.cluster.resources import runs_at_once
+
+        at, n = self._capacity
+        if time.monotonic() - at > CAPACITY_S:
+            try:
+                n = runs_at_once(self.need, self.ray.nodes())
+            except Exception:  # noqa: BLE001 - the cluster's state unreadable for a moment: keep the last count
+                pass
+            self._capacity = (time.monotonic(), n)
+        return n
 
     def start(self, r) -> None:
-        exp = self.exp
-        spec = self.run_spec(exp, r, "0" if self.gpu else "cpu")
+        if self.store is not None:
+            self._seed_storage(r)
+        spec = self.run_spec(self.exp, r, "0" if self.gpu else self.device)  # a task sees its one GPU as device 0
         spec["device"] = "a Ray GPU" if self.gpu else "a Ray CPU"
-        run_folder = exp.dir / r.run_dir
-        run_blob = _tar(run_folder) if run_folder.is_dir() else None
-        ref = self.task.remote(str(exp.target.site), exp.target.python, str(exp.dir), r, spec,
-                               Path(r.model).read_bytes(), run_blob, self.execute_run)  # fmt: skip
-        self.refs[ref] = r
-        self.ready.append(backends.Started(r, "ray"))
+        self.refs[self.task.remote(self.ctx, r, spec, self.execute_run)] = r
+
+    def _seed_storage(self, r) -> None:
+        """Give ``--storage`` the driver's snapshot of ``r`` where it is newer than the one there (an experiment begun
+        without it), before ``r``'s task fetches from there."""
+        from mhsa_patch.ablate import runstate
+        from mhsa_patch.ablate.cluster import snapshot
+
+        try:
+            state = runstate.read_state(self.exp.dir / r.run_dir, check=False)
+        except runstate.Damaged:
+            return  # the task's fetch from the driver says what is wrong with it
+        if state is not None and int(state["epochs_done"]) > self.store.holds(r.name):
+            found = snapshot.pack_resume(self.exp.dir / r.run_dir)
+            if found is not None:
+                self.store.put_snapshot(r.name, found[1])
 
     def events(self, timeout: float) -> list:
-        out, self.ready = self.ready, []
-        if not self.refs:
-            return out
-        done, _ = self.ray.wait(list(self.refs), num_returns=len(self.refs), timeout=0 if out else timeout)
-        for ref in done:
-            r = self.refs.pop(ref)
-            try:
-                result, blob = self.ray.get(ref)
-            except Exception as e:  # noqa: BLE001 - a task's PatchError arrives wrapped in Ray's own error
-                cause = getattr(e, "cause", None) or e
-                first = (str(cause).strip().splitlines() or [type(cause).__name__])[-1]
-                lost = not isinstance(e, (self.ray.exceptions.RayTaskError, self.ray.exceptions.TaskCancelledError))
-                log = self.exp.log(r)
-                out.append(backends.Failed(r, f"(Ray task) {first}", str(log) if log.is_file() else None, lost))
-                continue
-            if blob is not None:
-                try:
-                    _receive(blob, self.exp.dir / "runs", r.name)
-                except (OSError, tarfile.TarError) as e:
-                    out.append(backends.Failed(r, f"its run folder came back but could not be unpacked: {e}"))
-                    continue
-            out.append(backends.Finished(r, result))
+        self._forget_recorded()
+        done: list = []
+        if self.refs:
+            done, rest = self.ray.wait(list(self.refs), num_returns=1, timeout=timeout)
+            if done and rest:
+                more, _ = self.ray.wait(rest, num_returns=len(rest), timeout=0)
+                done += more
+        out = self._drain()  # every event a task sent before it returned, before its end
+        out += [self._end(ref) for ref in done]
         return out
 
+    def _drain(self) -> list:
+        out: list = []
+        for name, kind, data in self.ray.get(self.sink.drain.remote()):
+            r = self.by_name[name]
+            if kind == "start" and int(data.get("attempt", 1)) > 1:
+                out.append(backends.Progress(r, {"restarted": data["attempt"], "node": data.get("node")}))
+            elif kind == "start":
+                out.append(backends.Started(r, f"node {data.get('node')}"))
+            else:
+                out.append(backends.Progress(r, data))
+        return out
+
+    def _end(self, ref):
+        r = self.refs.pop(ref)
+        try:
+            result = self.ray.get(ref)
+        except Exception as e:  # noqa: BLE001 - a task's PatchError arrives wrapped in Ray's own error
+            exc = self.ray.exceptions
+            lost = not isinstance(e, (exc.RayTaskError, exc.TaskCancelledError))  # a node or a process, not the run
+            log = self.exp.log(r)
+            reason = first_line(e, last=True)
+            if lost:
+                reason = f"Ray lost the run's task after {RETRIES + 1} attempts: {reason}"
+            return backends.Failed(r, reason, str(log) if log.is_file() else None, lost)
+        if self.store is not None:
+            self.recorded.append(r)
+        return backends.Finished(r, result)
+
+    def _forget_recorded(self) -> None:
+        """Remove a finished run's snapshot from ``--storage`` once the driver recorded it (never before: a driver
+        killed in between resumes from it)."""
+        keep = []
+        for r in self.recorded:
+            if self.exp.done(r):
+                self.store.forget(r.name)
+            else:
+                keep.append(r)
+        self.recorded = keep
+
     def stop(self) -> None:
-        for ref in list(self.refs):
-            self.ray.cancel(ref, force=True)
+        """Cancel the tasks not finished: a queued one never starts, a running one gets a KeyboardInterrupt, on which
+        its run's child is stopped (its committed epochs stay); wait a little for them to end. ``force=True`` would
+        kill the task's process alone, leaving its child training on the node."""
+        refs = list(self.refs)
+        for ref in refs:
+            self.ray.cancel(ref)
+        if refs:
+            self.ray.wait(refs, num_returns=len(refs), timeout=STOP_WAIT_S)
 
     def close(self) -> None:
-        if self.started_here:
-            self.ray.shutdown()
+        try:
+            if self.store is not None:
+                self._forget_recorded()
+            self.ray.kill(self.sink)
+        except Exception:  # noqa: BLE001 - the cluster gone: nothing left to give back
+            pass
+        if self.own:
+            self.conn.close()

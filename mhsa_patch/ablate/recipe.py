@@ -6,6 +6,13 @@ same schedule); only ``model`` and ``seed`` (and ``name``, the run's folder) dif
 ``<dir>/recipe.yaml``; a later invocation in the same folder must have the same one, else it is refused naming the
 first key that differs (another experiment needs ``--name``). ``device`` and ``device_name`` say where the runs were
 placed, not how they train, and are not compared (a resume may use other GPUs).
+
+``patch`` (the journal's hash of every patched file) and ``data_sha256`` (the checksum of the dataset's label files
+and image lists) say what the releases and the data path do not: the code that builds the model, and the data under
+that path. Every Ray worker node is checked against them (:mod:`mhsa_patch.ablate.cluster.fingerprint`), and a resume
+compares them too, as it compares the ultralytics and torch releases: a run resumed on another patch or on relabelled
+data would train another model, or on other data, than the runs before it, and the table would mix them without a
+word. A recipe written before they were recorded lacks them; it is resumed without that check.
 """
 
 from __future__ import annotations
@@ -128,7 +135,30 @@ def check_recipe(exp_dir: Path, recipe: Mapping[str, Any]) -> bool:
             f"{exp_dir} holds an experiment with another recipe: {key} is {a} there, {b} here; "
             f"rerun with its options to resume it, or pass --name for a new experiment"
         )
+    problem = _content_difference(old, recipe)
+    if problem is not None:
+        raise PatchError(f"{exp_dir} was started {problem}; pass --name for a new experiment")
     return True
+
+
+def _short(h: Any) -> str:
+    return str(h)[:12] if h else "none"
+
+
+def _content_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
+    """How the patch or the data differ from those ``old`` recorded (not compared where it recorded none)."""
+    was, now = old.get("patch"), new.get("patch")
+    if isinstance(was, Mapping) and was and isinstance(now, Mapping):
+        for rel in sorted(set(was) | set(now)):
+            if was.get(rel) != now.get(rel):
+                return (f"on another patch of ultralytics: the patched {rel} has sha256 {_short(was.get(rel))} there, "
+                        f"{_short(now.get(rel))} here (another mhsa-patch release, or a layer applied or reverted "
+                        "since); apply it as it was to resume")  # fmt: skip
+    was, now = old.get("data_sha256"), new.get("data_sha256")
+    if was and now and was != now:
+        return (f"on other data: {new.get('data')} has other label files or image lists now (sha256 {_short(was)} "
+                f"there, {_short(now)} here); put them back as they were to resume")  # fmt: skip
+    return None
 
 
 def write_recipe(exp_dir: Path, recipe: Mapping[str, Any]) -> Path:

@@ -4,16 +4,17 @@
 as the target's own ultralytics reads it, the recipe against the one the folder was started with), takes the
 experiment's lock (:mod:`mhsa_patch.ablate.lock`) and writes ``models/``, ``recipe.yaml`` and ``measure.json``
 (params, true GFLOPs and latency of every variant, measured in one child process, which also tells how many GPUs
-there are). :func:`run` is the one scheduler: it starts the runs not yet finished in the grid's order (seed-major,
-the longest variant first), on a backend that only starts runs and reports on them (:mod:`mhsa_patch.ablate.backends`:
-one slot, one per GPU, or Ray), and decides for every backend what a failure means (the others go on; with
-``fail_fast`` nothing new starts), records each finished run (``ablation.csv`` and the report) and keeps
-``runs.jsonl`` (:mod:`mhsa_patch.ablate.status`) current.
+there are; with ``ray``, latency is measured in one Ray task on a worker of the runs' device type instead, the
+driver needing no GPU). :func:`run` is the one scheduler: it starts the runs not yet finished in the grid's order
+(seed-major, the longest variant first), on a backend that only starts runs and reports on them
+(:mod:`mhsa_patch.ablate.backends`: one slot, one per GPU, or Ray), and decides for every backend what a failure
+means (the others go on; with ``fail_fast`` nothing new starts), records each finished run (``ablation.csv`` and the
+report) and keeps ``runs.jsonl`` (:mod:`mhsa_patch.ablate.status`) current.
 
 Folder layout (``<dir>`` = ``--project``/``--name``)::
 
     recipe.yaml  measure.json  ablation.csv  runs.jsonl  ablate.lock  models/<variant>.yaml|.pt
-    logs/<run>.log|.args.json  locks/<run>.lock
+    logs/<run>.log|.args.json  logs/ray.log (--ray: Ray's own lines)  locks/<run>.lock
     runs/<variant>-s<seed>/   ultralytics' own run folder (weights/, results.csv, args.yaml) and ablate.json
     runs/<variant>-s<seed>.damaged-K/   a run folder the tool could not read, moved aside whole
 """
@@ -34,6 +35,7 @@ from mhsa_patch.ablate import data as datasets
 from mhsa_patch.ablate import lock as locks
 from mhsa_patch.ablate import recipe as recipes
 from mhsa_patch.ablate import runstate
+from mhsa_patch.ablate.cluster.fingerprint import recorded
 from mhsa_patch.ablate.record import RunRecord, to_csv
 from mhsa_patch.ablate.status import Grid
 from mhsa_patch.ablate.variants import Variant, plan_variants
@@ -89,6 +91,8 @@ class Experiment:
     verbose: bool = False  # keep each run's raw log, and ultralytics' own lines in it
     cwd: str = ""  # where the runs' children work: a relative data path resolves against it, as in yolo train
     lock: Any = None
+    ray: Any = None  # the Ray connection prepare made (--ray), closed with the experiment
+    data_splits: dict | None = None  # the dataset's splits as the target's ultralytics resolved them
 
     def done(self, run: Run) -> bool:
         return (self.dir / run.run_dir / DONE).is_file()
@@ -97,10 +101,14 @@ class Experiment:
         return self.dir / "logs" / f"{run.name}.log"
 
     def close(self) -> None:
-        """Let go of the experiment's lock (``run`` does when it ends; a caller that stops before calls this)."""
+        """Let go of the experiment's lock and its Ray connection (``run`` does when it ends; a caller that stops
+        before calls this)."""
         if self.lock is not None:
             self.lock.release()
             self.lock = None
+        if self.ray is not None:
+            self.ray.close()
+            self.ray = None
 
 
 # ------------------------------------------------------------------------------------------------------- options
@@ -173,17 +181,21 @@ def prepare(
     verbose: bool = False,
     on_step: Callable[[str], None] | None = None,
     eval_split: str = "val",
+    ray: str | None = None,
 ) -> Experiment:
     """Check everything and write the experiment's fixed files, holding its lock (released by :func:`run`, or by
     ``Experiment.close``); a one-line :class:`PatchError` on any refusal, before any run starts. ``device`` None:
-    every GPU the target's torch sees, one run each, else the CPU."""
+    every GPU the target's torch sees, one run each, else the CPU. ``ray``: the runs go to the Ray cluster at that
+    address (``--ray``): connected here, ``device`` None meaning a GPU where some node has one; the connection is the
+    experiment's (``Experiment.ray``) until :func:`run` ends."""
     from mhsa_patch.child.launch import require_applied
 
     step = on_step or (lambda msg: None)
     seed_list, slots, extra_args = check_options(data=data, seeds=seeds, epochs=epochs, imgsz=imgsz, batch=batch,
                                                  device=device, extra=extra)  # fmt: skip
-    for s in slots or ():
-        backends.slot_env(s)  # a GPU index past CUDA_VISIBLE_DEVICES: refused now, not in every run
+    if ray is None:  # with Ray, the GPUs are the worker nodes'
+        for s in slots or ():
+            backends.slot_env(s)  # a GPU index past CUDA_VISIBLE_DEVICES: refused now, not in every run
     exp_dir = experiment_dir(project, name)
     if exp_dir.exists() and not exp_dir.is_dir():
         raise PatchError(f"{exp_dir} exists and is not a folder")
@@ -227,26 +239,76 @@ def prepare(
         file = str(have[k].get("file", "")) if isinstance(have[k], dict) else ""
         if file and Path(file).name == file and (exp_dir / "models" / file).is_file():
             texts[k] = (have[k]["file"], (exp_dir / "models" / have[k]["file"]).read_text(encoding="utf-8"))
-    measured = _measure(target, texts if fresh else {}, imgsz, slots[0] if slots else None,
-                        runs=LATENCY_RUNS if fresh else 0, data_args=dict(train, task=task_, eval_split=eval_split))  # fmt: skip
-    if measured.get("data_error"):
-        raise PatchError(datasets.refusal(target, ds, str(measured["data_error"])))
-    if measured["data"].get("split_error"):  # --eval-split test where the YAML has none: before anything is written
-        raise PatchError(str(measured["data"]["split_error"]))
-    ds = datasets.Dataset(ds.label, ds.yaml, int(measured["data"]["nc"]), ds.synthetic)
+    device_auto = slots is None
+    conn = None
+    if ray is not None:
+        from mhsa_patch.ablate import ray_backend
 
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    exp_lock = _lock_experiment(exp_dir, project, name)
+        step(f"Connecting to the Ray cluster ({ray})")
+        conn = ray_backend.connect(ray)
+    try:
+        data_args = dict(train, task=task_, eval_split=eval_split)
+        if conn is None:
+            measured = _measure(target, texts if fresh else {}, imgsz, slots[0] if slots else None,
+                                runs=LATENCY_RUNS if fresh else 0, data_args=data_args)  # fmt: skip
+        else:  # parameters and GFLOPs here, on the CPU; the latency on a worker of the runs' device type
+            measured = _measure(target, texts if fresh else {}, imgsz, "cpu", runs=0, data_args=data_args)
+        if measured.get("data_error"):
+            raise PatchError(datasets.refusal(target, ds, str(measured["data_error"])))
+        if measured["data"].get("split_error"):  # --eval-split test where the YAML has none: before anything is written
+            raise PatchError(str(measured["data"]["split_error"]))
+        ds = datasets.Dataset(ds.label, ds.yaml, int(measured["data"]["nc"]), ds.synthetic)
+        splits = {k: measured["data"][k] for k in ("path", *datasets.CHECKED_SPLITS) if k in measured["data"]}
+        content = recorded(target, splits)  # the patch's and the data's hashes: compared on resume, and on every node
+        if conn is not None:
+            slots = _ray_device(conn, slots, measured, old_measure, texts if fresh else {}, target, imgsz, ds, train,
+                                content, step)  # fmt: skip
+
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        exp_lock = _lock_experiment(exp_dir, project, name)
+    except BaseException:
+        if conn is not None:
+            conn.close()
+        raise
     try:
         started = [exp_lock.took_over] if exp_lock.took_over else []
         exp = _prepare_locked(target, exp_dir, plan, ds, seed_list, slots, train, extra_args, weights_path, measured,
                               have, texts, fresh, scale=scale, base=base, task=task_, epochs=epochs, imgsz=imgsz,
-                              batch=batch, step=step, eval_split=eval_split)  # fmt: skip
+                              batch=batch, step=step, eval_split=eval_split, device_auto=device_auto,
+                              content=content, ray=conn is not None)  # fmt: skip
     except BaseException:
         exp_lock.release()
+        if conn is not None:
+            conn.close()
         raise
     exp.lock, exp.started_notes, exp.verbose = exp_lock, started, verbose
+    exp.ray, exp.data_splits = conn, splits
     return exp
+
+
+def _ray_device(conn, slots, measured: dict, old_measure: dict, texts: dict, target: Target, imgsz: int,
+                ds: datasets.Dataset, train: dict, content: dict, step) -> list[str]:  # fmt: skip
+    """The runs' device on the cluster (``--device``, else a GPU where a node has one), refused where no node can
+    hold a run; the variants' latency measured in one task on a worker of that kind (``texts``: those to measure),
+    its device's name in ``measured`` (on a resume that measures nothing: the name of the first measurement's)."""
+    from mhsa_patch.ablate import ray_backend
+    from mhsa_patch.ablate.cluster.fingerprint import Expected
+
+    slots = ray_backend.device_slots(conn, slots)
+    ray_backend.require_placeable(conn, slots[0], train)
+    if not texts:
+        measured["device_name"] = old_measure.get("device_name") or measured.get("device_name")
+        return slots
+    kind = "CPU" if slots[0] in ("cpu", "mps") else "GPU"
+    step(f"Timing every variant on a {kind} worker of the Ray cluster")
+    expected = Expected(ultralytics=str(measured["ultralytics"]), torch=str(measured["torch"]), patch=content["patch"],
+                        data=ds.label, data_sha256="")  # fmt: skip
+    lat = ray_backend.measure_latency(conn, target, texts, imgsz, ds.nc, slots[0], LATENCY_RUNS, train, expected)
+    for k, m in measured["models"].items():
+        m["latency_ms"] = (lat["models"].get(k) or {}).get("latency_ms")
+    measured.update(device=lat["device"], device_name=lat["device_name"], latency_node=lat["node"],
+                    threads=lat.get("threads"), runs=lat.get("runs"))  # fmt: skip
+    return slots
 
 
 def _lock_experiment(exp_dir: Path, project: str, name: str):
@@ -262,8 +324,8 @@ def _lock_experiment(exp_dir: Path, project: str, name: str):
 
 
 def _prepare_locked(target, exp_dir, plan, ds, seed_list, slots, train, extra_args, weights_path, measured, have,
-                    texts, fresh, *, scale, base, task, epochs, imgsz, batch, step, eval_split) -> Experiment:  # fmt: skip
-    device_auto = slots is None
+                    texts, fresh, *, scale, base, task, epochs, imgsz, batch, step, eval_split, device_auto, content,
+                    ray) -> Experiment:  # fmt: skip
     if slots is None:
         slots = [str(i) for i in range(int(measured.get("gpus") or 0))] or ["cpu"]
     rec = {
@@ -277,11 +339,12 @@ def _prepare_locked(target, exp_dir, plan, ds, seed_list, slots, train, extra_ar
         "task": task,
         "ultralytics": measured["ultralytics"],
         "torch": measured["torch"],
-        "device": ",".join(slots),
+        "device": ("Ray " + ("CPU" if slots[0] in ("cpu", "mps") else "GPU")) if ray else ",".join(slots),
         "device_name": measured["device_name"],
         "train": train,
         "val": recipes.val_args(data=str(ds.yaml), imgsz=imgsz, batch=batch, extra=extra_args, split=eval_split),
         "extra": extra_args,
+        **content,
     }
     resumed = recipes.check_recipe(exp_dir, rec)
     models = exp_dir / "models"
@@ -507,11 +570,12 @@ class Outcome:
 RunEvent = Callable[[str, Run, dict], None]  # ("start" | "event" | "warning" | "done" | "failed", run, data)
 
 
-def _backend(exp: Experiment, ray_address: str | None):
+def _backend(exp: Experiment, ray_address: str | None, storage: str | None = None):
     if ray_address is not None:
         from mhsa_patch.ablate.ray_backend import RayBackend
 
-        return RayBackend(exp, ray_address, execute_run=execute_run, run_spec=run_spec)
+        return RayBackend(exp, ray_address, execute_run=execute_run, run_spec=run_spec, storage=storage,
+                          conn=exp.ray)  # fmt: skip
 
     def execute(r: Run, slot: str, on_event, on_start) -> dict:
         return execute_run(exp.target, exp.dir, r, run_spec(exp, r, slot), env=backends.slot_env(slot),
@@ -537,18 +601,20 @@ def _pending(exp: Experiment, emit: RunEvent) -> tuple[list[Run], list[Run]]:
 
 
 def run(exp: Experiment, *, on_event: RunEvent | None = None, ray_address: str | None = None,
-        fail_fast: bool = False) -> Outcome:  # fmt: skip
+        fail_fast: bool = False, storage: str | None = None) -> Outcome:  # fmt: skip
     """Train every run not yet finished, and record each as it finishes (the CSV and the report). A failed run is
     recorded with its one-line reason and its log, and every other run goes on (``fail_fast``: none starts after
-    it; the runs going finish). Releases the experiment's lock when it returns."""
+    it; the runs going finish). ``ray_address``: on that Ray cluster (``storage``: ``--storage``, where the tasks
+    keep their snapshots). Releases the experiment's lock when it returns."""
     emit = on_event or (lambda kind, run, data: None)
     try:
-        return _schedule(exp, emit, ray_address, fail_fast)
+        return _schedule(exp, emit, ray_address, fail_fast, storage)
     finally:
         exp.close()
 
 
-def _schedule(exp: Experiment, emit: RunEvent, ray_address: str | None, fail_fast: bool) -> Outcome:
+def _schedule(exp: Experiment, emit: RunEvent, ray_address: str | None, fail_fast: bool,
+              storage: str | None = None) -> Outcome:  # fmt: skip
     skipped, pending = _pending(exp, emit)
     out = Outcome([], skipped)
     grid = Grid.start(exp.dir, exp.runs, exp.slots if ray_address is None else ["ray"], int(exp.recipe["epochs"]))
@@ -556,7 +622,7 @@ def _schedule(exp: Experiment, emit: RunEvent, ray_address: str | None, fail_fas
     tries: Counter = Counter()
     running: dict[str, Run] = {}
     stopping = False
-    backend = _backend(exp, ray_address) if queue else None
+    backend = _backend(exp, ray_address, storage) if queue else None
     try:
         while queue or running:
             while queue and not stopping and len(running) < backend.capacity:

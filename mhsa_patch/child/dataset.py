@@ -7,7 +7,8 @@ datasets folder, as ``yolo train`` does). Then the train and val datasets are bu
 (``build_yolo_dataset``): that reads every label and writes the label caches, once, before the runs start in
 parallel (N trainers building ``labels.cache`` at once race: ultralytics removes it outside any ``try``). Anything
 ultralytics refuses is a :class:`~mhsa_patch.child.protocol.ChildError` with its own reason, in one line; the result
-is the class count and the resolved splits.
+is the class count and the resolved splits (``train``, ``val`` and the one the table reports: the paths a Ray worker
+node's dataset check reads, :func:`mhsa_patch.ablate.data.checksum`).
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ def check(events, args: dict) -> dict:
             sizes[split] = len(ds)
         except Exception as e:  # noqa: BLE001
             raise ChildError(f"{split}: {one_line(e)}") from None
-    return {"nc": int(nc), "images": sizes, "path": str(data.get("path", "")),
-            "train": _paths(data["train"]), "val": _paths(data["val"])}  # fmt: skip
+    splits = {s: _paths(data[s]) for s in ("train", "val", eval_split)}
+    return {"nc": int(nc), "images": sizes, "path": str(data.get("path", "")), **splits}
 
 
 def _paths(entry) -> list[str]:

@@ -90,6 +90,13 @@ class _Progress:
                 self.live.console.print(escape(msg))
             elif not self.quiet:
                 out.print(msg, markup=False, highlight=False)
+        elif ev.get("restarted"):
+            msg = (f"{run.name}: attempt {ev['restarted']} on {ev.get('node')} "
+                   "(the previous one lost its node or process)")  # fmt: skip
+            if self.live is not None:
+                self.live.console.print(escape(msg))
+            elif not self.quiet:
+                out.print(msg, markup=False, highlight=False)
         elif ev.get("validating") and self.live is not None and run.name in self.tasks:
             self.live.update(self.tasks[run.name], note="validating best.pt")
 
@@ -169,6 +176,16 @@ def ablate(
         typer.Option("--ray", metavar="[ADDRESS]", help="Run each run as a Ray task on the cluster at ADDRESS ('auto': RAY_ADDRESS or "
                      "the local cluster; 'local': start one here for this command).", show_default=False),
     ] = None,  # fmt: skip
+    storage: Annotated[
+        Optional[str],
+        typer.Option("--storage", metavar="PATH", help="With --ray: keep each run's epoch snapshots in this folder, which every node "
+                     "reaches (default: sent back to the experiment folder).", show_default=False),
+    ] = None,  # fmt: skip
+    workers: Annotated[
+        Optional[int],
+        typer.Option("--workers", min=0, metavar="N", help="Dataloader workers of every run; with --ray each run asks for N + 1 CPUs. "
+                     "[default: ultralytics' 8]", show_default=False),
+    ] = None,  # fmt: skip
     base: Annotated[Optional[str], typer.Option("--base", metavar="yolov8|yolo11|yolo26", help="yolov8, yolo11 or yolo26. [default: yolov8]")] = None,
     task: Annotated[Optional[str], typer.Option("--task", metavar="detect|segment|pose|obb", help="detect, segment, pose or obb. [default: detect]")] = None,
     download: Annotated[
@@ -205,6 +222,17 @@ def ablate(
     try:
         if data is None:
             raise UsageError("Missing option '--data' (or pass --status to see a grid's state)")
+        extra = list(extra or [])
+        if workers is not None:
+            if any(e.split("=", 1)[0].strip() == "workers" for e in extra):
+                raise UsageError(f"--workers {workers} and -- workers=...: give the dataloader workers once")
+            extra.append(f"workers={workers}")
+        if storage is not None:
+            if ray is None:
+                raise UsageError("--storage keeps the snapshots of Ray tasks: it needs --ray")
+            from mhsa_patch.ablate.cluster.store import parse_storage
+
+            storage = parse_storage(storage)  # an s3:// refused here, before anything is measured
         if ray is not None:  # before anything is checked or measured
             from mhsa_patch.ablate.ray_backend import require_ray
 
@@ -214,7 +242,7 @@ def ablate(
         exp = runner.prepare(
             tgt, data=data, variants=variant, seeds=seeds, scale=scale, base=base, task=task, epochs=epochs,
             imgsz=imgsz, batch=batch, weights=weights, device=device, project=project, name=name,
-            extra=extra or [], download=download, verbose=verbose, on_step=step, eval_split=eval_split,
+            extra=extra, download=download, verbose=verbose, on_step=step, eval_split=eval_split, ray=ray,
         )  # fmt: skip
         for note in exp.started_notes:
             warn(f"{exp.dir}: {note}")
@@ -229,7 +257,7 @@ def ablate(
             if exp.device_auto and exp.slots == ["cpu"] and ray is None:
                 info("no GPU visible: the runs train on the CPU, one at a time (--device picks the devices)")
         progress = _Progress(len(exp.runs), done, quiet=quiet, verbose=verbose, exp_dir=exp.dir)
-        outcome = runner.run(exp, on_event=progress, ray_address=ray, fail_fast=fail_fast)
+        outcome = runner.run(exp, on_event=progress, ray_address=ray, fail_fast=fail_fast, storage=storage)
         progress.close()
     except PatchError as e:
         if progress is not None:
