@@ -322,6 +322,8 @@ def test_ray_local_on_a_shared_folder_gives_the_local_backends_table_and_losses(
     assert (run_dir / "weights" / "best.pt").is_file() and not (run_dir / "weights" / ".resume").exists()
     assert "stock-s0: started (1/1)" in r.stdout and "stock-s0: epoch 2/2  " in r.stdout
     assert not list((tmp_path / "ray" / "runs").glob(".*"))  # nothing left of any unpacking
+    (row,) = [json.loads(ln) for ln in (tmp_path / "ray" / "runs.jsonl").read_text().splitlines()]
+    assert row["device"] == "node 127.0.0.1"  # "started" once the task began on a node, not when it was submitted
     _no_ray_lines(r)
 
 
