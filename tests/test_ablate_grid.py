@@ -146,6 +146,50 @@ def test_an_unreadable_result_is_no_record(tmp_path):
         runstate.read_done(folder)
 
 
+def test_the_child_commits_the_peak_as_best_epoch_and_an_early_stop_as_one(tmp_path):
+    """The run's child commits a snapshot after every epoch ultralytics saves (``on_model_save``). Driven here the
+    way ultralytics' trainer drives it (``BaseTrainer._do_train``: validate and keep the best fitness, ask its
+    ``EarlyStopping``, write ``last.pt``, then the callback), without training: the fitness of ROWS peaks at epoch 2
+    of 4, and patience 2 stops a 10-epoch run after epoch 4. The trainer is the attributes the callback reads; the
+    stopper is ultralytics' own, the checkpoints are real ``torch.save`` files and the state is read back by the
+    reader that resumes a run."""
+    import types
+
+    import torch
+    from ultralytics.utils.torch_utils import EarlyStopping
+
+    from mhsa_patch.child.train import _Snapshots
+
+    run_dir = tmp_path / "runs" / "stock-s0"
+    weights = run_dir / "weights"
+    weights.mkdir(parents=True)
+    spec = {"train": {"epochs": 10, "batch": 16, "patience": 2}, "run": "stock-s0"}
+    snaps = _Snapshots(None, run_dir, None, spec)
+    trainer = types.SimpleNamespace(args=types.SimpleNamespace(epochs=10, batch=16, patience=2), epochs=10, epoch=0,
+                                    last=weights / "last.pt", fitness=None, best_fitness=None, stop=False,
+                                    stopper=EarlyStopping(patience=2))  # fmt: skip
+    (run_dir / "results.csv").write_text(HEADER + "\n")
+    for epoch, row in enumerate(ROWS):  # ultralytics' epoch index: 0-based
+        trainer.epoch, trainer.fitness = epoch, float(row.split(",")[6])  # mAP50-95 as the fitness
+        if trainer.best_fitness is None or trainer.best_fitness < trainer.fitness:  # BaseTrainer.validate
+            trainer.best_fitness = trainer.fitness
+        trainer.stop |= trainer.stopper(epoch + 1, trainer.fitness) or epoch + 1 >= trainer.epochs
+        with (run_dir / "results.csv").open("a") as f:  # the epoch's row comes before its checkpoint
+            f.write(row + "\n")
+        torch.save({"epoch": epoch, "fitness": trainer.fitness}, trainer.last)
+        snaps.on_model_save(trainer)
+        if trainer.stop:
+            break
+    assert trainer.stop and trainer.epoch == 3  # ultralytics stopped it after epoch 4 of 10
+    state = runstate.read_state(run_dir)  # checked as a resume checks it: snapshots whole, results.csv holds them
+    assert (state["epochs_done"], state["best_epoch"]) == (4, 2)
+    assert (state["last"], state["best"]) == ("last-e4.pt", "best-e2.pt")
+    assert state["stopped_early"] is True and state["batch"] == 16
+    snap = weights / runstate.RESUME
+    assert sorted(p.name for p in snap.iterdir()) == ["best-e2.pt", "last-e4.pt", runstate.STATE]
+    assert torch.load(snap / "best-e2.pt")["epoch"] == 1 and torch.load(snap / "last-e4.pt")["epoch"] == 3
+
+
 # -- the grid's state ----------------------------------------------------------------------------------------------------
 
 

@@ -258,6 +258,31 @@ def test_torch_functions_are_refused_by_name(tmp_path):
     assert "refuses to unpickle torch.hub.load: " in _refused(path)
 
 
+# Globals that load another file with plain pickle, run code, start a process, or write or remove files: a
+# checkpoint needs none of them. Each is called below on a victim file's path, which it would read, run or remove.
+DANGEROUS = (
+    ("torch", "load"), ("torch.jit", "load"), ("torch.hub", "load"), ("torch.serialization", "load"),
+    ("numpy", "load"), ("pickle", "load"), ("pickle", "loads"), ("marshal", "loads"), ("builtins", "eval"),
+    ("builtins", "exec"), ("builtins", "compile"), ("builtins", "__import__"), ("builtins", "open"), ("io", "open"),
+    ("os", "system"), ("posix", "system"), ("os", "remove"), ("os", "unlink"), ("shutil", "rmtree"),
+    ("subprocess", "run"), ("subprocess", "Popen"), ("importlib", "import_module"), ("runpy", "run_path"),
+    ("codecs", "open"), ("webbrowser", "open"),
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("module, func", DANGEROUS, ids=[f"{m}.{f}" for m, f in DANGEROUS])
+def test_a_checkpoint_may_call_nothing_that_loads_runs_or_writes(tmp_path, module, func):
+    """A protocol-0 pickle that calls ``module.func`` on a file's path: refused by that name before the call, the
+    file as it was. Not only the payloads above: one more global on the allow-list shows here."""
+    victim = tmp_path / "victim.pt"
+    torch.save({"model": nn.Conv2d(1, 1, 1)}, victim)
+    before = victim.read_bytes()
+    path = tmp_path / "evil.pt"
+    path.write_bytes(f"c{module}\n{func}\n(V{victim}\ntR.".encode())
+    assert f"refuses to unpickle {module}.{func}: {FORBIDDEN_WHY}" in _refused(path)
+    assert victim.read_bytes() == before
+
+
 def test_module_classes_are_created_never_called(tmp_path):
     """Module objects come back through ``cls.__new__`` and their state; a pickle calling a module class (which
     would run its ``__init__`` with the pickle's arguments) is refused even though the class is allowed."""
