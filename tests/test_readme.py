@@ -99,7 +99,7 @@ def test_the_chinese_readme_shows_only_commands_of_the_english_one():
 
 def test_the_quick_start_is_unchanged():
     text = READMES["en"].read_text(encoding="utf-8")
-    assert "\npip install '.[test]' && python -m pytest\n" in text  # CI runs this line exactly (.ci/run)
+    assert "\npip install '.[test]' && python -m pytest -n 2\n" in text  # CI runs this line exactly (.ci/run)
     assert "pip install . && mhsa-patch apply && mhsa-patch gen-yaml --scale n && mhsa-patch check yolov8n-MHSA.yaml" in text
 
 
