@@ -24,6 +24,8 @@ import socket
 import sys
 from pathlib import Path
 
+from mhsa_patch.child.importhook import WrappingFinder
+
 NETLOG = "MHSA_PATCH_NETLOG"
 _quiet = 0  # > 0 while ultralytics' own import runs: its connectivity probe is expected
 _installed = False
@@ -128,19 +130,8 @@ class _Loader(importlib.abc.Loader):
         return getattr(self.inner, name)
 
 
-class _Finder(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname, path, target=None):
-        if fullname != "ultralytics" and not fullname.startswith("ultralytics."):
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                    spec.loader = _Loader(spec.loader)
-                return spec
-        return None
+def _is_ultralytics(name: str) -> bool:
+    return name == "ultralytics" or name.startswith("ultralytics.")
 
 
 def install() -> None:
@@ -152,7 +143,7 @@ def install() -> None:
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
     _guard_sockets()
-    sys.meta_path.insert(0, _Finder())
+    sys.meta_path.insert(0, WrappingFinder(_is_ultralytics, _Loader))
     for name, module in list(sys.modules.items()):  # already imported (not the case when started by env.py)
-        if name == "ultralytics" or name.startswith("ultralytics."):
+        if _is_ultralytics(name):
             neutralise(module)

@@ -20,6 +20,7 @@ import importlib.util
 import re
 import sys
 
+from mhsa_patch.child.importhook import WrappingFinder
 from mhsa_patch.child.protocol import ChildError, one_line
 
 _installed = False
@@ -98,25 +99,10 @@ class _Loader(importlib.abc.Loader):
         return getattr(self.inner, name)
 
 
-class _Finder(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname, path, target=None):
-        if fullname != "torchvision":
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                    spec.loader = _Loader(spec.loader)
-                return spec
-        return None
-
-
 def install() -> None:
     """Check torchvision's operators at its first import in this process; call before anything imports it."""
     global _installed
     if _installed or "torchvision" in sys.modules:
         return
     _installed = True
-    sys.meta_path.insert(0, _Finder())
+    sys.meta_path.insert(0, WrappingFinder(lambda name: name == "torchvision", _Loader))

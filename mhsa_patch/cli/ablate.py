@@ -108,14 +108,7 @@ class _Progress:
 
     def _failed(self, run, data) -> None:
         self.frac.pop(run.name, None)
-        msg = _failed_line(run.label, data["reason"])
-        if self.live is not None:
-            if run.name in self.tasks:
-                self.live.remove_task(self.tasks.pop(run.name))
-            self.live.console.print(f"[red]✘[/] {escape(msg)}")
-            self._overall()
-        elif not self.quiet:
-            out.print(msg, markup=False, highlight=False)
+        self._ended(run, _failed_line(run.label, data["reason"]), "[red]✘[/]")
 
     def _done(self, run, result) -> None:
         self.done += 1
@@ -125,10 +118,14 @@ class _Progress:
         stop = f", stopped early after epoch {result['stop_epoch']}" if result.get("stopped_early") else ""
         msg = (f"{run.name}: done ({self.done}/{self.total}) in {result['train_s']:.1f} s, "
                f"{headline(result)}, best epoch {result['best_epoch']}{stop}")  # fmt: skip
+        self._ended(run, msg, "[green]✔[/]")
+
+    def _ended(self, run, msg: str, mark: str) -> None:
+        """A run's last line: in place of its progress bar, with ``mark``, on a terminal; plain otherwise (unless quiet)."""
         if self.live is not None:
             if run.name in self.tasks:
                 self.live.remove_task(self.tasks.pop(run.name))
-            self.live.console.print(f"[green]✔[/] {escape(msg)}")
+            self.live.console.print(f"{mark} {escape(msg)}")
             self._overall()
         elif not self.quiet:
             out.print(msg, markup=False, highlight=False)

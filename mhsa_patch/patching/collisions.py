@@ -23,6 +23,7 @@ import os
 import re
 from typing import Callable, Optional
 
+from mhsa_patch.patching.origins import ParsedPackage
 from mhsa_patch.patching.target import Target
 from mhsa_patch.patching.userlayers import FOLDER, PREFIX, UserLayer, module_rel, verified
 
@@ -60,25 +61,15 @@ def _bound(tree: ast.Module) -> dict[str, int]:
     return out
 
 
-class Names:
+class Names(ParsedPackage):
     """Where the target binds each name a layer may collide with, read once per apply."""
 
     def __init__(self, target: Target, read: Callable[[str], Optional[bytes]]):
-        self.target, self.read = target, read
-        self._trees: dict[str, Optional[ast.Module]] = {}
+        super().__init__(target, read)
         from mhsa_patch.patching.userlayers import listing
 
         self.module_files = [f for f in listing(target) if f.endswith(".py")]
         self._fork_files: Optional[list[str]] = None
-
-    def tree(self, rel: str) -> Optional[ast.Module]:
-        if rel not in self._trees:
-            data = self.read(rel)
-            try:
-                self._trees[rel] = ast.parse(data) if data is not None else None
-            except (SyntaxError, ValueError):
-                self._trees[rel] = None
-        return self._trees[rel]
 
     def _mentions(self, rel: str, name: str) -> bool:
         data = self.read(rel)

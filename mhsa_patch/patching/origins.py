@@ -40,14 +40,14 @@ class Origin:
         return f"{package / self.rel}:{self.line}"
 
 
-class Resolver:
-    """Reads modules of one package (``read(rel) -> bytes or None``) and resolves imports through them."""
+class ParsedPackage:
+    """The modules of one package, read with ``read(rel) -> bytes or None`` and parsed once each; a file that cannot
+    be read or parsed is None (never run: the package is untrusted input)."""
 
     def __init__(self, target: Target, read: Callable[[str], Optional[bytes]]):
         self.target, self.read = target, read
         self._trees: dict[str, Optional[ast.Module]] = {}
 
-    # -- modules ------------------------------------------------------------------------------------------------------
     def tree(self, rel: str) -> Optional[ast.Module]:
         if rel not in self._trees:
             data = self.read(rel)
@@ -56,6 +56,12 @@ class Resolver:
             except (SyntaxError, ValueError):
                 self._trees[rel] = None
         return self._trees[rel]
+
+
+class Resolver(ParsedPackage):
+    """Reads modules of one package (``read(rel) -> bytes or None``) and resolves imports through them."""
+
+    # -- modules ------------------------------------------------------------------------------------------------------
 
     def module_rel(self, importer: str, module: str) -> Optional[str]:
         """``ultralytics.nn.modules.MHSA`` or ``.MHSA`` (from ``importer``) -> ``nn/modules/MHSA.py`` (or a package's
