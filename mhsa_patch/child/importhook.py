@@ -13,6 +13,22 @@ import sys
 from typing import Callable
 
 
+class WrappedLoader(importlib.abc.Loader):
+    """The real loader of a module, whose ``exec_module`` a subclass extends; everything else is the real one's."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def create_module(self, spec):
+        return self.inner.create_module(spec)
+
+    def exec_module(self, module):
+        self.inner.exec_module(module)
+
+    def __getattr__(self, name):  # get_source, is_package, get_resource_reader ... of the real loader
+        return getattr(self.inner, name)
+
+
 class WrappingFinder(importlib.abc.MetaPathFinder):
     """A meta-path finder for the modules ``wants`` names: their spec as the other finders give it, the loader
     wrapped by ``wrap``; every other module is left to the other finders."""

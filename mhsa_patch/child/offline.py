@@ -18,13 +18,12 @@ not in the settings folder. :func:`install` runs first in every child (the boot 
 from __future__ import annotations
 
 import contextlib
-import importlib.abc
 import os
 import socket
 import sys
 from pathlib import Path
 
-from mhsa_patch.child.importhook import WrappingFinder
+from mhsa_patch.child.importhook import WrappedLoader, WrappingFinder
 
 NETLOG = "MHSA_PATCH_NETLOG"
 _quiet = 0  # > 0 while ultralytics' own import runs: its connectivity probe is expected
@@ -110,13 +109,7 @@ def neutralise(module) -> None:
             events.enabled = False
 
 
-class _Loader(importlib.abc.Loader):
-    def __init__(self, inner):
-        self.inner = inner
-
-    def create_module(self, spec):
-        return self.inner.create_module(spec)
-
+class _Loader(WrappedLoader):
     def exec_module(self, module):
         global _quiet
         _quiet += 1
@@ -125,9 +118,6 @@ class _Loader(importlib.abc.Loader):
         finally:
             _quiet -= 1
         neutralise(module)
-
-    def __getattr__(self, name):  # get_source, is_package, get_resource_reader... of the real loader
-        return getattr(self.inner, name)
 
 
 def _is_ultralytics(name: str) -> bool:

@@ -14,13 +14,12 @@ turns a failure of either into a :class:`ChildError` naming both versions and th
 
 from __future__ import annotations
 
-import importlib.abc
 import importlib.metadata
 import importlib.util
 import re
 import sys
 
-from mhsa_patch.child.importhook import WrappingFinder
+from mhsa_patch.child.importhook import WrappedLoader, WrappingFinder
 from mhsa_patch.child.protocol import ChildError, one_line
 
 _installed = False
@@ -79,13 +78,7 @@ def require() -> None:
         raise mismatch(e) from None
 
 
-class _Loader(importlib.abc.Loader):
-    def __init__(self, inner):
-        self.inner = inner
-
-    def create_module(self, spec):
-        return self.inner.create_module(spec)
-
+class _Loader(WrappedLoader):
     def exec_module(self, module):
         try:
             self.inner.exec_module(module)
@@ -94,9 +87,6 @@ class _Loader(importlib.abc.Loader):
             raise
         except Exception as e:  # noqa: BLE001 - torch's RuntimeError, an OSError from the loader ...
             raise mismatch(e) from None
-
-    def __getattr__(self, name):  # get_resource_reader, is_package ... of the real loader
-        return getattr(self.inner, name)
 
 
 def install() -> None:
