@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mhsa_patch.ablate.backends import slot_device, slot_env, slot_label
-from mhsa_patch.ablate.ray_backend import RETRIES, task_options
+from mhsa_patch.ablate.ray_backend import RETRIES, Connection, RayLines, task_options
 from mhsa_patch.ablate.recipe import first_difference, parse_extra
 from mhsa_patch.ablate.runner import Experiment, Run, check_options, order, parse_device, parse_seeds, run_spec
 from mhsa_patch.ablate.variants import _slug
@@ -120,6 +120,35 @@ def test_ray_asks_for_each_runs_own_gpu_and_cpus_and_retries_a_lost_node():
     assert task_options("0", {"workers": 2}) == {"num_gpus": 1, "num_cpus": 3, **retry}
     assert task_options("cpu", {"workers": 0}) == {"num_gpus": 0, "num_cpus": 1, **retry}
     assert task_options("0", {}) == {"num_gpus": 1, "num_cpus": 9, **retry}  # ultralytics' 8 workers
+
+
+def test_rays_own_lines_go_to_the_log_those_its_shutdown_flushes_too(tmp_path, capsys):
+    """Ray's driver prints from its listener threads, and ``ray.shutdown()`` prints what its deduplicator still holds
+    (a lost node's repeated ``(raylet) Raylet is terminated``) from the thread that calls it (Ray 2.60,
+    ``worker.disconnect``). Both go to ``logs/ray.log``; the command's own lines, and any write after, stay on the
+    output. The shutdown here stands in for Ray's: the real flush needs a node lost twice within Ray's window, which
+    the two-node test in test_ablate.py meets only sometimes."""
+    import sys
+    import threading
+    import types
+
+    lines = RayLines()
+    lines.install()
+    fake = types.SimpleNamespace(is_initialized=lambda: True, shutdown=lambda: print("(raylet) flushed at shutdown"))
+    conn = Connection(fake, "local", True, lines)
+    try:
+        t = threading.Thread(target=lambda: print("(raylet) from the listener"), name="ray_listen_error_messages")
+        t.start()
+        t.join()
+        print("mhsa-patch: our own line")
+        conn.log_to(tmp_path / "logs" / "ray.log")
+    finally:
+        conn.close()
+    print("after close")
+    out = capsys.readouterr().out
+    assert out == "mhsa-patch: our own line\nafter close\n"
+    assert (tmp_path / "logs" / "ray.log").read_text() == "(raylet) from the listener\n(raylet) flushed at shutdown\n"
+    assert lines.saved is None and lines.whole_thread is None  # unwrapped, and nothing left capturing
 
 
 def test_the_scheduler_keeps_as_many_ray_runs_going_as_the_live_nodes_hold():

@@ -33,6 +33,7 @@ import re
 import sys
 import threading
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,8 +75,10 @@ class RayLines:
     its own words (``MHSA-s0: attempt 2 on 10.0.0.7 (the previous one lost its node or process)``, the failed run's
     one line); Ray's text goes to ``<dir>/logs/ray.log`` (kept in memory until the experiment's folder is known).
     While connected, ``sys.stdout`` and ``sys.stderr`` are wrapped: a write from one of those threads goes to the
-    log, every other write where it went. Should a Ray release name its threads otherwise, its lines show again, and
-    nothing else changes.
+    log, every other write where it went. ``ray.shutdown()`` prints the lines Ray's deduplicator still holds (the
+    second ``Raylet is terminated`` of a lost node, say) from the thread that calls it: :meth:`Connection.close` runs
+    it inside :meth:`everything`, so those go to the log too. Should a Ray release name its threads otherwise, its
+    lines show again, and nothing else changes.
     """
 
     THREADS = ("ray_listen_error_messages", "ray_print_logs")
@@ -86,6 +89,7 @@ class RayLines:
         self.pending: list[str] = []
         self.path: Path | None = None
         self.saved: tuple | None = None
+        self.whole_thread: int | None = None  # a thread whose every write is Ray's (see everything)
 
     def install(self) -> None:
         self.saved = (sys.stdout, sys.stderr)
@@ -120,8 +124,17 @@ class RayLines:
             except OSError:
                 pass  # Ray's own diagnostics: never a reason to stop the runs
 
+    @contextmanager
+    def everything(self):
+        """While inside, every write from this thread is Ray's too (for ``ray.shutdown()``)."""
+        self.whole_thread = threading.get_ident()
+        try:
+            yield
+        finally:
+            self.whole_thread = None
+
     def mine(self) -> bool:
-        return threading.current_thread().name in self.THREADS
+        return threading.get_ident() == self.whole_thread or threading.current_thread().name in self.THREADS
 
 
 class _Wrapped:
@@ -151,7 +164,8 @@ class Connection:
 
     def close(self) -> None:
         if self.started_here and self.ray.is_initialized():
-            self.ray.shutdown()
+            with self.lines.everything() if self.lines is not None else nullcontext():
+                self.ray.shutdown()
         self.started_here = False
         if self.lines is not None:
             self.lines.uninstall()
@@ -180,7 +194,8 @@ def connect(address: str) -> Connection:
             ray.init(address=address, **kwargs)
     except Exception as e:  # noqa: BLE001 - Ray's errors are long; one line names the address
         if ray.is_initialized():
-            ray.shutdown()
+            with lines.everything():
+                ray.shutdown()
         lines.uninstall()
         raise PatchError(f"--ray {address}: cannot connect to a Ray cluster: {first_line(e)}") from None
     return Connection(ray, address, True, lines)
