@@ -57,13 +57,24 @@ def workdir(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def fork_trees(request, tmp_path_factory):
-    """The fork shapes that the collected tests name in their ``shape`` parameter (tests/fork_shapes.py), each built,
-    patched and its models built once for the session (test_forks.py and test_fork_anchors.py share them). A tree is
-    only read by tests; one that writes works on a copy."""
+def _fork_tree_cache(tmp_path_factory):
+    """The session's fork trees (tests/forks.py ``ForkTrees``), filled by ``fork_trees`` module by module."""
     import fork_shapes
 
-    return fork_shapes.session_trees(request.session, tmp_path_factory.mktemp("forks"))
+    return fork_shapes.session_trees(tmp_path_factory.mktemp("forks"))
+
+
+@pytest.fixture(scope="module")
+def fork_trees(request, _fork_tree_cache):
+    """The fork shapes (tests/fork_shapes.py) that this module's collected tests name in their ``shape`` parameter,
+    each built, patched and its models built once for the session (test_forks.py and test_fork_anchors.py share
+    them), all of one module's together. Module by module, so that a worker of ``pytest -n 2`` builds only the
+    shapes of the files it runs. A tree is only read by tests; one that writes works on a copy."""
+    import forks
+
+    items = [i for i in request.session.items if getattr(i, "module", None) is request.module]
+    _fork_tree_cache.prepare([n for n in forks.asked_for(items) if n in _fork_tree_cache.shapes])
+    return _fork_tree_cache
 
 
 # The files whose tests take longest, longest first (the ``--durations`` of a run, summed by file). Under

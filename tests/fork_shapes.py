@@ -476,9 +476,8 @@ SHAPES: dict[str, Shape] = {
 }
 
 
-def session_trees(session, root: Path) -> forks.ForkTrees:
-    """The trees of every shape the collected tests ask for, built at once (``fork_trees`` in conftest.py)."""
-    trees = forks.ForkTrees(root, SHAPES)
-    trees.prepare([n for n in forks.asked_for(session) if n in SHAPES])
-    return trees
+def session_trees(root: Path) -> forks.ForkTrees:
+    """The session's trees of these shapes, none built yet: ``fork_trees`` in conftest.py builds those a module's
+    tests ask for."""
+    return forks.ForkTrees(root, SHAPES)
 

@@ -594,10 +594,11 @@ class ForkTrees:
             self.trees[t.name] = t
 
 
-def asked_for(session, fixture: str = "fork_trees") -> list:
-    """The shapes the collected tests that use ``fixture`` name in their ``shape`` parameter (a name or a tuple)."""
+def asked_for(items, fixture: str = "fork_trees") -> list:
+    """The shapes these collected tests, those that use ``fixture``, name in their ``shape`` parameter (a name or a
+    tuple)."""
     names = []
-    for item in session.items:
+    for item in items:
         if fixture not in getattr(item, "fixturenames", ()):
             continue
         spec = getattr(item, "callspec", None)
