@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -124,10 +125,24 @@ def release_env(site: Path, config_dir: Path | None = None, *, offline: bool = T
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env["YOLO_CONFIG_DIR"] = str(config_dir or Path(tempfile.mkdtemp(prefix="yolo-cfg-")))
+    if makes_a_config_dir_at_home(site):
+        env["HOME"] = tempfile.mkdtemp(prefix="home-")
     # One thread: a 2-core machine running the suite (and other work) slows down 4-6x when children spin-wait
     # on two OpenMP threads each.
     env["OMP_NUM_THREADS"] = "1"
     return env
+
+
+def makes_a_config_dir_at_home(site: Path) -> bool:
+    """Whether the ultralytics under ``site`` makes ``~/.config/Ultralytics`` on import even with YOLO_CONFIG_DIR
+    set: 8.0.97 and 8.0.98 compute ``os.getenv('YOLO_CONFIG_DIR', get_user_config_dir())``, whose default makes the
+    folder before the variable is read. Their children get a HOME of their own (``release_env``), so that the
+    user's stays as it was (test_leftovers.py)."""
+    try:
+        text = (Path(site) / "ultralytics" / "yolo" / "utils" / "__init__.py").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return re.search(r"""getenv\(['"]YOLO_CONFIG_DIR['"], get_user_config_dir\(\)\)""", text) is not None
 
 
 def run_python(code: str, site: Path, *args: str, timeout: float = 600, cwd: Path | None = None):

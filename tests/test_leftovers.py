@@ -45,3 +45,19 @@ def test_a_run_leaves_the_temporary_folder_and_the_lock_folder_as_they_were(tmp_
     assert not user_locks.exists(), sorted(os.listdir(user_locks))
     assert not (home / ".ray").exists(), sorted(os.listdir(home / ".ray"))  # the cluster's token stayed in its own HOME
     assert not any(ray_default.iterdir()), sorted(os.listdir(ray_default))  # Ray's sessions in the test's --temp-dir
+
+
+@pytest.mark.releases
+def test_the_oldest_releases_leave_no_config_folder_in_the_users_home(tmp_path, monkeypatch):
+    """8.0.97 and 8.0.98 make ``~/.config/Ultralytics`` on import even with YOLO_CONFIG_DIR set (seen in the real
+    HOME after a suite run): the children the tests start on them get a HOME of their own (releases.release_env)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    site = tmp_path / "site"
+    releases.copy_release("8.0.98", site)
+    assert releases.makes_a_config_dir_at_home(site)
+    r = releases.run_python("import ultralytics; from ultralytics.yolo.utils import USER_CONFIG_DIR; print(USER_CONFIG_DIR)", site)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "yolo-cfg-" in r.stdout, r.stdout  # its settings in the YOLO_CONFIG_DIR the test gave
+    assert not (home / ".config").exists(), sorted(p.name for p in (home / ".config").iterdir())
