@@ -10,6 +10,7 @@ CPU index and torchvision from PyPI. The installed torchvision is never touched.
 
 from __future__ import annotations
 
+import functools
 import importlib.machinery
 import importlib.metadata
 import importlib.util
@@ -25,9 +26,15 @@ import trainkit
 from helpers import checkout_env, cli, run_tool
 from mhsa_patch.child.torchvision_ops import fix_command
 
-# torch's own version, local label included (2.14.1+cpu): the wheel's metadata may leave the label out
-TORCH = subprocess.run([sys.executable, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True,
-                       check=True).stdout.strip()
+@functools.cache
+def torch_version() -> str:
+    """torch's own version, local label included (2.14.1+cpu): the wheel's metadata may leave the label out. Asked
+    of torch in a child when a test needs it, not at collection (every worker and every mutant run collects this
+    file)."""
+    return subprocess.run([sys.executable, "-c", "import torch; print(torch.__version__)"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
 TORCHVISION = importlib.metadata.version("torchvision")
 
 
@@ -60,9 +67,10 @@ def assert_mismatch_line(proc) -> str:
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Traceback" not in proc.stdout + proc.stderr
     (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("ERROR")]
-    assert f"torchvision {TORCHVISION} was built for another torch than {TORCH}: its compiled operators do not load" \
+    torch = torch_version()
+    assert f"torchvision {TORCHVISION} was built for another torch than {torch}: its compiled operators do not load" \
         in line, line
-    assert line.endswith(f"from the same index: {fix_command(TORCH)}"), line
+    assert line.endswith(f"from the same index: {fix_command(torch)}"), line
     return line
 
 
@@ -97,7 +105,7 @@ def test_the_first_import_of_torchvision_in_a_child_says_it(broken_torchvision, 
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (line,) = proc.stdout.splitlines()
-    assert f"was built for another torch than {TORCH}" in line and fix_command(TORCH) in line, line
+    assert f"was built for another torch than {torch_version()}" in line and fix_command(torch_version()) in line, line
     # the same import with the installed torchvision: no error (its operators run)
     env["PYTHONPATH"] = env["PYTHONPATH"].split(os.pathsep, 1)[1]
     ok = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)

@@ -237,8 +237,8 @@ def test_check_builds_with_the_patched_release(tmp_path, version):
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Builds each [cfg, forward] job as YOLO(cfg) does (the task's model class: a stride pass at 256); with forward, the
-# model also runs in eval mode at 640x640 and at 320x480. One JSON line: per model, each layer's type, from, params.
+# Builds each [cfg, sizes] job as YOLO(cfg) does (the task's model class: a stride pass at 256); the model then runs
+# in eval mode at each [height, width] of sizes. One JSON line: per model, each layer's type, from, params.
 BOT3_CHILD = r"""
 import json, sys
 import torch
@@ -246,7 +246,7 @@ from ultralytics.nn.tasks import DetectionModel
 
 torch.set_num_threads(1)
 out = []
-for cfg, forward in json.loads(sys.argv[1]):
+for cfg, sizes in json.loads(sys.argv[1]):
     torch.manual_seed(0)
     model = DetectionModel(cfg, verbose=False)
     rec = {"cfg": cfg, "types": [type(m).__name__ for m in model.model], "from": [m.f for m in model.model],
@@ -255,11 +255,11 @@ for cfg, forward in json.loads(sys.argv[1]):
     if bot3:
         b = bot3[0]
         rec["bot3"] = {"c1": b.cv1.conv.in_channels, "c2": b.cv3.conv.out_channels, "n": len(b.m)}
-    if forward:
+    if sizes:
         model.eval()
         shapes = []
         with torch.no_grad():
-            for h, w in ((640, 640), (320, 480)):
+            for h, w in sizes:
                 y = model(torch.zeros(1, 3, h, w))
                 y = y[0] if isinstance(y, (list, tuple)) else y
                 assert torch.isfinite(y).all()
@@ -278,6 +278,13 @@ def bot3_params(c1: int, c2: int, n: int) -> int:
     return 2 * (c1 * c_ + 2 * c_) + (2 * c_ * c2 + 2 * c2) + n * ((c_ * c_ + 2 * c_) + 3 * (c_ * c_ + c_))
 
 
+def sizes(scale: str) -> list[list[int]]:
+    """Where a BoT3 model runs: scale n at 640x640 (P5's 20x20, the grid its MHSA tables were made for) and at
+    320x480 (a rectangular grid: the tables interpolated); the larger scales, the same layers with more channels, at
+    128x192 (interpolated), which costs them a fiftieth of a 640x640 pass."""
+    return [[640, 640], [320, 480]] if scale == "n" else [[128, 192]]
+
+
 def _bot3_case(version: str, tmp_path: Path, cases: list[tuple[str, str]]) -> None:
     site = tmp_path / "site"
     releases.copy_release(version, site)
@@ -292,14 +299,14 @@ def _bot3_case(version: str, tmp_path: Path, cases: list[tuple[str, str]]) -> No
         d.mkdir()
         path = d / res.file_name
         path.write_text(res.text, encoding="utf-8")
-        jobs += [(str(path), True), (res.stock_name, False)]
-        results.append((res, str(path)))
+        jobs += [(str(path), sizes(scale)), (res.stock_name, [])]
+        results.append((res, str(path), scale))
     r = subprocess.run([sys.executable, "-c", BOT3_CHILD, json.dumps(jobs)], env=checkout_env(site),
                        capture_output=True, text=True, timeout=1800, cwd=tmp_path)
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("JSON ")), None)
     assert r.returncode == 0 and line, r.stderr[-3000:]
     built = {m["cfg"]: m for m in json.loads(line[5:])}
-    for res, path in results:
+    for res, path, scale in results:
         bot3, stock = built[path], built[res.stock_name]
         i, label = res.index, res.command
         assert bot3["types"][i] == "BoT3" and stock["types"][i] == res.insertions[0].replaced, label
@@ -315,7 +322,7 @@ def _bot3_case(version: str, tmp_path: Path, cases: list[tuple[str, str]]) -> No
         assert b["c2"] == res.channels and b["n"] == max(round(res.data["backbone"][i][1] * res.data["scales"][
             next(iter(res.data["scales"]))][0]), 1), label
         assert bot3["params"][i] == bot3_params(b["c1"], b["c2"], b["n"]), label
-        assert len(bot3["shapes"]) == 2, label  # ran at 640x640 and 320x480
+        assert len(bot3["shapes"]) == len(sizes(scale)), label
 
 
 def test_bot3_builds_at_every_scale_and_base_on_the_latest_release(tmp_path):
