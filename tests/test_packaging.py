@@ -39,7 +39,8 @@ def install_apply_revert(wheel: Path, tmp_path: Path) -> None:
     assert source == installed, (source ^ installed)  # every subpackage listed in pyproject.toml, nothing stale
 
     pkg = releases.copy_release(releases.LATEST, tmp_path / "target")
-    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}
+    # nothing else on the path; a HOME of its own, where the tool's default lock folder goes (~/.cache/mhsa-patch)
+    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home")}
     for command in ("apply", "revert"):
         r = subprocess.run(
             [sys.executable, "-m", "mhsa_patch", command, "-t", str(pkg)], cwd=tmp_path, env=env, capture_output=True, text=True
@@ -50,6 +51,7 @@ def install_apply_revert(wheel: Path, tmp_path: Path) -> None:
             cwd=tmp_path, env=env, capture_output=True, text=True,
         ).stdout
     assert releases.tree_bytes(pkg) == releases.tree_bytes(releases.pristine(releases.LATEST))
+    assert (tmp_path / "home" / ".cache" / "mhsa-patch" / "locks").is_dir()  # the lock folder was there, not the user's
 
 
 def test_wheel_install_applies_and_reverts(tmp_path):
