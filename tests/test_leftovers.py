@@ -57,7 +57,7 @@ def test_the_oldest_releases_leave_no_config_folder_in_the_users_home(tmp_path, 
     site = tmp_path / "site"
     releases.copy_release("8.0.98", site)
     assert releases.makes_a_config_dir_at_home(site)
-    r = releases.run_python("import ultralytics; from ultralytics.yolo.utils import USER_CONFIG_DIR; print(USER_CONFIG_DIR)", site)
+    r = releases.run_python("from ultralytics.yolo.utils import USER_CONFIG_DIR; print(USER_CONFIG_DIR)", site)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "yolo-cfg-" in r.stdout, r.stdout  # its settings in the YOLO_CONFIG_DIR the test gave
     assert not (home / ".config").exists(), sorted(p.name for p in (home / ".config").iterdir())
