@@ -656,6 +656,7 @@ offline.install()
 import torch  # the expensive imports once; each trial's child is forked from here, already warm
 from ultralytics import YOLO
 import ultralytics.models.yolo.detect.train
+torch.optim.SGD([torch.zeros(1, requires_grad=True)])  # a process's first optimizer imports torch's compiler (~2 s)
 from mhsa_patch.child import train
 
 for line in sys.stdin:
