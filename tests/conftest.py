@@ -81,8 +81,8 @@ def fork_trees(request, _fork_tree_cache):
 # ``pytest -n 2 --dist loadfile`` (the README's command) a file's tests run on one worker, in order, so that a module's
 # fixtures are built once; a long file that started last would leave the other worker idle until it ended.
 LONGEST_FIRST = ("test_ablate.py", "test_check.py", "test_yamlgen_builds.py", "test_user_layers_e2e.py",
-                 "test_fork_anchors.py", "test_port_weights.py", "test_forks.py", "test_engine.py",
-                 "test_ablate_stats.py", "test_safe_load.py", "test_offline.py", "test_release_matrix.py")
+                 "test_port_weights.py", "test_forks.py", "test_ablate_stats.py", "test_offline.py", "test_engine.py",
+                 "test_examples.py", "test_torchvision_ops.py", "test_release_matrix.py")
 
 
 def pytest_collection_modifyitems(config, items):
