@@ -127,6 +127,7 @@ class Cluster:
     hidden: Path  # the driver's folder: covered by an empty tmpfs on every worker node
     env: dict[str, str]  # the base environment of every process (the test's)
     workers: list[WorkerNode] = field(default_factory=list)
+    servers: list[subprocess.Popen] = field(default_factory=list)
     init: subprocess.Popen | None = None
     init_pid: int = 0
 
@@ -168,6 +169,20 @@ class Cluster:
         """Run a command on the head's side (the driver, ``ray`` commands), text, captured."""
         return subprocess.run(self._enter(args, cwd or self.root), env=env or self.driver_env(), text=True,
                               capture_output=True, timeout=timeout)  # fmt: skip
+
+    def serve_ftp(self, folder: Path, log: Path) -> str:
+        """An FTP server for ``folder`` inside the namespace, on the head's side (tests/ftpserver.py), its commands
+        logged to ``log``: every node reaches it at 127.0.0.1, as a bucket every node reaches; its ``--storage`` URI.
+        It ends with the cluster."""
+        import ftpserver
+
+        proc = self.popen([sys.executable, str(Path(__file__).with_name("ftpserver.py")), str(folder), str(log)],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+        line = proc.stdout.readline().strip()
+        if not line.isdigit():
+            raise RuntimeError(f"the FTP server did not start: {line!r}")
+        self.servers.append(proc)
+        return ftpserver.uri(int(line))
 
     def driver_env(self, **extra: str) -> dict[str, str]:
         """The head's user: its HOME (which holds the token), token authentication on."""
@@ -250,9 +265,9 @@ class Cluster:
                 pass
             self.init.stdin.close()
             self.init.wait(timeout=60)
-        for node in self.workers:
-            if node.proc.poll() is None:
-                node.proc.wait(timeout=30)
+        for proc in [*(node.proc for node in self.workers), *self.servers]:
+            if proc.poll() is None:
+                proc.wait(timeout=30)
         self.init = None
 
 

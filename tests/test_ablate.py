@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import ftpserver
 import helpers
 import learnable
 import trainkit
@@ -853,22 +854,29 @@ def _no_ray_lines(r) -> None:
     assert "(raylet)" not in text and "pid=" not in text and "Traceback" not in text, text[-4000:]
 
 
-def _learn_on_ray(cluster, *, seeds: str = "1") -> list[str]:
+@pytest.fixture(scope="module")
+def storage(cluster) -> str:
+    """``--storage ftp://...``: a real FTP server inside the cluster's namespace serving ``<cluster>/storage``, which
+    every node reaches at 127.0.0.1 as it would a bucket (fsspec's ftp://, the standard library's ftplib)."""
+    return cluster.serve_ftp(cluster.root / "storage", cluster.root / "ftp.log")
+
+
+def _learn_on_ray(storage: str, *, seeds: str = "1") -> list[str]:
     """learn's command line (``-- workers=0`` given as ``--workers 0``), with ``--storage``, on the cluster."""
     cut = LEARN.index("--")
-    args = [*LEARN[:cut], "--workers", "0", "--storage", str(cluster.root / "storage"),
+    args = [*LEARN[:cut], "--workers", "0", "--storage", storage,
             *[a for a in LEARN[cut:] if a != "workers=0"]]  # fmt: skip
     args[args.index("--seeds") + 1] = seeds
     return args
 
 
 @pytest.fixture(scope="module")
-def two(learn, site, cluster):
+def two(learn, site, cluster, storage):
     """learn's two runs (stock and MHSA, seed 0, the learnable set, patience 2) as Ray tasks on the worker node, from
-    the same project folder (the dataset YAML's relative path resolves there on both nodes), with ``--storage`` (a
-    folder both nodes reach) for the epochs' snapshots."""
+    the same project folder (the dataset YAML's relative path resolves there on both nodes), with ``--storage
+    ftp://...`` (a URI both nodes reach) for the epochs' snapshots."""
     _live_worker(cluster)
-    cmd = cluster_ablate(cluster, site, "two", *_learn_on_ray(cluster))
+    cmd = cluster_ablate(cluster, site, "two", *_learn_on_ray(storage))
     r = trainkit.ok(cluster.run(cmd, cwd=learn["project"], timeout=900))
     return {"dir": cluster.hidden / "two", "proc": r}
 
@@ -907,15 +915,22 @@ def test_a_two_node_cluster_without_a_shared_run_folder_gives_the_local_backends
     assert [g["device"] for g in grid] == ["node 127.0.0.1"] * 2  # where each task really started
     (kept,) = (cluster.root / "storage").iterdir()  # the experiment's folder there: its name and a hash of its path
     assert kept.name.startswith("two-") and not list((kept / "runs").iterdir())  # each run's removed once recorded
+    assert ftpserver.PASSWORD not in out + r.stderr
+    # every epoch went through the URI store: uploaded under a temporary name, then renamed <epochs>.tar
+    renamed = [c.split()[1].rsplit("/", 2)[-2:] for c in (cluster.root / "ftp.log").read_text().splitlines()
+               if c.strip().startswith("RNTO ")]  # fmt: skip
+    for x in rows:
+        name = Path(x["run_dir"]).name
+        assert [f for run, f in renamed if run == name] == [f"{e:06d}.tar" for e in range(1, int(x["epochs"]) + 1)]
     _no_ray_lines(r)
 
 
-def test_a_worker_node_whose_ultralytics_is_not_patched_is_refused_naming_the_node(two, learn, site, cluster):
+def test_a_worker_node_whose_ultralytics_is_not_patched_is_refused_naming_the_node(two, learn, site, cluster, storage):
     """The only worker node sees an unpatched ultralytics at the target's path: each run of a resume (seed 1 added;
     nothing to measure again) fails before it trains, in one line naming the node and what to do there."""
     bad = _live_worker(cluster, binds={site: trainkit.unpatched()})
     try:
-        r = cluster.run(cluster_ablate(cluster, site, "two", *_learn_on_ray(cluster, seeds="2")), cwd=learn["project"],
+        r = cluster.run(cluster_ablate(cluster, site, "two", *_learn_on_ray(storage, seeds="2")), cwd=learn["project"],
                         timeout=900)  # fmt: skip
     finally:
         cluster.kill(bad)

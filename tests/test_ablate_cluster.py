@@ -63,7 +63,8 @@ def test_workers_and_storage_options_are_checked_before_anything_runs(tmp_path):
     r = cli("ablate", "--data", "synthetic:4", "--storage", str(tmp_path), "--project", str(tmp_path))
     assert_refused(r, "usage: --storage keeps the snapshots of Ray tasks: it needs --ray", code=2)
     r = cli("ablate", "--data", "synthetic:4", "--ray", "local", "--storage", "s3://bucket/runs", "--project", str(tmp_path))
-    assert_refused(r, "--storage s3://bucket/runs: only a folder every node reaches")
+    # s3fs is not installed here: refused before anything is measured (test_ablate_storage.py has the rest)
+    assert_refused(r, "--storage s3://bucket/runs: s3:// needs a package not installed here (")
     r = cli("ablate", "--data", "synthetic:4", "--workers", "-1", "--project", str(tmp_path))
     assert r.exit_code == 2
     assert not any(tmp_path.iterdir())
@@ -425,10 +426,6 @@ def test_a_run_folder_the_driver_cannot_read_is_moved_aside_whole_and_the_task_r
 
 
 def test_storage_holds_the_snapshots_in_a_folder_every_node_reaches(tmp_path):
-    assert store.parse_storage(f"file://{tmp_path}/s") == str(tmp_path / "s")
-    assert store.parse_storage(str(tmp_path / "s" / ".." / "s")) == str(tmp_path / "s")
-    with pytest.raises(PatchError, match="--storage s3://bucket/x: only a folder every node reaches"):
-        store.parse_storage("s3://bucket/x")
     s = store.PathStore(tmp_path / "s", "exp-1234")
     assert s.fetch("stock-s0") == (None, None) and s.holds("stock-s0") == 0
     worker = tmp_path / "w" / "stock-s0"

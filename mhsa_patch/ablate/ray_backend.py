@@ -258,7 +258,7 @@ class RayBackend:
 
         from mhsa_patch.ablate.cluster.fingerprint import Expected
         from mhsa_patch.ablate.cluster.resources import run_resources, uses_gpu
-        from mhsa_patch.ablate.cluster.store import DriverSink, PathStore, parse_storage
+        from mhsa_patch.ablate.cluster.store import DriverSink, open_store, parse_storage
         from mhsa_patch.ablate.cluster.task import TaskContext, run_task
         from mhsa_patch.patching.atomic import sha256
 
@@ -272,7 +272,9 @@ class RayBackend:
             self.gpu = uses_gpu(self.device)
             self.need = run_resources(self.device, exp.recipe["train"])
             require_placeable(self.conn, self.device, exp.recipe["train"])
-            self.store = PathStore(parse_storage(storage), storage_key(exp.dir)) if storage else None
+            self.store = open_store(parse_storage(storage), storage_key(exp.dir)) if storage else None
+            if self.store is not None:
+                self.store.check()  # reachable and writable from here, before anything trains
             here = ray.get_runtime_context().get_node_id()
             self.sink = (
                 ray.remote(DriverSink)

@@ -175,8 +175,9 @@ def ablate(
     ] = None,  # fmt: skip
     storage: Annotated[
         Optional[str],
-        typer.Option("--storage", metavar="PATH", help="With --ray: keep each run's epoch snapshots in this folder, which every node "
-                     "reaches (default: sent back to the experiment folder).", show_default=False),
+        typer.Option("--storage", metavar="PATH|URI", help="With --ray: keep each run's epoch snapshots in this folder, or at this URI "
+                     "(s3://, gs://, ftp://, ... through fsspec), which every node reaches (default: sent back to the "
+                     "experiment folder).", show_default=False),
     ] = None,  # fmt: skip
     workers: Annotated[
         Optional[int],
@@ -229,7 +230,7 @@ def ablate(
                 raise UsageError("--storage keeps the snapshots of Ray tasks: it needs --ray")
             from mhsa_patch.ablate.cluster.store import parse_storage
 
-            storage = parse_storage(storage)  # an s3:// refused here, before anything is measured
+            storage = parse_storage(storage)  # a URI with no filesystem here refused before anything is measured
         if ray is not None:  # before anything is checked or measured
             from mhsa_patch.ablate.ray_backend import require_ray
 

@@ -158,13 +158,21 @@ class PathStore:
     """``--storage PATH``: snapshots in ``PATH/<experiment>/runs/<run>/``, a folder every node reaches (NFS, a
     mounted bucket), written with the same atomic protocol as the driver's folder. Picklable: tasks carry it."""
 
+    merges = True  # a snapshot put here is merged with the checkpoints already there: a task sends only new ones
+
     def __init__(self, root: str | Path, experiment: str):
         self.root = Path(str(root)).expanduser() / experiment
+        self.shown = str(self.root)
+
+    def check(self) -> None:
+        """Refuse in one line, before anything trains, a folder the driver cannot write."""
+        try:
+            (self.root / "runs").mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise PatchError(f"--storage {self.root}: cannot write there ({e.strerror or e})") from None
 
     def run_dir(self, run: str) -> Path:
-        if "/" in run or run in ("", ".", ".."):
-            raise PatchError(f"{run!r} is not a run name")
-        return self.root / "runs" / run
+        return self.root / "runs" / _run_name(run)
 
     def fetch(self, run: str) -> tuple[bytes | None, str | None]:
         """``(the newest snapshot here or None, a warning or None)``: see :func:`readable_snapshot`."""
@@ -190,17 +198,214 @@ class PathStore:
             shutil.rmtree(folder)
 
 
+def _run_name(run: str) -> str:
+    if "/" in run or "\\" in run or run in ("", ".", ".."):
+        raise PatchError(f"{run!r} is not a run name")
+    return run
+
+
+_OBJECT = re.compile(r"(\d{6})\.tar\Z")  # a run's snapshot in a URI store: its epoch count, zero-padded
+
+
+class UriStore:
+    """``--storage URI``: snapshots as objects of any filesystem fsspec reaches from every node (``s3://`` with s3fs,
+    ``gs://`` with gcsfs, ``ftp://``, ...), as Ray Tune's ``storage_path`` takes one. Each epoch is one whole archive,
+    ``<URI>/<experiment>/runs/<run>/<epochs:06>.tar``, written under a temporary name and then renamed, so a reader
+    sees the previous epoch or this one, never half of it; the older archive is removed only after. An archive that
+    does not read back as a whole snapshot is never deleted: it is renamed ``damaged-<time>-<name>`` beside it, and
+    the warning says so. Picklable: tasks carry it (the connection is opened again where it arrives)."""
+
+    merges = False  # one object per epoch holds everything a resume needs: tasks send whole snapshots
+
+    def __init__(self, uri: str, experiment: str):
+        self.uri = uri.rstrip("/")
+        self.experiment = experiment
+        self.shown = f"{shown_uri(self.uri)}/{experiment}"
+        self._fs = None
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_fs"} | {"_fs": None}
+
+    def _open(self):
+        if self._fs is None:
+            import fsspec
+
+            fs, root = fsspec.core.url_to_fs(self.uri)
+            self._fs, self._root = fs, root.rstrip("/")
+        return self._fs
+
+    def _dir(self, run: str) -> str:
+        self._open()
+        return f"{self._root}/{self.experiment}/runs/{_run_name(run)}"
+
+    def _shown(self, path: str) -> str:
+        return f"{self.shown}/{path[len(self._root) + len(self.experiment) + 2:]}"
+
+    def check(self) -> None:
+        """Write, read back and remove a probe, before anything trains: a URI the driver cannot write is refused in
+        one line (the tasks reach it the same way: give each node the same credentials)."""
+        import uuid
+
+        try:
+            fs = self._open()
+            folder = f"{self._root}/{self.experiment}/runs"
+            fs.makedirs(folder, exist_ok=True)
+            probe = f"{folder}/.probe-{uuid.uuid4().hex}"
+            fs.pipe_file(probe, b"mhsa-patch")
+            same = fs.cat_file(probe) == b"mhsa-patch"
+            fs.rm_file(probe)
+        except Exception as e:  # noqa: BLE001 - any filesystem's own error, said in one line
+            raise PatchError(f"--storage {self.shown}: cannot write there ({type(e).__name__}: {_line(e)})") from None
+        if not same:
+            raise PatchError(f"--storage {self.shown}: what was written there did not read back the same")
+
+    def _objects(self, run: str) -> list[tuple[int, str]]:
+        """``(epochs, path)`` of the run's archives here, newest first."""
+        fs, folder = self._open(), self._dir(run)
+        fs.invalidate_cache(folder)  # fsspec keeps listings: another node (or attempt) may have written since
+        try:
+            names = fs.ls(folder, detail=False)
+        except FileNotFoundError:
+            return []
+        found = []
+        for path in names:
+            m = _OBJECT.match(str(path).rstrip("/").rsplit("/", 1)[-1])
+            if m:
+                found.append((int(m.group(1)), f"{folder}/{m.group(0)}"))
+        return sorted(found, reverse=True)
+
+    def holds(self, run: str) -> int:
+        """The epochs of ``run``'s newest archive here (0: none); :meth:`fetch` checks it before a task uses it."""
+        objects = self._objects(run)
+        return objects[0][0] if objects else 0
+
+    def put_snapshot(self, run: str, blob: bytes) -> None:
+        import uuid
+
+        epochs = _epochs_of(blob)
+        problem = _unreadable(blob, run, epochs)  # only what a task can resume from: never an archive of a part
+        if problem is not None:
+            raise PatchError(f"{run}: the snapshot of epoch {epochs} {problem}: not stored")
+        fs, folder = self._open(), self._dir(run)
+        fs.makedirs(folder, exist_ok=True)
+        final = f"{folder}/{epochs:06d}.tar"
+        tmp = f"{folder}/.incoming-{uuid.uuid4().hex}"
+        fs.pipe_file(tmp, blob)
+        fs.mv(tmp, final)
+        for n, path in self._objects(run):
+            if n < epochs:
+                fs.rm_file(path)
+
+    def fetch(self, run: str) -> tuple[bytes | None, str | None]:
+        """``(the newest archive here that reads back as a whole snapshot, or None; a warning or None)``. One that does
+        not is renamed aside (never deleted) and the next older one is tried."""
+        import time
+
+        fs = self._open()
+        warnings = []
+        for n, path in self._objects(run):
+            blob = fs.cat_file(path)
+            problem = _unreadable(blob, run, n)
+            if problem is None:
+                return blob, "; ".join(warnings) or None
+            aside = path.rsplit("/", 1)[0] + f"/damaged-{time.strftime('%Y%m%dT%H%M%S')}-{n:06d}.tar"
+            fs.mv(path, aside)
+            warnings.append(f"{run}: {self._shown(path)} {problem}; it was moved to {self._shown(aside)}")
+        return None, "; ".join(warnings) or None
+
+    def forget(self, run: str) -> None:
+        """Remove ``run``'s archives once the driver recorded the run (this tool's own objects; anything else there,
+        a damaged archive moved aside included, stays)."""
+        fs = self._open()
+        for _, path in self._objects(run):
+            fs.rm_file(path)
+        try:
+            fs.rmdir(self._dir(run))
+        except Exception:  # noqa: BLE001 - not empty, or a store without folders: nothing to remove
+            pass
+
+
+def _line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[-1][:300]
+
+
+def _epochs_of(blob: bytes) -> int:
+    """The epoch count the archive's ``state.json`` commits."""
+    import io
+    import json
+    import tarfile
+
+    try:
+        with tarfile.open(fileobj=io.BytesIO(blob), mode="r:*") as tar:
+            member = tar.getmember(snapshot.STATE)
+            data = json.loads(tar.extractfile(member).read(runstate.JSON_LIMIT))
+        n = data["epochs_done"]
+        if isinstance(n, int) and not isinstance(n, bool) and n >= 1:
+            return n
+    except (tarfile.TarError, KeyError, ValueError, TypeError, AttributeError):
+        pass
+    raise PatchError("a snapshot archive without a committed epoch cannot be stored")
+
+
+def _unreadable(blob: bytes, run: str, n: int) -> str | None:
+    """Why ``blob`` is not a whole snapshot of ``n`` epochs (None: it is): unpacked into a temporary folder and read
+    as a run's child reads its folder before it resumes."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="mhsa-ablate-check-") as tmp:
+        folder = Path(tmp) / run
+        try:
+            snapshot.put(blob, folder)
+            state = runstate.read_state(folder)
+        except PatchError:
+            return "is not a whole archive (cut short?)"
+        except runstate.Damaged as d:
+            return f"does not hold a whole snapshot ({d.problem})"
+    if state is None or int(state["epochs_done"]) != n:
+        return f"does not hold epoch {n}'s snapshot"
+    return None
+
+
+def shown_uri(uri: str) -> str:
+    """``uri`` without a password (``ftp://user:secret@host`` is shown ``ftp://user:***@host``)."""
+    return re.sub(r"\A([A-Za-z][A-Za-z0-9+.-]*://[^/:@]*):[^/@]*@", r"\1:***@", uri)
+
+
 def parse_storage(text: str) -> str:
-    """``--storage PATH`` or ``file://PATH``: the folder, absolute; a one-line refusal for anything else."""
+    """``--storage PATH``, ``file://PATH`` (the folder, absolute) or a URI fsspec opens here (as given); a one-line
+    refusal for anything else."""
     text = str(text).strip()
+    if not text:
+        raise PatchError("--storage is empty: give a folder or a URI every node reaches")
     if text.startswith("file://"):
         text = text[len("file://") :]
-    elif re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text):
-        raise PatchError(
-            f"--storage {text}: only a folder every node reaches (a path or file://PATH: NFS, a mounted bucket) "
-            "is supported; mount the bucket on every node and give its path"
-        )
+    elif m := re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", text):
+        return _uri(text, m.group(1).lower())
     if not text:
-        raise PatchError("--storage is empty: give a folder every node reaches")
+        raise PatchError("--storage is empty: give a folder or a URI every node reaches")
     return str(Path(text).expanduser().resolve())
 
+
+def _uri(text: str, protocol: str) -> str:
+    shown = shown_uri(text)
+    if protocol in ("memory", "local", "cached", "simplecache", "filecache", "blockcache"):
+        raise PatchError(f"--storage {shown}: {protocol}:// is not reached from other nodes; give a folder or a URI "
+                         "every node reaches")  # fmt: skip
+    try:
+        import fsspec
+
+        fsspec.get_filesystem_class(protocol)
+    except ImportError as e:
+        raise PatchError(f"--storage {shown}: {protocol}:// needs a package not installed here ({_line(e)}); install "
+                         "it on every node") from None  # fmt: skip
+    except ValueError:
+        raise PatchError(f"--storage {shown}: no filesystem for {protocol}:// (fsspec knows s3:// with s3fs, gs:// "
+                         "with gcsfs, ftp://, ...); give a folder or a URI every node reaches") from None  # fmt: skip
+    return text
+
+
+def open_store(storage: str, experiment: str) -> PathStore | UriStore:
+    """The store for ``parse_storage``'s result."""
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", storage):
+        return UriStore(storage, experiment)
+    return PathStore(storage, experiment)

@@ -39,7 +39,7 @@ class TaskContext:
     expected: Expected
     imgsz: int
     sink: Any  # the DriverSink actor
-    store: Any = None  # a PathStore with --storage
+    store: Any = None  # a PathStore or UriStore with --storage
     data_splits: dict | None = None  # a dataset YAML's splits as the driver's ultralytics resolved them (same paths)
 
 
@@ -98,7 +98,8 @@ class Shipper:
 
         try:
             if "epoch" in event and self.run_dir is not None:
-                found = snapshot.pack_resume(self.run_dir, have=self.have)
+                whole = self.ctx.store is not None and not self.ctx.store.merges  # a URI store: one whole archive
+                found = snapshot.pack_resume(self.run_dir, have=() if whole else self.have)
                 if found is not None:
                     state, blob = found
                     if self.ctx.store is not None:
