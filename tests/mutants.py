@@ -168,6 +168,13 @@ MUTANTS = (
         "    return os.path.normcase(os.path.abspath(path))",
         in_file("test_untrusted.py", "test_symlinked_folder_pointing_outside_is_refused"),
     ),
+    Mutant(
+        "storage-in-place", "--storage URI uploads an epoch's archive straight to its final name (a reader may see half)",
+        "mhsa_patch/ablate/cluster/store.py",
+        "        fs.pipe_file(tmp, blob)\n        fs.mv(tmp, final)\n",
+        "        fs.pipe_file(final, blob)\n",
+        in_file("test_ablate_storage.py", "test_a_uri_store_keeps_the_newest_whole_epoch_and_gives_it_back"),
+    ),
 )
 
 
