@@ -2,8 +2,9 @@
 
 A ``sitecustomize.py`` put first on PYTHONPATH records every connect and name lookup (and refuses it) in each process
 that inherits the path, and the process itself with the ``YOLO_OFFLINE`` it was started with; the children's own
-guard (``mhsa_patch.child.offline``) records the attempts made after ultralytics' import in the same file. Used by
-test_offline.py, and by trainkit.py for the runs that test_check.py shares with it.
+guard (``mhsa_patch.child.offline``) records the attempts made after ultralytics' import in the same file. Each guarded
+run is also a run that other tests read (test_check.py's ``check --train`` runs, test_ablate.py's ``learn`` grid), so
+that staying offline costs no run of its own; test_offline.py guards the other commands.
 """
 
 from __future__ import annotations
@@ -51,19 +52,29 @@ class GuardedRun:
     processes: list[tuple[str, str]]  # (pid, YOLO_OFFLINE as started) of the tool, then of each process it started
 
 
+class Guard:
+    """The guard's environment for one run of the tool (``env``: what to add to the tool's environment, ``site`` on
+    the path) and, afterwards, what it recorded (:meth:`record`)."""
+
+    def __init__(self, site: Path):
+        folder = Path(tempfile.mkdtemp(prefix="netguard-"))
+        (folder / "sitecustomize.py").write_text(SITECUSTOMIZE)
+        self.log = folder / "net.log"
+        self.log.touch()
+        path = os.pathsep.join([str(folder), checkout_env(site, offline=False)["PYTHONPATH"]])
+        self.env = {"PYTHONPATH": path, "MHSA_TEST_NETLOG": str(self.log), "MHSA_PATCH_NETLOG": str(self.log)}
+
+    def record(self, proc: subprocess.CompletedProcess) -> GuardedRun:
+        pids = Path(str(self.log) + ".pids")
+        processes = [tuple(line.split()) for line in pids.read_text().splitlines()] if pids.exists() else []
+        return GuardedRun(proc, self.log.read_text(), processes)
+
+
 def run(*args: str, site: Path, cwd: Path | None = None, timeout: float = 900) -> GuardedRun:
     """``mhsa-patch args...`` (this checkout's, with ``site`` on the path) under the guard. The test sets no
     YOLO_OFFLINE: the tool must set it for its children itself (trainkit.cli runs the tool with offline=False)."""
-    folder = Path(tempfile.mkdtemp(prefix="netguard-"))
-    (folder / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    log = folder / "net.log"
-    log.touch()
-    path = os.pathsep.join([str(folder), checkout_env(site, offline=False)["PYTHONPATH"]])
-    env = {"PYTHONPATH": path, "MHSA_TEST_NETLOG": str(log), "MHSA_PATCH_NETLOG": str(log)}
-    proc = trainkit.cli(*args, site=site, env_extra=env, timeout=timeout, cwd=cwd)
-    pids = Path(str(log) + ".pids")
-    processes = [tuple(line.split()) for line in pids.read_text().splitlines()] if pids.exists() else []
-    return GuardedRun(proc, log.read_text(), processes)
+    guard = Guard(site)
+    return guard.record(trainkit.cli(*args, site=site, env_extra=guard.env, timeout=timeout, cwd=cwd))
 
 
 def assert_offline(run: GuardedRun) -> None:

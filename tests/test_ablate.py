@@ -32,6 +32,7 @@ import yaml
 import ftpserver
 import helpers
 import learnable
+import netguard
 import trainkit
 from mhsa_patch.ablate import lock as locks
 
@@ -46,9 +47,10 @@ DETERMINISTIC = ("variant", "seed", "params", "gflops", "map50", "map50_95", "pr
 OOM = Path(__file__).resolve().parent / "oom"  # its sitecustomize: a CUDA out-of-memory error in the first epoch
 
 
-def ablate(site: Path, project: Path, name: str, *args: str, timeout: float = 900, cwd: Path | None = None):
+def ablate(site: Path, project: Path, name: str, *args: str, timeout: float = 900, cwd: Path | None = None,
+           env_extra: dict[str, str] | None = None):  # fmt: skip
     return trainkit.cli("ablate", "--target", str(site), "--project", str(project), "--name", name, *args,
-                        site=site, timeout=timeout, cwd=cwd)  # fmt: skip
+                        site=site, timeout=timeout, cwd=cwd, env_extra=env_extra)  # fmt: skip
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -94,11 +96,22 @@ def site() -> Path:
 
 @pytest.fixture(scope="module")
 def learn(site, tmp_path_factory):
-    """stock and MHSA at seed 0 on the learnable set, patience 2, started from the project folder."""
+    """stock and MHSA at seed 0 on the learnable set, patience 2, started from the project folder, under the network
+    guard (tests/netguard.py: every connect and name lookup of the tool and of each process it starts recorded)."""
     project = tmp_path_factory.mktemp("learn")
     learnable.write_dataset(project / "sets" / "square", path="sets/square", yaml_path=project / "cfg" / "square.yaml")
-    proc = trainkit.ok(ablate(site, project, "l", *LEARN, cwd=project))
-    return {"dir": project / "l", "project": project, "proc": proc}
+    guard = netguard.Guard(site)
+    guarded = guard.record(ablate(site, project, "l", *LEARN, cwd=project, env_extra=guard.env))
+    proc = trainkit.ok(guarded.proc)
+    return {"dir": project / "l", "project": project, "proc": proc, "guarded": guarded}
+
+
+def test_a_grid_stays_offline(learn):
+    """Issue 22 A.10: the tool, its measuring child and each run's child (ultralytics' trainer and validator on a
+    dataset YAML) start offline and never try the network, nor does the report the tool draws itself."""
+    run = learn["guarded"]
+    netguard.assert_offline(run)
+    assert len(run.processes) >= 4, run.processes  # the tool, its measuring child, and the two runs' children
 
 
 # ---------------------------------------------------------------------------------------------------- the table
@@ -338,9 +351,16 @@ def _committed(state: Path) -> int:
         return 0
 
 
+def _as_in_a_terminal() -> None:
+    """Ctrl-C reaches the command as it does in a terminal, even when the suite itself runs where SIGINT is ignored
+    (``pytest ... &`` from a script: a background job inherits SIGINT ignored, and so would the tool)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args: list[str], site: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "mhsa_patch", *args], env=trainkit.env(site), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=_as_in_a_terminal)  # fmt: skip
 
 
 def _wait_for_epoch(proc: subprocess.Popen, state: Path, wanted: int) -> None:

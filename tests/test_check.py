@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import pytest
 
+import netguard
 import releases
 import trainkit
-from helpers import assert_refused, fork_bot3_yaml
+from helpers import ROOT, assert_refused, fork_bot3_yaml
 
 
 @pytest.mark.training
 def test_check_with_training_run():
     """The whole path on the CPU: build, forward 640x640 and 640x480, backward + step, summary, latency, then
     ultralytics' trainer on the synthetic set, finite losses, last.pt and best.pt reloaded and predicting."""
-    proc = trainkit.ok(trainkit.check_train_run())  # one run, shared with the docs' example (test_docs_examples.py)
-    text = proc.stdout
+    guarded = trainkit.check_train_guarded()  # one run, shared with the docs' example (the next test)
+    netguard.assert_offline(guarded)  # the tool and its child (the checks, then the training run): no connect, no
+    # lookup, the child started with YOLO_OFFLINE=1 by the tool
+    text = guarded.proc.stdout
     for needle in (
         "✔ Building yolov8n-MHSA.yaml",
         "✔ Forward at 640x640",
@@ -38,6 +41,22 @@ def test_check_with_training_run():
 
 
 @pytest.mark.training
+def test_check_summary_example_is_real():
+    """docs/check.md's ``check-summary`` example is this run's output (test_docs_examples.py has the others; this
+    one lives here, on the worker that makes the run for the test above)."""
+    from test_docs_examples import NUMBER, check_example, check_summary
+
+    proc = trainkit.check_train_run()
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    report_rows = [ln for ln in proc.stdout.split("\n") if "ultralytics.nn.modules.conv.MHSA" in ln]
+    added = {int(ln.split()[0]) for ln in report_rows}
+    assert added, proc.stdout[-4000:]
+    real = check_summary(proc.stdout, added)
+    check_example(ROOT / "docs" / "check.md", "check-summary", real,
+                  lambda doc, real: NUMBER.sub("#", doc) == NUMBER.sub("#", real))
+
+
+@pytest.mark.training
 def test_check_json_on_a_checkpoint():
     """A .pt (here the ported yolov8n) is checked as well; the JSON report carries the numbers."""
     p = trainkit.patched()
@@ -48,6 +67,7 @@ def test_check_json_on_a_checkpoint():
     assert [f["input"] for f in r["forward"]] == [[1, 3, 320, 320], [1, 3, 224, 320]]
     assert [f["output"] for f in r["forward"]] == [[1, 84, 2100], [1, 84, 1470]]
     s, st = r["summary"], r["stock"]
+    assert (r["baseline"], st["changes"], st["parameters"]) == ("yolov8n.yaml", "MHSA added", 3157200)
     mhsa_params = s["layers"][10]["params"]
     assert mhsa_params == 3 * (256 * 256 + 256)
     assert s["parameters"] - st["parameters"] == mhsa_params
@@ -72,19 +92,17 @@ def test_baseline_is_the_releases_own_config(tmp_path):
         return trainkit.cli("check", str(cfg), *extra, "--imgsz", "256", "--runs", "1", "--target", str(p["site"]),
                             site=p["site"])
 
-    proc = trainkit.ok(check(fork))
-    assert "baseline: yolov8n.yaml (nc=3): 23 layers, 3,011,433 parameters," in proc.stdout
-    assert "BoT3 added: +198,272 parameters (+6.6%), +" in proc.stdout
+    # the text lines are the JSON's fields in words (cli/verify.py's _print_check); the fork is read as JSON, the
+    # others as text (test_check_with_training_run and test_check_json_on_a_checkpoint read MHSA's both ways)
     r = trainkit.json_report(check(fork, "--json"))
     assert r["baseline"] == "yolov8n.yaml" and r["stock"]["config"] == "cfg/models/v8/yolov8.yaml"
     assert (r["stock"]["nc"], r["stock"]["layers"], r["stock"]["parameters"]) == (3, 23, 3011433)
     assert r["summary"]["parameters"] - r["stock"]["parameters"] == r["summary"]["layers"][10]["params"] == 198272
+    assert r["stock"]["changes"] == "BoT3 added"
 
     proc = trainkit.ok(check(bot3))
     assert "baseline: yolov8n.yaml (nc=80): 23 layers, 3,157,200 parameters," in proc.stdout
     assert "BoT3 in place of C2f: −262,016 parameters (−8.3%), −" in proc.stdout
-    r = trainkit.json_report(check(p["yaml"], "--json"))
-    assert (r["baseline"], r["stock"]["changes"], r["stock"]["parameters"]) == ("yolov8n.yaml", "MHSA added", 3157200)
 
     custom = tmp_path / "yolov8-bifpn-BoT3.yaml"  # the head's first C2f repeated twice: no stock config has that
     custom.write_text(fork.read_text().replace("[-1, 3, C2f, [512]] # 13", "[-1, 6, C2f, [512]] # 13", 1))
@@ -140,12 +158,14 @@ def test_refuses_a_yaml_that_is_not_a_model(tmp_path):
 
 
 @pytest.mark.training
+@pytest.mark.releases
 def test_check_on_the_first_supported_release():
-    """8.0.98: the loss still lived in the trainer, the config in ultralytics.yolo.cfg; check copes."""
-    rel = trainkit.patched_release("8.0.98")  # patched once, shared with test_offline and test_torchvision_ops
-    site = rel["site"]
-    r = trainkit.json_report(trainkit.cli("check", str(rel["yaml"]), "--json", "--imgsz", "256", "--runs", "2",
-                                          "--target", str(site), site=site))
+    """8.0.98: the loss still lived in the trainer, the config in ultralytics.yolo.cfg; check copes, and stays
+    offline although the release probes DNS at import, checks PyPI and fetches a font when training starts. The
+    ``check --train --json`` run on it is made once, under the network guard, and shared with the next test."""
+    run = trainkit.old_release_check_train("8.0.98")
+    netguard.assert_offline(run)
+    r = trainkit.json_report(run.proc)
     assert r["ultralytics"] == "8.0.98" and [m["index"] for m in r["added_layers"]] == [10]
     assert r["stock"]["parameters"] == 3157200 and r["summary"]["parameters"] > r["stock"]["parameters"]
     assert r["train_step"]["added_grad_norm"] > 0
@@ -158,7 +178,7 @@ def test_check_train_on_old_releases_with_todays_torch(version):
     """Releases up to 8.2.x call torch.load without weights_only, which torch >= 2.6 refuses: ultralytics' trainer
     stopped at reloading last.pt. The child routes the release's own loading through the restricted loader, so
     --train passes with no unsafe switch set (the suite sets none: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is absent).
-    The run is made once, under the network guard, and shared with test_offline.py (8.0.98)."""
+    The run is made once, under the network guard (8.0.98's shared with the test above)."""
     import importlib.metadata
 
     from mhsa_patch.patching.target import version_tuple

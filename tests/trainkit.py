@@ -106,7 +106,7 @@ def patched() -> dict:
 @functools.lru_cache(maxsize=None)
 def patched_release(version: str) -> dict:
     """``{"site", "pkg", "yaml"}``: a release copied, patched by ``mhsa-patch apply`` and its ``yolov8n-MHSA.yaml``
-    written by gen-yaml, once per session (8.0.98 serves test_check, test_offline and test_torchvision_ops)."""
+    written by gen-yaml, once per session (8.0.98 serves test_check and test_torchvision_ops)."""
     root = workdir() / f"release-{version}"
     pkg = releases.copy_release(version, root / "site")
     site = pkg.parent
@@ -117,7 +117,7 @@ def patched_release(version: str) -> dict:
 @functools.lru_cache(maxsize=None)
 def old_release_check_train(version: str):
     """``check yolov8n-MHSA.yaml --train --json`` on an old release (tiny settings), run once under the network guard
-    (a ``netguard.GuardedRun``): test_offline.py checks that it stayed offline, test_check.py its report."""
+    (a ``netguard.GuardedRun``): test_check.py checks its report and that it stayed offline."""
     import netguard
 
     r = patched_release(version)
@@ -125,17 +125,25 @@ def old_release_check_train(version: str):
                         "--batch", "2", "--train-imgsz", "64", "--target", str(r["site"]), site=r["site"])
 
 
-@functools.lru_cache(maxsize=None)
 def check_train_run() -> subprocess.CompletedProcess:
     """``mhsa-patch check yolov8n-MHSA.yaml --train`` on the patched latest release, as a user runs it in the YAML's
-    folder, stderr merged into stdout as a terminal shows them. Run once: test_check.py reads its steps,
-    test_docs_examples.py compares it with the example in docs/check.md."""
+    folder, stderr merged into stdout as a terminal shows them. Run once: test_check.py reads its steps and checks it
+    stayed offline, and compares it with the example in docs/check.md."""
+    return check_train_guarded().proc
+
+
+@functools.lru_cache(maxsize=None)
+def check_train_guarded():
+    """:func:`check_train_run` as the ``netguard.GuardedRun`` it is: run under the network guard."""
+    import netguard
+
     p = patched()
-    return subprocess.run(
+    guard = netguard.Guard(p["site"])
+    return guard.record(subprocess.run(
         [sys.executable, "-m", "mhsa_patch", "check", p["yaml"].name, "--train", "--target", str(p["site"])],
-        env=helpers.checkout_env(p["site"], offline=False), cwd=p["yaml"].parent, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, timeout=900,
-    )
+        env=helpers.checkout_env(p["site"], offline=False, **guard.env), cwd=p["yaml"].parent,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900,
+    ))  # fmt: skip
 
 
 @functools.lru_cache(maxsize=None)
