@@ -192,3 +192,26 @@ def test_an_unreachable_uri_is_refused_in_one_line_before_anything_trains(tmp_pa
     assert msg.startswith(f"--storage ftp://me:***@127.0.0.1:{port}/x/{EXP}: cannot write there (")
     assert "\n" not in msg and "hunter2" not in msg and "refused" in msg.lower(), msg
 
+
+
+def test_a_driver_snapshot_that_is_not_whole_is_not_seeded_and_stops_nothing(tmp_path, ftp):
+    """An experiment begun without --storage, resumed with it: the driver gives the store its newer snapshot before
+    the run's task starts. One whose checkpoint is cut short is not stored (the task's fetch from the driver moves
+    that folder aside and says why), and the grid goes on."""
+    from types import SimpleNamespace
+
+    from mhsa_patch.ablate.ray_backend import RayBackend
+
+    port, served, commands = ftp
+    exp = tmp_path / "exp"
+    run = exp / "runs" / "stock-s0"
+    fake_run(run, 2, 2)
+    backend = SimpleNamespace(exp=SimpleNamespace(dir=exp), store=store.open_store(ftpserver.uri(port), EXP))
+    r = SimpleNamespace(name="stock-s0", run_dir=Path("runs") / "stock-s0")
+    RayBackend._seed_storage(backend, r)
+    assert backend.store.holds("stock-s0") == 2  # a whole one is seeded
+    backend.store.forget("stock-s0")
+    snap = run / "weights" / ".resume" / "last-e2.pt"
+    snap.write_bytes(snap.read_bytes()[:-40])  # cut short: best-e2.pt is the same file (a hard link)
+    RayBackend._seed_storage(backend, r)
+    assert backend.store.holds("stock-s0") == 0
