@@ -35,7 +35,7 @@ def _nothing_left_behind(tmp_path_factory):
 def _offline_ultralytics(tmp_path_factory):
     """Ultralytics writes a settings file on first import and tries the network otherwise. YOLO_OFFLINE is for this
     process's own ultralytics (test_bot3_layer imports it): runs of the tool get none (releases.release_env with
-    offline=False), so that test_offline.py sees the tool set it for its children."""
+    offline=False), so that the network guard (tests/netguard.py) sees the tool set it for its children."""
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ["YOLO_CONFIG_DIR"] = str(tmp_path_factory.mktemp("yolo-config"))
     yield
@@ -81,7 +81,7 @@ def fork_trees(request, _fork_tree_cache):
 # ``pytest -n 2 --dist loadfile`` (the README's command) a file's tests run on one worker, in order, so that a module's
 # fixtures are built once; a long file that started last would leave the other worker idle until it ended.
 LONGEST_FIRST = ("test_ablate.py", "test_check.py", "test_yamlgen_builds.py", "test_user_layers_e2e.py",
-                 "test_port_weights.py", "test_forks.py", "test_ablate_stats.py", "test_offline.py", "test_engine.py",
+                 "test_port_weights.py", "test_forks.py", "test_ablate_stats.py", "test_engine.py",
                  "test_examples.py", "test_torchvision_ops.py", "test_release_matrix.py")
 
 

@@ -3,8 +3,9 @@
 A ``sitecustomize.py`` put first on PYTHONPATH records every connect and name lookup (and refuses it) in each process
 that inherits the path, and the process itself with the ``YOLO_OFFLINE`` it was started with; the children's own
 guard (``mhsa_patch.child.offline``) records the attempts made after ultralytics' import in the same file. Each guarded
-run is also a run that other tests read (test_check.py's ``check --train`` runs, test_ablate.py's ``learn`` grid), so
-that staying offline costs no run of its own; test_offline.py guards the other commands.
+run is also a run that other tests read, so that staying offline costs no run of its own: ``check --train`` on the
+latest release and on 8.0.98 (test_check.py), ``learn``'s ablate grid (test_ablate.py), ``gen-yaml --check`` on
+8.0.98 and the latest (test_yamlgen_builds.py) and ``port-weights`` (trainkit.ported_run, test_port_weights.py).
 """
 
 from __future__ import annotations

@@ -113,7 +113,7 @@ def release_env(site: Path, config_dir: Path | None = None, *, offline: bool = T
     """Environment for a subprocess that must import the ultralytics under ``site`` (a folder holding ultralytics/).
 
     ``offline``: the test's own code importing ultralytics gets ``YOLO_OFFLINE=1``. A run of the tool passes False
-    and gets no ``YOLO_OFFLINE`` at all: the tool must set it for its children itself (test_offline.py checks it).
+    and gets no ``YOLO_OFFLINE`` at all: the tool must set it for its children itself (tests/netguard.py checks it).
     """
     env = dict(os.environ)
     if offline:

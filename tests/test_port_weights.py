@@ -12,6 +12,7 @@ import json
 import pytest
 import yaml
 
+import netguard
 import releases
 import trainkit
 from helpers import assert_refused
@@ -161,6 +162,7 @@ print(json.dumps({"same": same, "moved": moved, "after": after, "left": left, "k
 def test_port_transfers_every_stock_tensor():
     p = trainkit.patched()
     out = trainkit.ported()
+    netguard.assert_offline(trainkit.ported_run()[2])  # the tool and its child: no connect, no lookup
     proc = trainkit.run_python(COMPARE, p["site"], str(p["stock"]), str(out), "10")
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(proc.stdout.strip().splitlines()[-1])

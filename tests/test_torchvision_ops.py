@@ -115,7 +115,7 @@ def test_the_first_import_of_torchvision_in_a_child_says_it(broken_torchvision, 
 @pytest.mark.releases
 def test_check_on_8_0_98_says_it_at_ultralytics_import(broken_torchvision):
     """ultralytics 8.0.98 imports torchvision when it is imported: plain ``check`` (no training) says it too."""
-    rel = trainkit.patched_release("8.0.98")  # patched once, shared with test_check and test_offline
+    rel = trainkit.patched_release("8.0.98")  # patched once, shared with test_check
     proc = run_tool("check", str(rel["yaml"]), "--imgsz", "64", "--runs", "1", "-t", str(rel["site"]),
                     env=env_with(broken_torchvision, rel["site"]), timeout=600)
     assert_mismatch_line(proc)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import netguard
 import releases
 from helpers import absolute, checkout_env, without_row
 from mhsa_patch.modelyaml import bases, emit, naming, request
@@ -218,8 +219,12 @@ def test_check_builds_with_the_patched_release(tmp_path, version):
     r = subprocess.run([sys.executable, "-m", "mhsa_patch", "apply", "-t", str(site)], capture_output=True, text=True,
                        env=checkout_env())
     assert r.returncode == 0, r.stderr
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=work, env=checkout_env(site))
+    # under the network guard (tests/netguard.py), started without YOLO_OFFLINE as a user would: the building child
+    # gets it from the tool, and neither tries the network (8.0.98 probes DNS when it is imported)
+    guard = netguard.Guard(site)
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=work, env=checkout_env(site, offline=False, **guard.env))
     assert r.returncode == 0, r.stdout + r.stderr
+    netguard.assert_offline(guard.record(r))
     assert (work / "yolov8n-MHSA.yaml").read_text() == emit.generate(find_target(site), Request(scale="n")).text
     lines = r.stdout.splitlines()
     row = next(ln for ln in lines if ln.startswith(" 10 "))

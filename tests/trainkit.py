@@ -154,13 +154,17 @@ def unpatched() -> Path:
 
 
 @functools.lru_cache(maxsize=None)
-def ported_run() -> tuple[Path, str]:
-    """The random-weight yolov8n.pt ported into yolov8n-MHSA by ``port-weights``: (OUT.pt, what it printed)."""
+def ported_run() -> tuple:
+    """The random-weight yolov8n.pt ported into yolov8n-MHSA by ``port-weights``, under the network guard: (OUT.pt,
+    what it printed, the ``netguard.GuardedRun``)."""
+    import netguard
+
     p = patched()
     out = p["root"] / "yolov8n-MHSA-ported.pt"
-    proc = ok(cli("port-weights", str(p["stock"]), str(p["yaml"]), "-o", str(out), "--target", str(p["site"]),
-                  site=p["site"]))
-    return out, proc.stdout
+    run = netguard.run("port-weights", str(p["stock"]), str(p["yaml"]), "-o", str(out), "--target", str(p["site"]),
+                       site=p["site"])  # fmt: skip
+    ok(run.proc)
+    return out, run.proc.stdout, run
 
 
 def ported() -> Path:
