@@ -3,7 +3,7 @@
 fsspec's ``ftp://`` filesystem uses the standard library's ftplib, so the store's URI path is exercised through a
 real network protocol without a cloud account: listing, uploads, renames and deletes go over a socket to another
 process (or thread), as they would to s3:// or gs://. In the tests' own network namespace for the Ray cluster
-(``python tests/ftpserver.py ROOT``), in a thread for the store's unit tests (:func:`serve`).
+(``python tests/ftpserver.py ROOT LOG``), in a thread for the store's unit tests (:func:`serve`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 USER, PASSWORD = "ablate", "not-a-secret"
 
 
-def _server(root: Path, port: int = 0):
+def _server(root: Path):
     from pyftpdlib.authorizers import DummyAuthorizer
     from pyftpdlib.handlers import FTPHandler
     from pyftpdlib.servers import FTPServer
@@ -24,7 +24,7 @@ def _server(root: Path, port: int = 0):
     auth = DummyAuthorizer()
     auth.add_user(USER, PASSWORD, str(root), perm="elradfmwMT")  # read, list, write, rename, delete, mkdir
     handler = type("Handler", (FTPHandler,), {"authorizer": auth, "banner": "mhsa-patch tests", "log_prefix": ""})
-    server = FTPServer(("127.0.0.1", port), handler)
+    server = FTPServer(("127.0.0.1", 0), handler)  # a free port
     return server, server.socket.getsockname()[1]
 
 

@@ -47,10 +47,9 @@ DETERMINISTIC = ("variant", "seed", "params", "gflops", "map50", "map50_95", "pr
 OOM = Path(__file__).resolve().parent / "oom"  # its sitecustomize: a CUDA out-of-memory error in the first epoch
 
 
-def ablate(site: Path, project: Path, name: str, *args: str, timeout: float = 900, cwd: Path | None = None,
-           env_extra: dict[str, str] | None = None):  # fmt: skip
+def ablate(site: Path, project: Path, name: str, *args: str, timeout: float = 900, cwd: Path | None = None):
     return trainkit.cli("ablate", "--target", str(site), "--project", str(project), "--name", name, *args,
-                        site=site, timeout=timeout, cwd=cwd, env_extra=env_extra)  # fmt: skip
+                        site=site, timeout=timeout, cwd=cwd)  # fmt: skip
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -100,8 +99,8 @@ def learn(site, tmp_path_factory):
     guard (tests/netguard.py: every connect and name lookup of the tool and of each process it starts recorded)."""
     project = tmp_path_factory.mktemp("learn")
     learnable.write_dataset(project / "sets" / "square", path="sets/square", yaml_path=project / "cfg" / "square.yaml")
-    guard = netguard.Guard(site)
-    guarded = guard.record(ablate(site, project, "l", *LEARN, cwd=project, env_extra=guard.env))
+    guarded = netguard.run("ablate", "--target", str(site), "--project", str(project), "--name", "l", *LEARN,
+                           site=site, cwd=project)  # fmt: skip
     proc = trainkit.ok(guarded.proc)
     return {"dir": project / "l", "project": project, "proc": proc, "guarded": guarded}
 

@@ -26,7 +26,6 @@ from pathlib import Path
 import pytest
 
 import releases
-import trainkit
 from helpers import ROOT, cli
 
 UPDATE = os.environ.get("MHSA_PATCH_UPDATE_DOCS") == "1"

@@ -211,8 +211,8 @@ def test_check_builds_with_the_patched_release(tmp_path, version):
     releases.copy_release(version, site)
     work = tmp_path / "work"
     work.mkdir()
-    cmd = [sys.executable, "-m", "mhsa_patch", "gen-yaml", "-s", "n", "-t", str(site), "--check"]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=work, env=checkout_env(site))
+    args = ["gen-yaml", "-s", "n", "-t", str(site), "--check"]
+    r = subprocess.run([sys.executable, "-m", "mhsa_patch", *args], capture_output=True, text=True, cwd=work, env=checkout_env(site))
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "--check needs the patch" in r.stderr
     assert list(work.iterdir()) == []
 
@@ -221,10 +221,10 @@ def test_check_builds_with_the_patched_release(tmp_path, version):
     assert r.returncode == 0, r.stderr
     # under the network guard (tests/netguard.py), started without YOLO_OFFLINE as a user would: the building child
     # gets it from the tool, and neither tries the network (8.0.98 probes DNS when it is imported)
-    guard = netguard.Guard(site)
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=work, env=checkout_env(site, offline=False, **guard.env))
+    guarded = netguard.run(*args, site=site, cwd=work)
+    r = guarded.proc
     assert r.returncode == 0, r.stdout + r.stderr
-    netguard.assert_offline(guard.record(r))
+    netguard.assert_offline(guarded)
     assert (work / "yolov8n-MHSA.yaml").read_text() == emit.generate(find_target(site), Request(scale="n")).text
     lines = r.stdout.splitlines()
     row = next(ln for ln in lines if ln.startswith(" 10 "))

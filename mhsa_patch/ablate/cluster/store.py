@@ -204,6 +204,7 @@ def _run_name(run: str) -> str:
     return run
 
 
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")  # a URI's protocol, as fsspec reads it
 _OBJECT = re.compile(r"(\d{6})\.tar\Z")  # a run's snapshot in a URI store: its epoch count, zero-padded
 
 
@@ -368,7 +369,7 @@ def _unreadable(blob: bytes, run: str, n: int) -> str | None:
 
 def shown_uri(uri: str) -> str:
     """``uri`` without a password (``ftp://user:secret@host`` is shown ``ftp://user:***@host``)."""
-    return re.sub(r"\A([A-Za-z][A-Za-z0-9+.-]*://[^/:@]*):[^/@]*@", r"\1:***@", uri)
+    return re.sub(rf"\A({_SCHEME.pattern}[^/:@]*):[^/@]*@", r"\1:***@", uri)
 
 
 def parse_storage(text: str) -> str:
@@ -379,7 +380,7 @@ def parse_storage(text: str) -> str:
         raise PatchError("--storage is empty: give a folder or a URI every node reaches")
     if text.startswith("file://"):
         text = text[len("file://") :]
-    elif m := re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", text):
+    elif m := _SCHEME.match(text):
         return _uri(text, m.group(1).lower())
     if not text:
         raise PatchError("--storage is empty: give a folder or a URI every node reaches")
@@ -406,6 +407,6 @@ def _uri(text: str, protocol: str) -> str:
 
 def open_store(storage: str, experiment: str) -> PathStore | UriStore:
     """The store for ``parse_storage``'s result."""
-    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", storage):
+    if _SCHEME.match(storage):
         return UriStore(storage, experiment)
     return PathStore(storage, experiment)
